@@ -1,0 +1,157 @@
+"""The local wheel cache: content-addressed entries, atomic writes, a lock per key.
+
+Layout under the cache root:
+  entries/<key>/         one finished build: the wheel and entry.json (written to a temp dir,
+                         then renamed, so a build killed midway leaves no entry)
+  wheels/<file>.whl      a hard link to the newest entry with that file name (pip --find-links)
+  simple/<project>/      a PEP 503 index over wheels/ (pip --index-url file://.../simple)
+  sources/ logs/ envs/ build/ locks/
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock
+from packaging.utils import canonicalize_name, parse_wheel_filename
+
+from builder.errors import CacheError
+from builder.source import sha256_of
+
+DEFAULT_CACHE = Path(__file__).resolve().parent.parent / "cache"
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One stored build."""
+
+    key: str
+    path: Path
+    meta: Mapping[str, Any]
+
+    @property
+    def wheel(self) -> Path:
+        return self.path / str(self.meta["wheel"])
+
+    @property
+    def sha256(self) -> str:
+        return str(self.meta["sha256"])
+
+
+class Cache:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def dir(self, name: str) -> Path:
+        path = self.root / name
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    @contextmanager
+    def lock(self, key: str) -> Iterator[None]:
+        """Held while one key is looked up, built and stored, so concurrent builds compile once."""
+        with FileLock(str(self.dir("locks") / f"{key}.lock")):
+            yield
+
+    def get(self, key: str) -> Entry | None:
+        path = self.root / "entries" / key
+        meta_file = path / "entry.json"
+        if not meta_file.is_file():
+            return None
+        return Entry(key, path, json.loads(meta_file.read_text()))
+
+    def entries(self) -> list[Entry]:
+        root = self.root / "entries"
+        found = [self.get(p.name) for p in sorted(root.iterdir())] if root.is_dir() else []
+        return sorted((e for e in found if e is not None), key=lambda e: str(e.meta.get("created", "")))
+
+    def find(self, key_or_prefix: str) -> Entry:
+        """An entry by its key or a unique key prefix."""
+        matches = [e for e in self.entries() if e.key.startswith(key_or_prefix)]
+        if len(matches) != 1:
+            what = "no" if not matches else f"{len(matches)}"
+            raise CacheError(f"{what} cache entries match {key_or_prefix!r}",
+                             hint="`builder cache list` shows the keys")
+        return matches[0]
+
+    def store(self, key: str, wheel: Path, meta: Mapping[str, Any]) -> Entry:
+        """Store a finished wheel under `key`, atomically; returns the new entry."""
+        entries = self.dir("entries")
+        staging = Path(tempfile.mkdtemp(prefix=f".tmp-{key}-", dir=entries))
+        try:
+            stored = staging / wheel.name
+            shutil.copy2(wheel, stored)
+            record = {**meta, "key": key, "wheel": wheel.name, "sha256": sha256_of(stored),
+                      "size": stored.stat().st_size,
+                      "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            (staging / "entry.json").write_text(json.dumps(record, indent=2, sort_keys=True))
+            final = entries / key
+            if final.exists():
+                shutil.rmtree(final)
+            os.rename(staging, final)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        entry = Entry(key, final, record)
+        self._publish(entry)
+        return entry
+
+    def remove(self, entry: Entry) -> None:
+        link = self.root / "wheels" / entry.wheel.name
+        if link.exists() and link.samefile(entry.wheel):
+            link.unlink()
+        shutil.rmtree(entry.path)
+        self.write_index()
+
+    def verified_wheel(self, entry: Entry) -> Path:
+        """The entry's wheel after its sha256 matched what was stored; refuses a corrupt one."""
+        actual = sha256_of(entry.wheel) if entry.wheel.is_file() else "missing"
+        if actual != entry.sha256:
+            raise CacheError(f"cache entry {entry.key} is corrupt: {entry.wheel.name} has "
+                             f"sha256 {actual}, stored {entry.sha256}",
+                             hint=f"remove it with `builder cache rm {entry.key}` and build again")
+        return entry.wheel
+
+    def _publish(self, entry: Entry) -> None:
+        """Link the wheel into wheels/ and rewrite the PEP 503 tree."""
+        wheels = self.dir("wheels")
+        tmp = wheels / f".{entry.wheel.name}.{os.getpid()}.tmp"
+        tmp.unlink(missing_ok=True)
+        os.link(entry.wheel, tmp)
+        os.replace(tmp, wheels / entry.wheel.name)
+        self.write_index()
+
+    def write_index(self) -> None:
+        """PEP 503 pages for every wheel in wheels/, each page replaced atomically."""
+        simple = self.dir("simple")
+        projects: dict[str, list[Path]] = {}
+        for wheel in sorted(self.dir("wheels").glob("*.whl")):
+            name = canonicalize_name(parse_wheel_filename(wheel.name)[0])
+            projects.setdefault(name, []).append(wheel)
+        for name, wheels in projects.items():
+            links = "\n".join(
+                f'<a href="../../wheels/{html.escape(w.name)}#sha256={sha256_of(w)}">'
+                f"{html.escape(w.name)}</a><br/>" for w in wheels)
+            _write_atomic(simple / name / "index.html",
+                          f"<!DOCTYPE html>\n<html><body>\n{links}\n</body></html>\n")
+        names = "\n".join(f'<a href="{n}/">{n}</a><br/>' for n in sorted(projects))
+        _write_atomic(simple / "index.html", f"<!DOCTYPE html>\n<html><body>\n{names}\n</body></html>\n")
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)

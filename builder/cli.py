@@ -1,0 +1,241 @@
+"""The command line: argument parsing and output only; the work is in pipeline and friends.
+
+Errors arrive as BuilderError and leave as one line (plus a hint) and the error's exit code;
+the traceback only with --debug. --json prints one JSON document on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from builder import __version__, pipeline
+from builder.cache import DEFAULT_CACHE, Cache
+from builder.errors import BuildError, BuilderError, UsageError
+from builder.install import install_wheel
+from builder.plan import Request
+from builder.progress import StepReporter
+from builder.recipe import load_recipe, recipe_names
+from builder.source import fetch
+from builder.wheel import read_provenance
+
+EPILOG = """examples:
+  builder build causal-conv1d --arch 86           build for sm_86 against this Python's torch
+  builder build flash-attn --cuda 11.8 --arch 86 --torch 2.0.1 --torch-index URL
+  builder plan flash-attn --arch 8.0,9.0 --json   show what a build would do
+  builder cache list                              what the cache holds
+"""
+
+
+def _add_target_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("recipe", help="recipe name (see `builder recipes`) or path to a .toml")
+    parser.add_argument("--version", dest="pkg_version", help="package version (default: the recipe's)")
+    parser.add_argument("--cuda", help="CUDA toolkit X.Y to compile with (default: torch's CUDA)")
+    parser.add_argument("--arch", action="append", default=[],
+                        help="GPU arch: 86, 8.6, sm_86, 8.6+PTX; repeat or join with , or ; "
+                             "(default: the visible GPUs)")
+    parser.add_argument("--torch", help="build in a venv with exactly this torch version")
+    parser.add_argument("--torch-index", help="index URL to get that torch from (e.g. a per-CUDA index)")
+    parser.add_argument("--python", help="target interpreter (default: the one running builder)")
+    parser.add_argument("--cxx11-abi", default="auto", choices=("auto", "0", "1"),
+                        help="C++ ABI; must match torch's (default: auto)")
+    parser.add_argument("--jobs", type=int, help="parallel compile jobs (default: from cores and free RAM)")
+    parser.add_argument("--source", help="local archive or directory to use instead of the recipe's URL")
+    parser.add_argument("--ccache", action="store_true", help="compile through sccache")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="builder", description="Compile CUDA extensions (flash-attn, causal-conv1d, ...) "
+        "against a pinned torch, CUDA toolkit and GPU arch; cache, install and verify the wheel.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-V", "--builder-version", action="version", version=f"builder {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help=f"cache root (default: {DEFAULT_CACHE})")
+    common.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+    common.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    build = sub.add_parser("build", parents=[common], help="build, cache, install and verify a recipe")
+    _add_target_args(build)
+    build.add_argument("--no-install", action="store_true", help="build and cache only")
+    build.add_argument("--force", action="store_true", help="rebuild even when the cache has it")
+
+    plan = sub.add_parser("plan", parents=[common], help="show what a build would do; builds nothing")
+    _add_target_args(plan)
+
+    sub.add_parser("recipes", parents=[common], help="list recipes, versions and backends")
+
+    fetch_cmd = sub.add_parser("fetch", parents=[common], help="download a recipe's sources for offline use")
+    fetch_cmd.add_argument("recipe")
+    fetch_cmd.add_argument("--version", dest="pkg_version", help="one version (default: all)")
+
+    cache = sub.add_parser("cache", help="inspect the wheel cache")
+    cache_sub = cache.add_subparsers(dest="cache_command", required=True, metavar="ACTION")
+    cache_sub.add_parser("list", parents=[common], help="list cached builds")
+    for name, text in (("show", "show one entry"), ("rm", "remove one entry")):
+        action = cache_sub.add_parser(name, parents=[common], help=text)
+        action.add_argument("key", help="cache key or a unique prefix of one")
+
+    install = sub.add_parser("install", parents=[common], help="install a wheel file or cache entry")
+    install.add_argument("wheel", help="path of a .whl, or a cache key (prefix)")
+    install.add_argument("--python", help="target interpreter (default: the one running builder)")
+    return parser
+
+
+def _request(args: argparse.Namespace, *, install: bool) -> Request:
+    if args.jobs is not None and args.jobs < 1:
+        raise UsageError("--jobs must be at least 1")
+    return Request(recipe=args.recipe, version=args.pkg_version, cuda=args.cuda,
+                   archs=tuple(args.arch), torch=args.torch, torch_index=args.torch_index,
+                   python=args.python, cxx11_abi=args.cxx11_abi, jobs=args.jobs,
+                   source=args.source, ccache=args.ccache,
+                   force=getattr(args, "force", False), install=install)
+
+
+class Output:
+    def __init__(self, as_json: bool) -> None:
+        self.as_json = as_json
+        self.console = Console(highlight=False, soft_wrap=True)
+
+    def emit(self, data: Any, render: Any = None) -> None:
+        if self.as_json:
+            print(json.dumps(data, indent=2, default=str))
+        elif render is not None:
+            render()
+
+
+def cmd_build(args: argparse.Namespace, out: Output) -> int:
+    reporter = StepReporter(quiet=args.json)
+    result = pipeline.build(_request(args, install=not args.no_install), Cache(args.cache), reporter)
+
+    def render() -> None:
+        status = "cache hit" if result.cache_hit else "built"
+        out.console.print(f"{status}: {result.entry.wheel}")
+        if result.installed_into:
+            out.console.print(f"installed into {result.installed_into}; verified: "
+                              f"{json.dumps(result.verified)}")
+    out.emit(result.to_json(), render)
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace, out: Output) -> int:
+    cache = Cache(args.cache)
+    plan = pipeline.prepare(_request(args, install=False), cache, make_env=False)
+    data = plan.to_json()
+    backend = pipeline.get_backend(plan.recipe.backend)
+    data["commands"] = backend.commands(plan, Path("<src>"), Path("<out>"))
+    data["cache_hit"] = cache.get(plan.key) is not None
+
+    def render() -> None:
+        for key in ("recipe", "version", "backend", "cache_key", "cache_hit", "local_version",
+                    "cxx_std"):
+            out.console.print(f"{key:15} {data[key]}")
+        for key in ("source", "target", "build_env", "toolkit", "host_compiler", "jobs"):
+            out.console.print(f"{key:15} {json.dumps(data[key])}")
+        out.console.print(f"{'archs':15} {' '.join(data['archs'])}   gencode: {' '.join(data['gencode'])}")
+        out.console.print("patches:" + "".join(f"\n  {p['file']} (when {p['when']})" for p in data["patches"]))
+        out.console.print("env:" + "".join(f"\n  {k}={v}" for k, v in data["env"].items()))
+        out.console.print("commands:" + "".join(f"\n  {' '.join(c)}" for c in data["commands"]))
+    out.emit(data, render)
+    return 0
+
+
+def cmd_recipes(args: argparse.Namespace, out: Output) -> int:
+    recipes = [load_recipe(name) for name in recipe_names()]
+    data = [{"name": r.name, "backend": r.backend, "default_version": r.default_version,
+             "versions": sorted(r.versions), "description": r.description} for r in recipes]
+
+    def render() -> None:
+        table = Table("recipe", "backend", "versions (default first)", "description")
+        for r in data:
+            others = [v for v in r["versions"] if v != r["default_version"]]
+            table.add_row(r["name"], r["backend"], ", ".join([r["default_version"], *others]),
+                          r["description"])
+        out.console.print(table)
+    out.emit(data, render)
+    return 0
+
+
+def cmd_fetch(args: argparse.Namespace, out: Output) -> int:
+    recipe = load_recipe(args.recipe)
+    versions = [recipe.source_for(args.pkg_version)[0]] if args.pkg_version else sorted(recipe.versions)
+    sources = Cache(args.cache).dir("sources")
+    fetched = {version: str(fetch(recipe.versions[version], sources)) for version in versions}
+    out.emit(fetched, lambda: [out.console.print(f"{v}: {p}") for v, p in fetched.items()])
+    return 0
+
+
+def cmd_cache(args: argparse.Namespace, out: Output) -> int:
+    cache = Cache(args.cache)
+    if args.cache_command == "list":
+        entries = cache.entries()
+        data = [{"key": e.key, "recipe": e.meta.get("recipe"), "version": e.meta.get("version"),
+                 "wheel": e.meta.get("wheel"), "size": e.meta.get("size"),
+                 "created": e.meta.get("created")} for e in entries]
+
+        def render() -> None:
+            table = Table("key", "recipe", "version", "wheel", "created")
+            for row in data:
+                table.add_row(row["key"][:12], str(row["recipe"]), str(row["version"]),
+                              str(row["wheel"]), str(row["created"]))
+            out.console.print(table if data else f"the cache at {cache.root} is empty")
+        out.emit(data, render)
+        return 0
+    entry = cache.find(args.key)
+    if args.cache_command == "show":
+        data = {**entry.meta, "path": str(entry.path)}
+        out.emit(data, lambda: out.console.print_json(json.dumps(data, default=str)))
+        return 0
+    cache.remove(entry)
+    out.emit({"removed": entry.key}, lambda: out.console.print(f"removed {entry.key}"))
+    return 0
+
+
+def cmd_install(args: argparse.Namespace, out: Output) -> int:
+    cache = Cache(args.cache)
+    path = Path(args.wheel)
+    wheel = path if path.suffix == ".whl" and path.is_file() else cache.verified_wheel(cache.find(args.wheel))
+    python = Path(args.python) if args.python else Path(sys.executable)
+    install_wheel(wheel, python, log_path=cache.dir("logs") / "install.log")
+    data = {"installed": str(wheel), "python": str(python), "provenance": read_provenance(wheel)}
+    out.emit(data, lambda: out.console.print(f"installed {wheel.name} into {python}"))
+    return 0
+
+
+COMMANDS = {"build": cmd_build, "plan": cmd_plan, "recipes": cmd_recipes, "fetch": cmd_fetch,
+            "cache": cmd_cache, "install": cmd_install}
+
+
+def report_error(exc: BuilderError) -> None:
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    err.print(f"[bold red]error:[/bold red] {exc.message}", markup=True)
+    if isinstance(exc, BuildError):
+        if exc.first_error:
+            err.print(f"  first error: {exc.first_error}", markup=False)
+        if exc.log_path:
+            err.print(f"  full log: {exc.log_path}", markup=False)
+    if exc.hint:
+        err.print(f"  hint: {exc.hint}", markup=False)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    out = Output(getattr(args, "json", False))
+    try:
+        return COMMANDS[args.command](args, out)
+    except BuilderError as exc:
+        if getattr(args, "debug", False):
+            raise
+        report_error(exc)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

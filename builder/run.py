@@ -1,0 +1,126 @@
+"""The one way builder runs a program: echo it, log it, and fail with the line that matters.
+
+`call` writes `+ cmd`, the environment changes and all output to a log file; on failure it
+raises BuildError carrying the command, the exit code, the first compiler error line and the
+log path. `capture` runs a short query (nvcc --version, a python probe) and returns its stdout.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import subprocess
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+from builder.errors import BuildError, BuilderError
+
+# Lines that name the first real problem in a compiler or build-tool log, most specific first.
+_ERROR_PATTERNS = [
+    re.compile(r"^\S+\.(?:c|cc|cpp|cxx|cu|cuh|h|hpp)[:(]\d+.*\b(?:error|fatal error)\b", re.I),
+    re.compile(r"\b(?:fatal error|error):", re.I),
+    re.compile(r"^nvcc fatal\s*:", re.I),
+    re.compile(r"^(?:ModuleNotFoundError|ImportError|RuntimeError|OSError|ValueError)\b"),
+    re.compile(r"^FAILED: "),
+]
+
+
+def first_error_line(lines: Sequence[str]) -> str | None:
+    """The first line of `lines` that names a compiler or build error, if any."""
+    for pattern in _ERROR_PATTERNS:
+        for line in lines:
+            if pattern.search(line.strip()):
+                return line.strip()
+    return None
+
+
+def require_program(name: str, *, hint: str | None = None) -> str:
+    """Path of `name` on PATH, or a clear error saying it is missing."""
+    found = shutil.which(name)
+    if found is None:
+        raise BuilderError(f"{name} was not found on PATH", hint=hint)
+    return found
+
+
+def env_changes(env: Mapping[str, str] | None) -> dict[str, str]:
+    """The variables of `env` that differ from this process's environment."""
+    if env is None:
+        return {}
+    return {key: value for key, value in env.items() if os.environ.get(key) != value}
+
+
+def call(
+    cmd: Sequence[str | os.PathLike[str]],
+    *,
+    log_path: Path,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    on_line: Callable[[str], None] | None = None,
+    what: str | None = None,
+) -> None:
+    """Run `cmd`, appending everything to `log_path`; raise BuildError when it fails."""
+    argv = [str(part) for part in cmd]
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    tail: list[str] = []
+    with log_path.open("a", encoding="utf-8", errors="replace") as log:
+        log.write(f"+ {shlex.join(argv)}\n")
+        if cwd is not None:
+            log.write(f"  (in {cwd})\n")
+        for key, value in sorted(env_changes(env).items()):
+            log.write(f"  {key}={value}\n")
+        log.flush()
+        try:
+            process = subprocess.Popen(
+                argv,
+                cwd=cwd,
+                env=dict(env) if env is not None else None,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                errors="replace",
+            )
+        except FileNotFoundError as exc:
+            raise BuildError(f"{argv[0]} was not found", command=argv, log_path=log_path) from exc
+        assert process.stdout is not None
+        for line in process.stdout:
+            log.write(line)
+            tail.append(line.rstrip("\n"))
+            if on_line is not None:
+                on_line(line.rstrip("\n"))
+        returncode = process.wait()
+        log.write(f"# exit code {returncode}\n")
+    if returncode != 0:
+        label = what or Path(argv[0]).name
+        raise BuildError(
+            f"{label} failed with exit code {returncode}",
+            command=argv,
+            returncode=returncode,
+            first_error=first_error_line(tail),
+            log_path=log_path,
+        )
+
+
+def capture(
+    cmd: Sequence[str | os.PathLike[str]],
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    timeout: float | None = 120,
+) -> subprocess.CompletedProcess[str]:
+    """Run a short query and return it finished, output captured; never raises on exit code."""
+    argv = [str(part) for part in cmd]
+    try:
+        return subprocess.run(
+            argv,
+            cwd=cwd,
+            env=dict(env) if env is not None else None,
+            capture_output=True,
+            text=True,
+            errors="replace",
+            timeout=timeout,
+            check=False,
+        )
+    except FileNotFoundError:
+        return subprocess.CompletedProcess(argv, 127, "", f"{argv[0]}: not found")

@@ -1,0 +1,102 @@
+"""Proof that an install works: imports in a fresh process, the cubins inside, a GPU check.
+
+The import runs in a new interpreter so an `undefined symbol` surfaces here and not in the
+user's program. `cuobjdump --list-elf` names the cubins each extension holds; they must be
+exactly the requested archs.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from builder.archs import Arch
+from builder.errors import VerifyError
+from builder.run import capture
+
+_CUBIN_RE = re.compile(r"\bsm_(\d+[af]?)\b")
+
+_FIND_ORIGINS = """
+import importlib.util, json, sys
+print(json.dumps({m: (importlib.util.find_spec(m) or None) and importlib.util.find_spec(m).origin
+                  for m in sys.argv[1:]}))
+"""
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    imports: tuple[str, ...]
+    cubins: dict[str, list[str]]
+    gpu_check: str
+    """"passed", or why it did not run ("no GPU visible", "none in recipe")."""
+
+
+def find_cuobjdump(python: Path, toolkit_bin: Path | None = None) -> Path | None:
+    """cuobjdump from the toolkit, else the copy triton ships beside torch, else PATH."""
+    candidates = []
+    if toolkit_bin is not None:
+        candidates.append(toolkit_bin / "cuobjdump")
+    result = capture([python, "-c", "import triton, os; print(os.path.dirname(triton.__file__))"])
+    if result.returncode == 0 and result.stdout.strip():
+        candidates.append(Path(result.stdout.strip()) / "backends" / "nvidia" / "bin" / "cuobjdump")
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    found = shutil.which("cuobjdump")
+    return Path(found) if found else None
+
+
+def check_imports(python: Path, modules: Sequence[str]) -> None:
+    """Import each module in a fresh `python`; the first failure's last line is the error."""
+    if not modules:
+        return
+    code = "import importlib, sys\nfor m in sys.argv[1:]: importlib.import_module(m)"
+    result = capture([python, "-c", code, *modules], timeout=600)
+    if result.returncode != 0:
+        last = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        raise VerifyError(f"import failed in {python}: {last}")
+
+
+def list_cubins(cuobjdump: Path, library: Path) -> list[str]:
+    """Arch names ("86", "90a") of the cubins embedded in a shared object."""
+    result = capture([cuobjdump, "--list-elf", library])
+    if result.returncode != 0:
+        if "does not contain device code" in result.stderr + result.stdout:
+            return []
+        raise VerifyError(f"cuobjdump failed on {library}: {result.stderr.strip()}")
+    return sorted({m[1] for m in _CUBIN_RE.finditer(result.stdout)})
+
+
+def extension_files(python: Path, modules: Sequence[str]) -> dict[str, Path]:
+    """Where each module would load from in `python`, without importing it."""
+    import json
+
+    result = capture([python, "-c", _FIND_ORIGINS, *modules])
+    if result.returncode != 0:
+        raise VerifyError(f"cannot locate {', '.join(modules)} in {python}: {result.stderr.strip()}")
+    origins = json.loads(result.stdout)
+    missing = [m for m, origin in origins.items() if not origin]
+    if missing:
+        raise VerifyError(f"{', '.join(missing)} not found in {python}")
+    return {m: Path(origin) for m, origin in origins.items()}
+
+
+def check_cubins(cuobjdump: Path, libraries: dict[str, Path], archs: Iterable[Arch]) -> dict[str, list[str]]:
+    """Each library must hold cubins for exactly `archs`; returns what each holds."""
+    wanted = sorted(arch.name for arch in archs)
+    found = {name: list_cubins(cuobjdump, path) for name, path in libraries.items()}
+    for name, cubins in found.items():
+        if cubins != wanted:
+            raise VerifyError(f"{name} holds cubins for {', '.join(cubins) or 'no arch'}, "
+                              f"expected exactly {', '.join(wanted)}")
+    return found
+
+
+def run_gpu_check(python: Path, code: str) -> None:
+    result = capture([python, "-c", code], timeout=1200)
+    if result.returncode != 0:
+        last = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        raise VerifyError(f"GPU check failed: {last}")

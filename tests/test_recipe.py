@@ -1,0 +1,72 @@
+"""Recipes load into typed data; unknown keys, versions and recipes are refused with a suggestion."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from builder.errors import RecipeError
+from builder.recipe import load_recipe, recipe_names
+
+
+def test_every_shipped_recipe_loads() -> None:
+    names = recipe_names()
+    assert {"flash-attn", "causal-conv1d"} <= set(names)
+    for name in names:
+        recipe = load_recipe(name)
+        assert recipe.default_version in recipe.versions
+        for spec in recipe.versions.values():
+            assert spec.sha256 and len(spec.sha256) == 64
+
+
+def test_flash_attn_patches_follow_the_version() -> None:
+    recipe = load_recipe("flash-attn")
+    facts = {"torch": "2.14.1", "cuda": "13.0.88", "python": "3.11"}
+    assert [p.file for p in recipe.patches_for({**facts, "version": "2.8.3"})] == [
+        "flash-attn/2.8-any-arch.patch", "flash-attn/2.8-cxx-std.patch"]
+    assert [p.file for p in recipe.patches_for({**facts, "version": "2.6.3"})] == [
+        "flash-attn/2.6-any-arch.patch", "flash-attn/2.6-cxx-std.patch"]
+
+
+def test_unknown_recipe_suggests_a_name() -> None:
+    with pytest.raises(RecipeError, match="unknown recipe 'flash-atn'") as info:
+        load_recipe("flash-atn")
+    assert info.value.hint == "did you mean 'flash-attn'?"
+
+
+def test_unknown_version_lists_known_ones() -> None:
+    with pytest.raises(RecipeError, match=r"no version '9.9'; known: 2.8.3, 2.6.3"):
+        load_recipe("flash-attn").source_for("9.9")
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "r.toml"
+    path.write_text(text)
+    return path
+
+
+BASE = """name = "r"
+backend = "torch-ext"
+default_version = "1.0"
+[versions."1.0"]
+source = { path = "." }
+"""
+
+
+def test_unknown_key_gets_did_you_mean(tmp_path: Path) -> None:
+    with pytest.raises(RecipeError, match=r"unknown key 'job_memory' \(did you mean 'job_memory_gb'\?\)"):
+        load_recipe(str(_write(tmp_path, BASE + "[build]\njob_memory = 3\n")))
+
+
+def test_unknown_template_field(tmp_path: Path) -> None:
+    with pytest.raises(RecipeError, match=r"unknown template field \{arch\} \(did you mean \{archs\}\?\)"):
+        load_recipe(str(_write(tmp_path, BASE + '[build]\nenv = { X = "{arch}" }\n')))
+
+
+def test_bad_condition_and_missing_sha(tmp_path: Path) -> None:
+    with pytest.raises(RecipeError, match="unknown key 'versoin'"):
+        load_recipe(str(_write(tmp_path, BASE + '[[patches]]\nfile = "x"\nwhen = { versoin = ">1" }\n')))
+    text = BASE.replace('{ path = "." }', '{ url = "https://example.invalid/x.tar.gz" }')
+    with pytest.raises(RecipeError, match="needs sha256"):
+        load_recipe(str(_write(tmp_path, text)))
