@@ -53,7 +53,10 @@ def check_imports(python: Path, modules: Sequence[str]) -> None:
     """Import each module in a fresh `python`; the first failure's last line is the error."""
     if not modules:
         return
-    code = "import importlib, sys\nfor m in sys.argv[1:]: importlib.import_module(m)"
+    # torch first, as every user program does: its extensions link against libc10/libtorch,
+    # which only torch's own import puts in the process.
+    code = ("import importlib, sys\ntry:\n    import torch\nexcept ImportError:\n    pass\n"
+            "for m in sys.argv[1:]: importlib.import_module(m)")
     result = capture([python, "-c", code, *modules], timeout=600)
     if result.returncode != 0:
         last = (result.stderr.strip().splitlines() or ["no output"])[-1]

@@ -1,0 +1,47 @@
+# builder: set-up, tests, builds and benchmarks. Everything runs in .venv (made by `make setup`).
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+TORCH  ?= 2.14.1
+RECIPE ?= causal-conv1d
+ARCH   ?= 86
+CUDA   ?=
+PYTEST := $(PY) -m pytest
+
+.PHONY: setup demo build test test-slow test-all bench lint clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+# The environment builds run against: torch (a CUDA 13.0 build) plus builder itself, editable.
+setup: $(PY)
+	$(PY) -m pip install -q "torch==$(TORCH)"
+	$(PY) -m pip install -q -e ".[test]"
+
+# The README's first command: build, cache, install and verify a real recipe for one arch.
+demo: setup
+	$(VENV)/bin/builder build $(RECIPE) --arch $(ARCH) $(if $(CUDA),--cuda $(CUDA))
+
+build:
+	$(VENV)/bin/builder build $(RECIPE) --arch $(ARCH) $(if $(CUDA),--cuda $(CUDA))
+
+# Fast suite: unit tests plus real compiles of the project's own fixtures (minutes, CPU only).
+test: setup
+	$(PYTEST) -m "not slow and not gpu" -q
+
+# Real upstream builds (causal-conv1d for sm_86, one flash-attn kernel file): tens of minutes.
+test-slow: setup
+	$(PYTEST) -m "slow and not gpu" -q
+
+test-all: test test-slow
+
+bench: setup
+	$(PY) bench/run.py
+
+lint:
+	$(PY) -m pip install -q -e ".[lint]"
+	$(PY) -m ruff check builder tests bench
+	$(PY) -m mypy
+
+clean:
+	rm -rf cache/build cache/staging

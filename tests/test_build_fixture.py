@@ -1,0 +1,163 @@
+"""Real builds of the fixture extension through the CLI: nvcc, pip, cuobjdump, fresh venvs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from builder.verify import find_cuobjdump, list_cubins
+from builder.wheel import read_provenance
+from tests.conftest import ROOT, TORCHEXT, builder_json, make_venv, run_builder, write_recipe
+
+CUOBJDUMP = find_cuobjdump(Path(sys.executable))
+
+
+def wheel_cubins(wheel: Path, tmp_path: Path) -> list[str]:
+    """Arch names of the cubins in the extension inside a wheel."""
+    with zipfile.ZipFile(wheel) as archive:
+        [name] = [n for n in archive.namelist() if n.startswith("fixture_ext_cuda") and n.endswith(".so")]
+        archive.extract(name, tmp_path)
+    assert CUOBJDUMP is not None
+    return list_cubins(CUOBJDUMP, tmp_path / name)
+
+
+def compile_logs(cache: Path) -> list[Path]:
+    return sorted((cache / "logs").glob("fixture-ext-*.log")) if (cache / "logs").is_dir() else []
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """One sm_86 build of the fixture, installed into a fresh venv; shared by the tests below."""
+    root = tmp_path_factory.mktemp("built")
+    recipe = write_recipe(root, "fixture-ext", f'{{ path = "{TORCHEXT}" }}')
+    venv_python = make_venv(root / "venv")
+    cache = root / "cache"
+    result = builder_json("build", str(recipe), "--arch", "sm_86", "--python", str(venv_python),
+                          "--cache", str(cache))
+    return {"recipe": recipe, "cache": cache, "venv": venv_python, "result": result, "root": root}
+
+
+def test_sm86_build_installs_imports_and_holds_only_sm86(built: dict) -> None:
+    result = built["result"]
+    assert result["cache_hit"] is False
+    assert result["installed_into"] == str(built["venv"])
+    assert result["verified"]["cubins"] == {"fixture_ext_cuda": ["86"]}
+    wheel = Path(result["wheel"])
+    assert "+cu130torch2.14cxx11abiTRUE.sm86-" in wheel.name
+    provenance = read_provenance(wheel)
+    assert provenance["archs"] == ["86"] and provenance["cache_key"] == result["cache_key"]
+    code = ("import torch, fixture_ext; a = torch.ones(3); "
+            "print(fixture_ext.__file__, fixture_ext.vec_add.__doc__.strip())")
+    out = subprocess.run([built["venv"], "-c", code], capture_output=True, text=True, check=True).stdout
+    assert str(built["root"] / "venv") in out
+    requires = subprocess.run(
+        [built["venv"], "-c", "import importlib.metadata as m; print(m.requires('fixture-ext'))"],
+        capture_output=True, text=True, check=True).stdout
+    assert "torch" not in requires
+
+
+def test_second_build_is_a_cache_hit_and_runs_no_compiler(built: dict) -> None:
+    logs_before = compile_logs(built["cache"])
+    again = builder_json("build", str(built["recipe"]), "--arch", "86", "--no-install",
+                         "--cache", str(built["cache"]))
+    assert again["cache_hit"] is True
+    assert again["cache_key"] == built["result"]["cache_key"]
+    assert compile_logs(built["cache"]) == logs_before
+    assert not (built["cache"] / "build" / again["cache_key"]).exists()
+
+
+def test_cache_commands_and_pip_find_links(built: dict, tmp_path: Path) -> None:
+    cache = str(built["cache"])
+    listed = builder_json("cache", "list", "--cache", cache)
+    assert [row["key"] for row in listed] == [built["result"]["cache_key"]]
+    shown = builder_json("cache", "show", built["result"]["cache_key"][:8], "--cache", cache)
+    assert shown["sha256"] == built["result"]["sha256"]
+    venv = make_venv(tmp_path / "other")
+    for how in (["--find-links", f"{cache}/wheels"], ["--index-url", f"file://{cache}/simple"]):
+        subprocess.run([venv, "-m", "pip", "install", "-q", "--no-index" if how[0] == "--find-links"
+                        else "--no-cache-dir", *how, "fixture-ext"], check=True)
+        subprocess.run([venv, "-c", "import fixture_ext"], check=True)
+        subprocess.run([venv, "-m", "pip", "uninstall", "-q", "-y", "fixture-ext"], check=True)
+
+
+def test_install_refuses_a_target_without_that_torch(built: dict, tmp_path: Path) -> None:
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp_path / "bare")], check=True)
+    result = run_builder("install", built["result"]["cache_key"], "--python", str(tmp_path / "bare/bin/python"),
+                         "--cache", str(built["cache"]))
+    assert result.returncode == 10, result.stderr
+    assert "the wheel needs torch 2.14.1+cu130, the target has no torch" in result.stderr
+
+
+def test_corrupt_cache_entry_is_refused_at_install(built: dict, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    subprocess.run(["cp", "-a", str(built["cache"]), str(cache)], check=True)
+    [entry] = (cache / "entries").iterdir()
+    [wheel] = entry.glob("*.whl")
+    data = bytearray(wheel.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    wheel.write_bytes(bytes(data))
+    result = run_builder("install", entry.name, "--cache", str(cache))
+    assert result.returncode == 9 and "is corrupt" in result.stderr
+
+
+def test_two_archs_give_exactly_those_cubins(fixture_recipe: Path, tmp_path: Path) -> None:
+    result = builder_json("build", str(fixture_recipe), "--arch", "8.0;9.0", "--no-install",
+                          "--cache", str(tmp_path / "cache"))
+    wheel = Path(result["wheel"])
+    assert ".sm80.sm90-" in wheel.name
+    assert wheel_cubins(wheel, tmp_path) == ["80", "90"]
+
+
+def test_two_concurrent_builds_of_one_key_compile_once(fixture_recipe: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    args = [sys.executable, "-m", "builder", "build", str(fixture_recipe), "--arch", "86", "--no-install",
+            "--json", "--cache", str(cache)]
+    procs = [subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outputs = [proc.communicate(timeout=1800) for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0], outputs
+    hits = sorted(json.loads(out)["cache_hit"] for out, _ in outputs)
+    assert hits == [False, True]
+    assert len(compile_logs(cache)) == 1
+
+
+def test_a_build_killed_midway_leaves_no_entry(fixture_recipe: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    args = [sys.executable, "-m", "builder", "build", str(fixture_recipe), "--arch", "86", "--no-install",
+            "--cache", str(cache)]
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:  # wait until the compiler is really running
+        logs = compile_logs(cache)
+        if logs and "bin/nvcc" in logs[0].read_text(errors="replace"):
+            break
+        time.sleep(0.5)
+    else:
+        pytest.fail("the build never reached the compiler")
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    entries = cache / "entries"
+    assert not entries.exists() or not any(entries.iterdir())
+    assert not any((cache / "wheels").glob("*.whl")) if (cache / "wheels").exists() else True
+    rebuilt = builder_json("build", str(fixture_recipe), "--arch", "86", "--no-install", "--cache", str(cache))
+    assert rebuilt["cache_hit"] is False
+
+
+def test_a_failing_compile_names_the_error_and_caches_nothing(fixture_recipe: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    result = run_builder("build", str(fixture_recipe), "--arch", "86", "--cache", str(cache),
+                         env={"FIXTURE_FAIL": "1"})
+    assert result.returncode == 8, result.stderr
+    assert "first error:" in result.stderr and "fixture asked to fail" in result.stderr
+    log_line = next(line for line in result.stderr.splitlines() if "full log:" in line)
+    assert Path(log_line.split("full log:")[1].strip()).is_file()
+    assert not (cache / "entries").exists() or not any((cache / "entries").iterdir())
