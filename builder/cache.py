@@ -138,11 +138,11 @@ class Cache:
         for wheel in sorted(self.dir("wheels").glob("*.whl")):
             name = canonicalize_name(parse_wheel_filename(wheel.name)[0])
             projects.setdefault(name, []).append(wheel)
-        for name, wheels in projects.items():
+        for project, wheels in projects.items():
             links = "\n".join(
                 f'<a href="../../wheels/{html.escape(w.name)}#sha256={sha256_of(w)}">'
                 f"{html.escape(w.name)}</a><br/>" for w in wheels)
-            _write_atomic(simple / name / "index.html",
+            _write_atomic(simple / project / "index.html",
                           f"<!DOCTYPE html>\n<html><body>\n{links}\n</body></html>\n")
         names = "\n".join(f'<a href="{n}/">{n}</a><br/>' for n in sorted(projects))
         _write_atomic(simple / "index.html", f"<!DOCTYPE html>\n<html><body>\n{names}\n</body></html>\n")

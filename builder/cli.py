@@ -17,8 +17,9 @@ from rich.console import Console
 from rich.table import Table
 
 from builder import __version__, pipeline
+from builder.backends import get_backend
 from builder.cache import DEFAULT_CACHE, Cache
-from builder.errors import BuildError, BuilderError, UsageError
+from builder.errors import BuilderError, BuildError, UsageError
 from builder.install import install_wheel
 from builder.plan import Request
 from builder.progress import StepReporter
@@ -130,7 +131,7 @@ def cmd_plan(args: argparse.Namespace, out: Output) -> int:
     cache = Cache(args.cache)
     plan = pipeline.prepare(_request(args, install=False), cache, make_env=False)
     data = plan.to_json()
-    backend = pipeline.get_backend(plan.recipe.backend)
+    backend = get_backend(plan.recipe.backend)
     data["commands"] = backend.commands(plan, Path("<src>"), Path("<out>"))
     data["cache_hit"] = cache.get(plan.key) is not None
 
@@ -155,10 +156,9 @@ def cmd_recipes(args: argparse.Namespace, out: Output) -> int:
 
     def render() -> None:
         table = Table("recipe", "backend", "versions (default first)", "description")
-        for r in data:
-            others = [v for v in r["versions"] if v != r["default_version"]]
-            table.add_row(r["name"], r["backend"], ", ".join([r["default_version"], *others]),
-                          r["description"])
+        for r in recipes:
+            others = [v for v in sorted(r.versions) if v != r.default_version]
+            table.add_row(r.name, r.backend, ", ".join([r.default_version, *others]), r.description)
         out.console.print(table)
     out.emit(data, render)
     return 0
@@ -169,7 +169,10 @@ def cmd_fetch(args: argparse.Namespace, out: Output) -> int:
     versions = [recipe.source_for(args.pkg_version)[0]] if args.pkg_version else sorted(recipe.versions)
     sources = Cache(args.cache).dir("sources")
     fetched = {version: str(fetch(recipe.versions[version], sources)) for version in versions}
-    out.emit(fetched, lambda: [out.console.print(f"{v}: {p}") for v, p in fetched.items()])
+    def render() -> None:
+        for version, path in fetched.items():
+            out.console.print(f"{version}: {path}")
+    out.emit(fetched, render)
     return 0
 
 
@@ -177,17 +180,16 @@ def cmd_cache(args: argparse.Namespace, out: Output) -> int:
     cache = Cache(args.cache)
     if args.cache_command == "list":
         entries = cache.entries()
-        data = [{"key": e.key, "recipe": e.meta.get("recipe"), "version": e.meta.get("version"),
+        rows = [{"key": e.key, "recipe": e.meta.get("recipe"), "version": e.meta.get("version"),
                  "wheel": e.meta.get("wheel"), "size": e.meta.get("size"),
                  "created": e.meta.get("created")} for e in entries]
 
         def render() -> None:
             table = Table("key", "recipe", "version", "wheel", "created")
-            for row in data:
-                table.add_row(row["key"][:12], str(row["recipe"]), str(row["version"]),
-                              str(row["wheel"]), str(row["created"]))
-            out.console.print(table if data else f"the cache at {cache.root} is empty")
-        out.emit(data, render)
+            for e in entries:
+                table.add_row(e.key[:12], *(str(e.meta.get(k)) for k in ("recipe", "version", "wheel", "created")))
+            out.console.print(table if entries else f"the cache at {cache.root} is empty")
+        out.emit(rows, render)
         return 0
     entry = cache.find(args.key)
     if args.cache_command == "show":

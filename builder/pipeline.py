@@ -209,11 +209,9 @@ def compile_wheel(plan: Plan, cache: Cache, reporter: StepReporter, log_path: Pa
         if plan.patches:
             with reporter.step(f"apply {len(plan.patches)} patch(es)"):
                 apply_patches(plan.patches, src)
-        with reporter.step(f"compile with {plan.jobs.jobs} job(s) for "
-                           f"{', '.join(a.sm for a in plan.archs)} (log: {log_path})"):
-            with CompileProgress(plan.recipe.name, quiet=reporter.quiet) as progress:
-                raw = backend.build(plan, src, work / "raw", build_env(plan, cache), log_path,
-                                    progress.on_line)
+        step = f"compile with {plan.jobs.jobs} job(s) for {', '.join(a.sm for a in plan.archs)} (log: {log_path})"
+        with reporter.step(step), CompileProgress(plan.recipe.name, quiet=reporter.quiet) as progress:
+            raw = backend.build(plan, src, work / "raw", build_env(plan, cache), log_path, progress.on_line)
         rules = RequirementRules(
             drop=plan.recipe.deps.drop,
             pin={name: plan.torch_version.split("+")[0] for name in plan.recipe.deps.pin_to_target})

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from builder import __version__, compat
+from builder import compat
 from builder.archs import Arch, arch_list_text, parse_archs, torch_arch_list
 from builder.errors import RequirementError, ToolchainError, UsageError
 from builder.jobs import JobPlan, plan_jobs

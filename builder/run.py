@@ -15,7 +15,7 @@ import subprocess
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from builder.errors import BuildError, BuilderError
+from builder.errors import BuilderError, BuildError
 
 # Lines that name the first real problem in a compiler or build-tool log, most specific first.
 _ERROR_PATTERNS = [

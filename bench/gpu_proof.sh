@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Proof on hardware (the GPU machine: H100 sm_90, 16 cores, torch 2.11+cu130, nvcc 13.0, no
+# network). Builds flash-attn 2.8.3 and causal-conv1d 1.7.0 for sm_90 with builder, side by side,
+# installs them into the machine's python3, and runs a subset of each package's own tests.
+#
+#   bench/gpu_proof.sh start    # sources in .carry/sources; starts both builds detached
+#   bench/gpu_proof.sh wait N   # waits up to N seconds, printing progress; then the results
+#
+# Everything lands in $PROOF (default /tmp/proof): logs, measure JSON, pytest summaries.
+set -uo pipefail
+PROOF=${PROOF:-/tmp/proof}
+CACHE=$PROOF/cache
+PY=${PY:-python3}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+
+build_and_test() {  # recipe, sdist, test file, tests subset
+  local recipe=$1 sdist=$2 file=$3 select=$4
+  cd "$ROOT"
+  PYTHONPATH=$ROOT $PY bench/measure.py --interval 2 --out "$PROOF/$recipe.measure.json" -- \
+    $PY -m builder build "$recipe" --arch 90 --cache "$CACHE" --json > "$PROOF/$recipe.build.json" \
+    2> "$PROOF/$recipe.build.err"
+  echo "build rc=$?" >> "$PROOF/$recipe.status"
+  mkdir -p "$PROOF/$recipe-tests" && tar -xzf "$CACHE/sources/$sdist" -C "$PROOF/$recipe-tests" \
+    --wildcards '*/tests/*' --strip-components=1
+  cd "$PROOF/$recipe-tests"
+  $PY -m pytest --co -q "$file" -k "$select" 2>/dev/null | grep '::' | awk 'NR % 7 == 1' | head -300 > ids.txt
+  timeout 240 $PY -m pytest -q -p no:cacheprovider $(cat ids.txt) > "$PROOF/$recipe.pytest.txt" 2>&1
+  echo "tests rc=$? ($(wc -l < ids.txt) selected)" >> "$PROOF/$recipe.status"
+}
+
+case "${1:-}" in
+  start)
+    mkdir -p "$CACHE/sources" && cp "$ROOT"/.carry/sources/* "$CACHE/sources/"
+    nvidia-smi --query-gpu=name,driver_version,compute_cap --format=csv > "$PROOF/gpu.txt"
+    export -f build_and_test; export PROOF CACHE PY ROOT
+    setsid nohup bash -c 'build_and_test flash-attn flash_attn-2.8.3.tar.gz tests/test_flash_attn.py "test_flash_attn_qkvpacked or test_flash_attn_causal"' > "$PROOF/flash-attn.nohup" 2>&1 < /dev/null &
+    setsid nohup bash -c 'build_and_test causal-conv1d causal_conv1d-1.7.0.tar.gz tests/test_causal_conv1d.py "test_causal_conv1d and not race"' > "$PROOF/causal-conv1d.nohup" 2>&1 < /dev/null &
+    sleep 5; echo started; cat "$PROOF/gpu.txt"
+    ;;
+  wait)
+    end=$((SECONDS + ${2:-540}))
+    while [ $SECONDS -lt $end ]; do
+      [ -f "$PROOF/flash-attn.status" ] && grep -q tests "$PROOF/flash-attn.status" && break
+      sleep 20
+    done
+    for r in causal-conv1d flash-attn; do
+      echo "== $r"; cat "$PROOF/$r.status" 2>/dev/null
+      log=$(ls -t "$CACHE"/logs/$r-*.log 2>/dev/null | head -1)
+      [ -n "$log" ] && echo "compiled: $(grep -c 'bin/nvcc' "$log") nvcc lines; last: $(grep -o '^\[[0-9]*/[0-9]*\]' "$log" | tail -1)"
+      tail -3 "$PROOF/$r.build.err" 2>/dev/null
+      cat "$PROOF/$r.measure.json" 2>/dev/null
+      tail -3 "$PROOF/$r.pytest.txt" 2>/dev/null
+    done
+    free -g | head -2
+    ;;
+  *) echo "usage: $0 start | wait SECONDS" >&2; exit 2 ;;
+esac

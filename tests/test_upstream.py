@@ -1,0 +1,110 @@
+"""The real upstream recipes: sdists from PyPI, their patches, their plans, and real builds.
+
+The sdists are fetched once per session into a shared cache (sha256 checked by builder).
+Full builds are `slow`: causal-conv1d for sm_86 (~5 min on 2 cores) and one flash-attn kernel
+file compiled with the planned flags (the whole package takes hours on two cores).
+"""
+
+from __future__ import annotations
+
+import py_compile
+import re
+import shutil
+import subprocess
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from builder.patching import apply_patches
+from builder.recipe import load_recipe
+from builder.source import extract
+from builder.verify import list_cubins
+from tests.conftest import builder_json, make_venv, run_builder
+from tests.test_build_fixture import CUOBJDUMP
+
+FACTS = {"torch": "2.14.1", "cuda": "13.0.88", "python": "3.11"}
+
+
+@pytest.fixture(scope="session")
+def sources(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A cache holding every upstream sdist, downloaded by `builder fetch`."""
+    cache = tmp_path_factory.mktemp("upstream-cache")
+    for recipe in ("flash-attn", "causal-conv1d"):
+        fetched = builder_json("fetch", recipe, "--cache", str(cache))
+        assert all(Path(p).is_file() for p in fetched.values())
+    return cache
+
+
+@pytest.mark.parametrize(("recipe", "version"), [("flash-attn", "2.8.3"), ("flash-attn", "2.6.3"),
+                                                 ("causal-conv1d", "1.7.0")])
+def test_every_patch_applies_to_the_real_sdist(sources: Path, tmp_path: Path, recipe: str,
+                                               version: str) -> None:
+    loaded = load_recipe(recipe)
+    spec = loaded.versions[version]
+    assert spec.file is not None
+    tree = extract(sources / "sources" / spec.file, tmp_path / "src")
+    patches = loaded.patches_for({**FACTS, "version": version})
+    assert len(patches) == 2
+    apply_patches(patches, tree)
+    py_compile.compile(str(tree / "setup.py"), doraise=True)
+    text = (tree / "setup.py").read_text()
+    assert "BUILDER_CUDA_ARCHS" in text and "BUILDER_CXX_STD" in text
+
+
+def test_flash_attn_plan_carries_gencode_and_env(sources: Path) -> None:
+    plan = builder_json("plan", "flash-attn", "--cuda", "13.0", "--arch", "86", "--cache", str(sources))
+    assert plan["gencode"] == ["-gencode=arch=compute_86,code=sm_86"]
+    env = plan["env"]
+    assert env["FLASH_ATTENTION_FORCE_BUILD"] == "TRUE"
+    assert env["BUILDER_CUDA_ARCHS"] == env["FLASH_ATTN_CUDA_ARCHS"] == "86"
+    assert env["TORCH_CUDA_ARCH_LIST"] == "8.6"
+    assert env["BUILDER_CXX_STD"] == "c++20"
+    assert env["CUDA_HOME"] == plan["toolkit"]["root"]
+    assert int(env["MAX_JOBS"]) >= 1 and env["NVCC_THREADS"] == "2"
+    assert [p["file"] for p in plan["patches"]] == ["flash-attn/2.8-any-arch.patch",
+                                                     "flash-attn/2.8-cxx-std.patch"]
+    assert plan["local_version"] == "cu130torch2.14cxx11abiTRUE.sm86"
+    assert plan["dependency_rules"]["drop"] == ["torch"]
+    assert "--no-build-isolation" in plan["commands"][0] and "--no-deps" in plan["commands"][0]
+
+
+def test_flash_attn_refuses_an_arch_without_kernels(sources: Path) -> None:
+    result = run_builder("plan", "flash-attn", "--arch", "75", "--cache", str(sources))
+    assert result.returncode == 5
+    assert "flash-attn has no kernels for sm_75" in result.stderr
+
+
+@pytest.mark.slow
+def test_causal_conv1d_builds_for_sm86_and_imports(sources: Path, tmp_path: Path) -> None:
+    venv = make_venv(tmp_path / "venv")
+    result = builder_json("build", "causal-conv1d", "--arch", "86", "--python", str(venv),
+                          "--cache", str(sources))
+    assert result["verified"]["cubins"] == {"causal_conv1d_cuda": ["86"]}
+    assert result["installed_into"] == str(venv)
+    subprocess.run([venv, "-c", "import torch, causal_conv1d; print(causal_conv1d.__version__)"],
+                   check=True)
+
+
+@pytest.mark.slow
+def test_one_flash_attn_kernel_compiles_with_the_planned_flags(sources: Path, tmp_path: Path) -> None:
+    """flash_api.cpp plus one kernel file, through the real recipe, its patches and flags."""
+    spec = load_recipe("flash-attn").versions["2.8.3"]
+    assert spec.file is not None
+    tree = extract(sources / "sources" / spec.file, tmp_path / "src")
+    setup = tree / "setup.py"
+    keep = "flash_fwd_hdim128_fp16_sm80.cu"
+    lines = setup.read_text().splitlines(keepends=True)
+    kernel = re.compile(r'^\s*"csrc/flash_attn/src/flash_\w+_sm80\.cu",\n$')
+    setup.write_text("".join(line for line in lines if not kernel.match(line) or keep in line))
+    cache = tmp_path / "cache"
+    shutil.copytree(sources / "sources", cache / "sources")
+    result = builder_json("build", "flash-attn", "--source", str(tree), "--arch", "86", "--no-install",
+                          "--cache", str(cache))
+    wheel = Path(result["wheel"])
+    assert wheel.name.startswith("flash_attn-2.8.3+cu130torch2.14cxx11abiTRUE.sm86-")
+    with zipfile.ZipFile(wheel) as archive:
+        [name] = [n for n in archive.namelist() if n.startswith("flash_attn_2_cuda") and n.endswith(".so")]
+        archive.extract(name, tmp_path)
+    assert CUOBJDUMP is not None
+    assert list_cubins(CUOBJDUMP, tmp_path / name) == ["86"]
