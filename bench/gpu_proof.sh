@@ -3,7 +3,7 @@
 # network). Builds flash-attn 2.8.3 and causal-conv1d 1.7.0 for sm_90 with builder, side by side,
 # installs them into the machine's python3, and runs a subset of each package's own tests.
 #
-#   bench/gpu_proof.sh start    # sources in .carry/sources; starts both builds detached
+#   bench/gpu_proof.sh start [RECIPE...]  # sources in .carry/sources; starts builds detached
 #   bench/gpu_proof.sh wait N   # waits up to N seconds, printing progress; then the results
 #
 # Everything lands in $PROOF (default /tmp/proof): logs, measure JSON, pytest summaries.
@@ -33,20 +33,25 @@ case "${1:-}" in
     mkdir -p "$CACHE/sources" && cp "$ROOT"/.carry/sources/* "$CACHE/sources/"
     nvidia-smi --query-gpu=name,driver_version,compute_cap --format=csv > "$PROOF/gpu.txt"
     export -f build_and_test; export PROOF CACHE PY ROOT
-    setsid nohup bash -c 'build_and_test flash-attn flash_attn-2.8.3.tar.gz tests/test_flash_attn.py "test_flash_attn_qkvpacked or test_flash_attn_causal"' > "$PROOF/flash-attn.nohup" 2>&1 < /dev/null &
-    setsid nohup bash -c 'build_and_test causal-conv1d causal_conv1d-1.7.0.tar.gz tests/test_causal_conv1d.py "test_causal_conv1d and not race"' > "$PROOF/causal-conv1d.nohup" 2>&1 < /dev/null &
+    want=" ${*:2} "; [ "$want" = "  " ] && want=" flash-attn causal-conv1d "
+    echo "$want" > "$PROOF/wanted"
+    [[ $want == *" flash-attn "* ]] && setsid nohup bash -c 'build_and_test flash-attn flash_attn-2.8.3.tar.gz tests/test_flash_attn.py "test_flash_attn_qkvpacked or test_flash_attn_causal"' > "$PROOF/flash-attn.nohup" 2>&1 < /dev/null &
+    [[ $want == *" causal-conv1d "* ]] && setsid nohup bash -c 'build_and_test causal-conv1d causal_conv1d-1.7.0.tar.gz tests/test_causal_conv1d.py "test_causal_conv1d and not race"' > "$PROOF/causal-conv1d.nohup" 2>&1 < /dev/null &
     sleep 5; echo started; cat "$PROOF/gpu.txt"
     ;;
   wait)
     end=$((SECONDS + ${2:-540}))
     while [ $SECONDS -lt $end ]; do
-      [ -f "$PROOF/flash-attn.status" ] && grep -q tests "$PROOF/flash-attn.status" && break
+      pending=0
+      for r in $(cat "$PROOF/wanted"); do grep -qs tests "$PROOF/$r.status" || pending=1; done
+      [ $pending = 0 ] && break
       sleep 20
     done
     for r in causal-conv1d flash-attn; do
       echo "== $r"; cat "$PROOF/$r.status" 2>/dev/null
       log=$(ls -t "$CACHE"/logs/$r-*.log 2>/dev/null | head -1)
-      [ -n "$log" ] && echo "compiled: $(grep -c 'bin/nvcc' "$log") nvcc lines; last: $(grep -o '^\[[0-9]*/[0-9]*\]' "$log" | tail -1)"
+      [ -n "$log" ] && echo "compiled: $(grep -o '^ *\[[0-9]*/[0-9]*\]' "$log" | tail -1)"
+      cat "$PROOF/$r.build.json" 2>/dev/null | python3 -c "import json,sys; d=json.load(sys.stdin); print(json.dumps({k: d[k] for k in ('cache_hit','wheel','verified','seconds')}))" 2>/dev/null
       tail -3 "$PROOF/$r.build.err" 2>/dev/null
       cat "$PROOF/$r.measure.json" 2>/dev/null
       tail -3 "$PROOF/$r.pytest.txt" 2>/dev/null

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-_NINJA_RE = re.compile(r"^\[(\d+)/(\d+)\]\s*(.*)$")
+_NINJA_RE = re.compile(r"^\s*\[(\d+)/(\d+)\]\s*(.*)$")
 _SOURCE_RE = re.compile(r"(\S+\.(?:cu|cpp|cc|c))\b")
 
 
