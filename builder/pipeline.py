@@ -48,6 +48,7 @@ class BuildResult:
     verified: dict[str, Any] = field(default_factory=dict)
     log_path: Path | None = None
     seconds: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -55,7 +56,7 @@ class BuildResult:
             "wheel": str(self.entry.wheel), "sha256": self.entry.sha256,
             "installed_into": str(self.installed_into) if self.installed_into else None,
             "verified": self.verified, "log": str(self.log_path) if self.log_path else None,
-            "seconds": round(self.seconds, 1), "plan": self.plan.to_json(),
+            "seconds": round(self.seconds, 1), "timings": self.timings, "plan": self.plan.to_json(),
         }
 
 
@@ -198,26 +199,27 @@ def provenance(plan: Plan) -> dict[str, Any]:
     }
 
 
-def compile_wheel(plan: Plan, cache: Cache, reporter: StepReporter, log_path: Path) -> Path:
-    """Fetch, patch, build and re-tag; returns the finished wheel inside the work dir."""
+def compile_and_store(plan: Plan, cache: Cache, reporter: StepReporter, log_path: Path) -> Entry:
+    """Fetch, patch, build, re-tag and store; the work dir goes only when all of it worked."""
     backend = get_backend(plan.recipe.backend)
-    with reporter.step("fetch source"):
+    with reporter.step("fetch"):
         archive = fetch(plan.source, cache.dir("sources"))
-    work_path = cache.dir("build") / plan.key
-    with workdir(work_path, reporter) as work:
+    with workdir(cache.dir("build") / plan.key, reporter) as work:
         src = extract(archive, work / "src")
         if plan.patches:
-            with reporter.step(f"apply {len(plan.patches)} patch(es)"):
+            with reporter.step("patch", f"apply {len(plan.patches)} patch(es)"):
                 apply_patches(plan.patches, src)
         step = f"compile with {plan.jobs.jobs} job(s) for {', '.join(a.sm for a in plan.archs)} (log: {log_path})"
-        with reporter.step(step), CompileProgress(plan.recipe.name, quiet=reporter.quiet) as progress:
+        with reporter.step("compile", step), CompileProgress(plan.recipe.name, quiet=reporter.quiet) as progress:
             raw = backend.build(plan, src, work / "raw", build_env(plan, cache), log_path, progress.on_line)
-        rules = RequirementRules(
-            drop=plan.recipe.deps.drop,
-            pin={name: plan.torch_version.split("+")[0] for name in plan.recipe.deps.pin_to_target})
-        wheel = retag(raw, cache.dir("staging"), local=plan.local_version, rules=rules,
-                      provenance=provenance(plan))
-    return wheel
+        with reporter.step("store", "re-tag and store the wheel"):
+            rules = RequirementRules(
+                drop=plan.recipe.deps.drop,
+                pin={name: plan.torch_version.split("+")[0] for name in plan.recipe.deps.pin_to_target})
+            wheel = retag(raw, work / "dist", local=plan.local_version, rules=rules, provenance=provenance(plan))
+            meta = {"recipe": plan.recipe.name, "version": plan.version, "plan": plan.to_json(),
+                    "log": str(log_path)}
+            return cache.store(plan.key, wheel, meta)
 
 
 def log_path_for(plan: Plan, cache: Cache) -> Path:
@@ -228,7 +230,7 @@ def log_path_for(plan: Plan, cache: Cache) -> Path:
 def build(request: Request, cache: Cache, reporter: StepReporter) -> BuildResult:
     """Build (or find in the cache) the requested wheel, then install and verify it."""
     start = time.monotonic()
-    with reporter.step("resolve plan"):
+    with reporter.step("plan", "resolve plan"):
         plan = prepare(request, cache, make_env=True, reporter=reporter)
     log_path: Path | None = None
     with cache.lock(plan.key):
@@ -236,13 +238,7 @@ def build(request: Request, cache: Cache, reporter: StepReporter) -> BuildResult
         hit = entry is not None
         if entry is None:
             log_path = log_path_for(plan, cache)
-            wheel = compile_wheel(plan, cache, reporter, log_path)
-            try:
-                entry = cache.store(plan.key, wheel, {"recipe": plan.recipe.name,
-                                                      "version": plan.version,
-                                                      "plan": plan.to_json(), "log": str(log_path)})
-            finally:
-                wheel.unlink(missing_ok=True)
+            entry = compile_and_store(plan, cache, reporter, log_path)
             reporter.say(f"    stored {entry.wheel.name} (key {plan.key})")
         else:
             reporter.say(f"==> cache hit: {entry.wheel.name} (key {plan.key})")
@@ -250,6 +246,7 @@ def build(request: Request, cache: Cache, reporter: StepReporter) -> BuildResult
     if request.install and plan.install_python is not None:
         install_and_verify(result, cache, reporter)
     result.seconds = time.monotonic() - start
+    result.timings = dict(reporter.timings)
     return result
 
 
@@ -257,7 +254,7 @@ def install_and_verify(result: BuildResult, cache: Cache, reporter: StepReporter
     plan = result.plan
     python = plan.install_python
     assert python is not None
-    with reporter.step(f"install into {python}"):
+    with reporter.step("install", f"install into {python}"):
         wheel = cache.verified_wheel(result.entry)
         install_wheel(wheel, python, log_path=cache.dir("logs") / "install.log")
     result.installed_into = python

@@ -25,17 +25,21 @@ class StepReporter:
     def __init__(self, quiet: bool = False) -> None:
         self.quiet = quiet
         self.console = Console(stderr=True, highlight=False, soft_wrap=True)
+        self.timings: dict[str, float] = {}
+        """Seconds each finished step took, by its key."""
 
     def say(self, message: str) -> None:
         if not self.quiet:
             self.console.print(message)
 
     @contextmanager
-    def step(self, name: str) -> Iterator[None]:
+    def step(self, key: str, label: str | None = None) -> Iterator[None]:
+        """Announce a step, time it, and record the time under `key`."""
         start = time.monotonic()
-        self.say(f"[bold]==>[/bold] {name}")
+        self.say(f"[bold]==>[/bold] {label or key}")
         yield
-        self.say(f"    {name} done in {time.monotonic() - start:.1f}s")
+        self.timings[key] = round(time.monotonic() - start, 2)
+        self.say(f"    {key} done in {self.timings[key]:.1f}s")
 
 
 class CompileProgress:

@@ -1,0 +1,160 @@
+"""builder's benchmarks on this machine: each a measured ratio, appended to bench/RESULTS.md with
+the command that produced it.
+
+    python bench/run.py                 # fixture: cold vs cache hit, orchestration overhead
+    python bench/run.py --upstream      # + causal-conv1d (builder, one arch, vs plain pip wheel with
+                                        #   its default archs) and flash-attn one arch vs four (~1 h)
+
+Every build here runs in a fresh cache under a temporary directory, with sources copied from
+cache/sources (fetched first with `builder fetch`), so nothing is a hit unless it should be.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from measure import measure  # noqa: E402
+
+from builder.patching import apply_patches  # noqa: E402
+from builder.recipe import Condition, Patch, load_recipe  # noqa: E402
+from builder.source import extract  # noqa: E402
+
+FIXTURE_RECIPE = ROOT / "tests" / "fixtures" / "torchext" / "fixture-ext.toml"
+
+
+def builder(*args: str) -> list[str]:
+    return [sys.executable, "-m", "builder", *args]
+
+
+def timed_build(cache: Path, *args: str) -> tuple[dict[str, object], dict[str, object]]:
+    """Run `builder build ... --json` under measure; returns (cost, builder's JSON result)."""
+    out = cache.parent / f"result-{time.monotonic_ns()}.json"
+    cost = measure(["sh", "-c", " ".join([*builder("build", *args, "--cache", str(cache), "--json")])
+                    + f" > {out}"])
+    if cost["returncode"] != 0:
+        raise SystemExit(f"build failed: {args}")
+    return cost, json.loads(out.read_text())
+
+
+def bench_fixture(work: Path) -> list[str]:
+    cache = work / "fixture-cache"
+    cold, cold_result = timed_build(cache, str(FIXTURE_RECIPE), "--arch", "86", "--no-install")
+    hit, _ = timed_build(cache, str(FIXTURE_RECIPE), "--arch", "86", "--no-install")
+    timings = cold_result["timings"]
+    assert isinstance(timings, dict)
+    compile_s = float(timings["compile"])
+    overhead = float(str(cold["wall_s"])) - compile_s
+    return [
+        f"| fixture (4 TUs), sm_86, cold build | {cold['wall_s']} s wall, {cold['cpu_s']} CPU-s |",
+        f"| fixture, cache hit (same key) | {hit['wall_s']} s wall, {hit['cpu_s']} CPU-s |",
+        f"| **cache hit / cold** | **{float(str(hit['wall_s'])) / float(str(cold['wall_s'])):.3f}** "
+        f"(wall) |",
+        f"| orchestration overhead of a miss, ready env (wall − compile step) | {overhead:.1f} s of "
+        f"{cold['wall_s']} s (compile step {compile_s:.1f} s; steps: {json.dumps(timings)}) |",
+    ]
+
+
+def plain_pip_wheel(work: Path, sdist: Path, patch_file: str) -> dict[str, object]:
+    """`pip wheel --no-build-isolation` of an sdist with only the C++ standard patch applied."""
+    tree = extract(sdist, work / "plain-src")
+    apply_patches([Patch(patch_file, Condition())], tree)
+    env_prefix = "CAUSAL_CONV1D_FORCE_BUILD=TRUE BUILDER_CXX_STD=c++20 MAX_JOBS=2 CUDA_HOME=/usr/local/cuda"
+    return measure(["sh", "-c", f"{env_prefix} {sys.executable} -m pip wheel --no-build-isolation --no-deps "
+                    f"-w {work / 'plain-out'} {tree} > {work / 'plain.log'} 2>&1"])
+
+
+def bench_causal(work: Path) -> list[str]:
+    spec = load_recipe("causal-conv1d").versions["1.7.0"]
+    assert spec.file is not None
+    sdist = ROOT / "cache" / "sources" / spec.file
+    cache = work / "causal-cache"
+    (cache / "sources").mkdir(parents=True)
+    shutil.copy2(sdist, cache / "sources")
+    ours, _ = timed_build(cache, "causal-conv1d", "--arch", "86", "--no-install")
+    plain = plain_pip_wheel(work, sdist, "causal-conv1d/cxx-std.patch")
+    if plain["returncode"] != 0:
+        raise SystemExit(f"plain pip wheel failed: see {work / 'plain.log'}")
+    return [
+        f"| causal-conv1d 1.7.0, builder, sm_86 only | {ours['wall_s']} s wall, {ours['cpu_s']} CPU-s, "
+        f"{ours['max_process_rss_gb']} GB peak process RSS |",
+        f"| causal-conv1d 1.7.0, plain `pip wheel --no-build-isolation`, default archs (C++20 patch only) | "
+        f"{plain['wall_s']} s wall, {plain['cpu_s']} CPU-s, {plain['max_process_rss_gb']} GB |",
+        f"| **builder / plain** | **{ratio(ours, plain, 'wall_s')}** wall, **{ratio(ours, plain, 'cpu_s')}** "
+        f"CPU, **{ratio(ours, plain, 'max_process_rss_gb')}** peak RSS |",
+    ]
+
+
+def ratio(a: dict[str, object], b: dict[str, object], key: str) -> str:
+    return f"{float(str(a[key])) / float(str(b[key])):.2f}"
+
+
+def trimmed_flash_attn(work: Path, keep: str) -> Path:
+    """The flash-attn 2.8.3 sdist with flash_api.cpp and one kernel file as its only sources."""
+    spec = load_recipe("flash-attn").versions["2.8.3"]
+    assert spec.file is not None
+    tree = extract(ROOT / "cache" / "sources" / spec.file, work / f"fa-{time.monotonic_ns()}")
+    setup = tree / "setup.py"
+    kernel = re.compile(r'^\s*"csrc/flash_attn/src/flash_\w+_sm80\.cu",\n$')
+    lines = setup.read_text().splitlines(keepends=True)
+    setup.write_text("".join(line for line in lines if not kernel.match(line) or keep in line))
+    return tree
+
+
+def bench_flash_attn(work: Path) -> list[str]:
+    keep = "flash_fwd_hdim128_fp16_sm80.cu"
+    rows = []
+    costs = {}
+    for label, archs in (("sm_86 only", "86"), ("its default four archs (80,90,100,120)", "80,90,100,120")):
+        tree = trimmed_flash_attn(work, keep)
+        cost, _ = timed_build(work / f"fa-cache-{archs}", "flash-attn", "--source", str(tree), "--arch", archs,
+                              "--no-install", "--force")
+        costs[archs] = cost
+        rows.append(f"| flash-attn 2.8.3, flash_api.cpp + {keep}, {label} | {cost['wall_s']} s wall, "
+                    f"{cost['cpu_s']} CPU-s, {cost['max_process_rss_gb']} GB |")
+    rows.append(f"| **one arch / four archs** | **{ratio(costs['86'], costs['80,90,100,120'], 'cpu_s')}** CPU, "
+                f"**{ratio(costs['86'], costs['80,90,100,120'], 'wall_s')}** wall |")
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--upstream", action="store_true", help="also the causal-conv1d and flash-attn benchmarks")
+    parser.add_argument("--results", type=Path, default=ROOT / "bench" / "RESULTS.md")
+    args = parser.parse_args()
+    if args.upstream:
+        subprocess.run(builder("fetch", "causal-conv1d"), check=True)
+        subprocess.run(builder("fetch", "flash-attn", "--version", "2.8.3"), check=True)
+    with tempfile.TemporaryDirectory(prefix="builder-bench-") as tmp:
+        work = Path(tmp)
+        rows = bench_fixture(work)
+        if args.upstream:
+            rows += bench_causal(work)
+            rows += bench_flash_attn(work)
+    machine = f"{platform.node()}: {psutil.cpu_count()} cores, {psutil.virtual_memory().total / 1024**3:.0f} GB"
+    section = "\n".join([
+        f"\n### {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} — `python bench/run.py"
+        f"{' --upstream' if args.upstream else ''}` on {machine}\n",
+        "| what | measured |", "| --- | --- |", *rows, ""])
+    with args.results.open("a") as results:
+        results.write(section)
+    print(section)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
