@@ -60,6 +60,18 @@ PYPI_TORCH_CUDA: dict[tuple[int, int], str] = {
 }
 
 
+def pypi_torch_cuda(torch: str) -> str | None:
+    """CUDA version of the build PyPI carries for this torch release, or None when unknown."""
+    release = Version(torch).release
+    return PYPI_TORCH_CUDA.get((release[0], release[1]))
+
+
+def pypi_torch_cxx11_abi(torch: str) -> bool:
+    """PyPI's torch wheels are pre-cxx11 ABI up to 2.6 (manylinux1) and cxx11 ABI from 2.7
+    (manylinux_2_28) (DESIGN.md, read from the wheels' tags)."""
+    return Version(torch).release[:2] >= (2, 7)
+
+
 def _row_for(table: dict[tuple[int, int], object], cuda: tuple[int, int]) -> object | None:
     keys = [key for key in sorted(table) if key <= cuda and key[0] == cuda[0]]
     return table[keys[-1]] if keys else None

@@ -4,10 +4,8 @@ install -> verify. Backends supply only the build step.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import shutil
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,18 +13,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from builder import __version__, compat
+from builder import __version__
 from builder.backends import get_backend
+from builder.buildpython import build_python
 from builder.cache import Cache, Entry
-from builder.errors import BuilderError, SourceError, ToolchainError
+from builder.errors import BuilderError, SourceError
 from builder.install import install_wheel
 from builder.patching import apply_patches
 from builder.plan import Plan, Request, file_sha256, resolve_plan
 from builder.progress import CompileProgress, StepReporter
-from builder.pyenv import ensure_env
 from builder.recipe import Recipe, load_recipe
-from builder.source import SourceSpec, extract, fetch, sha256_of
-from builder.target import TargetInfo, probe_interpreter
+from builder.source import SourceSpec, extract, fetch, source_identity
+from builder.target import probe_interpreter
 from builder.verify import (
     check_cubins,
     check_imports,
@@ -71,94 +69,16 @@ def source_spec(recipe: Recipe, version: str, override: str | None) -> SourceSpe
     return SourceSpec(path=str(path), sha256=None if path.is_dir() else spec.sha256)
 
 
-def tree_sha256(root: Path) -> str:
-    """A hash over a directory's relative paths and contents, for sources given as a folder."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*") if p.is_file() and ".git" not in p.parts):
-        digest.update(str(path.relative_to(root)).encode() + b"\0" + file_sha256(path).encode())
-    return digest.hexdigest()
-
-
-def source_identity(spec: SourceSpec) -> str:
-    if spec.sha256:
-        return spec.sha256
-    assert spec.path is not None
-    path = Path(spec.path)
-    return tree_sha256(path) if path.is_dir() else sha256_of(path)
-
-
-def planned_target(request: Request, base_python: Path) -> TargetInfo:
-    """What a --torch build env will hold, without making it (so `plan` stays cheap)."""
-    base = probe_interpreter(base_python)
-    assert request.torch is not None
-    cuda = _cuda_of_torch_request(request.torch, request.torch_index)
-    return dataclasses.replace(base, torch=request.torch, torch_cuda=cuda,
-                               cxx11_abi=_pypi_torch_abi(request.torch), cuda_available=False,
-                               torch_error=None)
-
-
-def _cuda_of_torch_request(torch: str, index: str | None) -> str:
-    for text in (torch, index or ""):
-        for part in text.replace("/", "+").split("+"):
-            if part.startswith("cu") and part[2:].isdigit():
-                digits = part[2:]
-                return f"{digits[:-1]}.{digits[-1]}"
-    from packaging.version import Version
-
-    release = Version(torch).release[:2]
-    cuda = compat.PYPI_TORCH_CUDA.get((release[0], release[1]))
-    if cuda is None:
-        raise ToolchainError(f"builder does not know which CUDA torch {torch}'s PyPI build uses",
-                             hint="pass --torch-index with a per-CUDA index, e.g. .../whl/cu128")
-    return cuda
-
-
-def _pypi_torch_abi(torch: str) -> bool:
-    """PyPI's torch is pre-cxx11 ABI up to 2.6 and cxx11 ABI from 2.7 (DESIGN.md)."""
-    from packaging.version import Version
-
-    return Version(torch).release[:2] >= (2, 7)
-
-
 def prepare(request: Request, cache: Cache, *, make_env: bool,
             reporter: StepReporter | None = None) -> Plan:
-    """Resolve a Plan; with make_env, a --torch build env is made (else only planned)."""
+    """Resolve a Plan; with make_env a --torch build env is made, else only planned."""
     recipe = load_recipe(request.recipe)
     version, _ = recipe.source_for(request.version)
     spec = source_spec(recipe, version, request.source)
-    base_python = Path(request.python) if request.python else Path(sys.executable)
-    install_python: Path | None = base_python
-    build_env: dict[str, Any] = {"kind": "existing", "python": str(base_python)}
-    if request.torch:
-        build_env = {"kind": "venv", "torch": request.torch, "index_url": request.torch_index}
-        if make_env:
-            if reporter:
-                reporter.say(f"==> build environment with torch=={request.torch}")
-            python = ensure_env(torch=request.torch, index_url=request.torch_index,
-                                requirements=recipe.build.requirements,
-                                envs_dir=cache.dir("envs"),
-                                log_path=cache.dir("logs") / f"env-torch-{request.torch}.log",
-                                base_python=_base_interpreter(base_python))
-            target = probe_interpreter(python)
-            build_env["python"] = str(python)
-            install_python = Path(request.python) if request.python else python
-        else:
-            target = planned_target(request, base_python)
-            install_python = Path(request.python) if request.python else None
-    else:
-        target = probe_interpreter(base_python)
-    return resolve_plan(request, recipe, target, source=spec, source_sha256=source_identity(spec),
-                        build_env=build_env, install_python=install_python)
-
-
-def _base_interpreter(python: Path) -> Path:
-    """The interpreter a venv should be made from (a venv's own base when given a venv)."""
-    from builder.run import capture
-
-    result = capture([python, "-c", "import sys; print(sys._base_executable)"])
-    return Path(result.stdout.strip()) if result.returncode == 0 and result.stdout.strip() else python
+    python = build_python(request, recipe, cache.dir("envs"), cache.dir("logs"), make_env=make_env,
+                          say=reporter.say if reporter else None)
+    return resolve_plan(request, recipe, python.target, source=spec, source_sha256=source_identity(spec),
+                        build_env=python.describe(), install_python=python.install_python)
 
 
 @contextmanager
@@ -185,7 +105,7 @@ def build_env(plan: Plan, cache: Cache) -> dict[str, str]:
 def provenance(plan: Plan) -> dict[str, Any]:
     return {
         "builder": __version__, "recipe": plan.recipe.name, "version": plan.version,
-        "source_sha256": source_identity(plan.source),
+        "source_sha256": plan.source_sha256,
         "patches": {p.file: file_sha256(p.path) for p in plan.patches},
         "torch": plan.torch_version, "torch_cuda": plan.target.torch_cuda,
         "cuda": plan.toolkit.version, "host_compiler": f"{plan.host.cxx} ({plan.host.major})",

@@ -80,6 +80,7 @@ class Plan:
     patches: tuple[Patch, ...]
     local_version: str
     key: str
+    source_sha256: str = ""
     ccache: bool = False
     force: bool = False
     facts: Mapping[str, str] = field(default_factory=dict)
@@ -289,5 +290,5 @@ def resolve_plan(
     return Plan(recipe=recipe, version=version, source=source, target=target,
                 install_python=install_python, build_env=build_env, toolkit=toolkit, host=host,
                 archs=archs, cxx11_abi=abi, cxx_std=cxx_std, jobs=jobs, env=env, patches=patches,
-                local_version=local, key=key, ccache=request.ccache, force=request.force,
+                local_version=local, key=key, source_sha256=source_sha256, ccache=request.ccache, force=request.force,
                 facts=facts)

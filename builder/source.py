@@ -298,3 +298,21 @@ def _resolves_inside(link: Path, real_root: Path) -> bool:
         return link.resolve().is_relative_to(real_root)
     except (OSError, RuntimeError):  # a symlink loop
         return False
+
+
+def tree_sha256(root: Path) -> str:
+    """A hash over a directory's relative paths and contents, for sources given as a folder."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and ".git" not in p.parts):
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + sha256_of(path).encode())
+    return digest.hexdigest()
+
+
+def source_identity(spec: SourceSpec) -> str:
+    """What names a source's content: its sha256, or for a local folder the hash of its tree."""
+    if spec.sha256:
+        return spec.sha256
+    if spec.path is None:
+        raise SourceError("a downloaded source needs sha256")
+    path = Path(spec.path)
+    return tree_sha256(path) if path.is_dir() else sha256_of(path)
