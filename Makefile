@@ -8,7 +8,7 @@ ARCH   ?= 86
 CUDA   ?=
 PYTEST := $(PY) -m pytest
 
-.PHONY: setup demo build test test-slow test-all bench lint clean
+.PHONY: setup demo build test test-slow test-all toolchain-11.8 bench lint clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,10 @@ test-slow: setup
 	$(PYTEST) -m "slow and not gpu" -q
 
 test-all: test test-slow
+
+# CUDA 11.8 and g++-11 from Debian's archive (root, apt; about 1.6 GB): what the 11.8 tests use.
+toolchain-11.8: setup
+	$(VENV)/bin/builder toolchain install 11.8
 
 bench: setup
 	$(PY) bench/run.py

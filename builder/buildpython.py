@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from packaging.version import Version
+
 from builder import compat
 from builder.errors import ToolchainError
 from builder.plan import Request
@@ -52,6 +54,23 @@ def torch_cuda_of_request(torch: str, index_url: str | None) -> str:
     return cuda
 
 
+def choose_torch_index(torch: str, cuda: str | None, index_url: str | None) -> str | None:
+    """--torch-index when given; else PyPI when its build of `torch` has the CUDA major asked for;
+    else PyTorch's own index for that CUDA, when it carries that torch; else a clear refusal."""
+    if index_url or cuda is None:
+        return index_url
+    pypi = compat.pypi_torch_cuda(torch)
+    if pypi is not None and pypi.split(".")[0] == cuda.split(".")[0]:
+        return None
+    release = Version(torch).release[:2]
+    span = compat.PYTORCH_INDEX_BUILDS.get(".".join(cuda.split(".")[:2]))
+    if span is not None and span[0] <= release <= span[1]:
+        return compat.PYTORCH_INDEX_URL.format(tag=compat.cuda_tag(cuda))
+    raise ToolchainError(
+        f"no known torch {torch} build for CUDA {cuda}: PyPI's is CUDA {pypi or 'unknown'}",
+        hint="pass --torch-index URL of an index that has one, or choose another --torch / --cuda")
+
+
 def base_interpreter(python: Path) -> Path:
     """The interpreter a venv should be made from (a venv's own base when given a venv)."""
     result = capture([python, "-c", "import sys; print(sys._base_executable)"])
@@ -63,18 +82,17 @@ def build_python(request: Request, recipe: Recipe, envs_dir: Path, logs_dir: Pat
     given = Path(request.python) if request.python else Path(sys.executable)
     if not request.torch:
         return BuildPython(probe_interpreter(given), "existing", given)
+    index = choose_torch_index(request.torch, request.cuda, request.torch_index)
     if not make_env:
         base = probe_interpreter(given)
         predicted = dataclasses.replace(
-            base, torch=request.torch, torch_cuda=torch_cuda_of_request(request.torch, request.torch_index),
+            base, torch=request.torch, torch_cuda=torch_cuda_of_request(request.torch, index),
             cxx11_abi=compat.pypi_torch_cxx11_abi(request.torch), cuda_available=False, torch_error=None)
-        return BuildPython(predicted, "venv", given if request.python else None, request.torch,
-                           request.torch_index)
+        return BuildPython(predicted, "venv", given if request.python else None, request.torch, index)
     if say:
-        say(f"==> build environment with torch=={request.torch}")
-    python = ensure_env(torch=request.torch, index_url=request.torch_index,
+        say(f"==> build environment with torch=={request.torch}" + (f" from {index}" if index else ""))
+    python = ensure_env(torch=request.torch, index_url=index,
                         requirements=recipe.build.requirements, envs_dir=envs_dir,
                         log_path=logs_dir / f"env-torch-{request.torch}.log",
                         base_python=base_interpreter(given))
-    return BuildPython(probe_interpreter(python), "venv", given if request.python else python,
-                       request.torch, request.torch_index)
+    return BuildPython(probe_interpreter(python), "venv", given if request.python else python, request.torch, index)

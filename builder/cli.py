@@ -19,12 +19,15 @@ from rich.table import Table
 from builder import __version__, pipeline
 from builder.backends import get_backend
 from builder.cache import DEFAULT_CACHE, Cache
-from builder.errors import BuilderError, BuildError, UsageError
+from builder.doctor import diagnose
+from builder.errors import BuilderError, BuildError, ToolchainError, UsageError
 from builder.install import install_wheel
 from builder.plan import Request
 from builder.progress import StepReporter
+from builder.provision import install_toolchain
 from builder.recipe import load_recipe, recipe_names
 from builder.source import fetch
+from builder.toolchain import probe_toolkit
 from builder.wheel import read_provenance
 
 EPILOG = """examples:
@@ -50,6 +53,8 @@ def _add_target_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--jobs", type=int, help="parallel compile jobs (default: from cores and free RAM)")
     parser.add_argument("--source", help="local archive or directory to use instead of the recipe's URL")
     parser.add_argument("--ccache", action="store_true", help="compile through sccache")
+    parser.add_argument("--provision", action="store_true",
+                        help="install the CUDA toolkit for --cuda when none is found (see `builder toolchain`)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,6 +90,17 @@ def build_parser() -> argparse.ArgumentParser:
         action = cache_sub.add_parser(name, parents=[common], help=text)
         action.add_argument("key", help="cache key or a unique prefix of one")
 
+    doctor = sub.add_parser("doctor", parents=[common], help="explain what this machine can build, and fixes")
+    doctor.add_argument("--python", help="target interpreter (default: the one running builder)")
+
+    toolchain = sub.add_parser("toolchain", help="list or install CUDA toolkits")
+    toolchain_sub = toolchain.add_subparsers(dest="toolchain_command", required=True, metavar="ACTION")
+    toolchain_sub.add_parser("list", parents=[common], help="toolkits found here and provisioned into the cache")
+    toolchain_install = toolchain_sub.add_parser(
+        "install", parents=[common], help="install CUDA 13.x from PyPI's NVIDIA wheels into the cache, "
+        "or CUDA 11.8 from Debian's archive (root, apt)")
+    toolchain_install.add_argument("cuda", help="CUDA version X.Y")
+
     install = sub.add_parser("install", parents=[common], help="install a wheel file or cache entry")
     install.add_argument("wheel", help="path of a .whl, or a cache key (prefix)")
     install.add_argument("--python", help="target interpreter (default: the one running builder)")
@@ -97,7 +113,7 @@ def _request(args: argparse.Namespace, *, install: bool) -> Request:
     return Request(recipe=args.recipe, version=args.pkg_version, cuda=args.cuda,
                    archs=tuple(args.arch), torch=args.torch, torch_index=args.torch_index,
                    python=args.python, cxx11_abi=args.cxx11_abi, jobs=args.jobs,
-                   source=args.source, ccache=args.ccache,
+                   source=args.source, ccache=args.ccache, provision=args.provision,
                    force=getattr(args, "force", False), install=install)
 
 
@@ -212,8 +228,54 @@ def cmd_install(args: argparse.Namespace, out: Output) -> int:
     return 0
 
 
+def cmd_doctor(args: argparse.Namespace, out: Output) -> int:
+    report = diagnose(Path(args.python) if args.python else None)
+    marks = {"ok": "[green]ok[/green]   ", "warn": "[yellow]warn[/yellow] ", "error": "[red]error[/red]"}
+
+    def render() -> None:
+        data = report.to_json()
+        out.console.print(f"driver      {report.driver.summary()}")
+        torch = data["torch"]
+        out.console.print(f"torch       {torch['version']} (CUDA {torch['cuda']}, cxx11 ABI {torch['cxx11_abi']}, "
+                          f"CUDA usable: {torch['cuda_available']}) in {torch['python']}")
+        for toolkit in report.toolkits:
+            out.console.print(f"toolkit     CUDA {toolkit.version} at {toolkit.root} (nvcc {toolkit.nvcc})")
+        out.console.print("compilers   " + ", ".join(f"{c.cxx} ({c.major})" for c in report.compilers))
+        for verdict in report.verdicts:
+            out.console.print(f"{marks[verdict.level]} {verdict.text}", markup=True)
+            if verdict.fix:
+                out.console.print(f"      fix: {verdict.fix}", markup=False)
+    out.emit(report.to_json(), render)
+    return 1 if any(v.level == "error" for v in report.verdicts) else 0
+
+
+def cmd_toolchain(args: argparse.Namespace, out: Output) -> int:
+    cache = Cache(args.cache)
+    if args.toolchain_command == "install":
+        root = install_toolchain(args.cuda, cache.dir("toolchains"),
+                                 cache.dir("logs") / f"toolchain-{args.cuda}.log")
+        toolkit = probe_toolkit(root)
+        if toolkit is None:
+            raise ToolchainError(f"the toolkit installed at {root} does not answer as a CUDA toolkit")
+        data = {"version": toolkit.version, "root": str(root), "archs": list(toolkit.archs)}
+        out.emit(data, lambda: out.console.print(f"CUDA {toolkit.version} ready at {root}"))
+        return 0
+    toolkits = pipeline.machine_toolkits(cache)
+    rows = [{"version": t.version, "root": str(t.root), "provisioned": cache.root in t.root.parents,
+             "archs": list(t.archs)} for t in toolkits]
+
+    def render() -> None:
+        table = Table("CUDA", "root", "provisioned", "archs")
+        for row in rows:
+            table.add_row(str(row["version"]), str(row["root"]), "yes" if row["provisioned"] else "",
+                          " ".join(row["archs"]))  # type: ignore[arg-type]
+        out.console.print(table if rows else "no CUDA toolkit found; try `builder toolchain install 13.0`")
+    out.emit(rows, render)
+    return 0
+
+
 COMMANDS = {"build": cmd_build, "plan": cmd_plan, "recipes": cmd_recipes, "fetch": cmd_fetch,
-            "cache": cmd_cache, "install": cmd_install}
+            "cache": cmd_cache, "install": cmd_install, "doctor": cmd_doctor, "toolchain": cmd_toolchain}
 
 
 def report_error(exc: BuilderError) -> None:

@@ -60,6 +60,19 @@ PYPI_TORCH_CUDA: dict[tuple[int, int], str] = {
 }
 
 
+# Oldest driver branch that runs any toolkit of a CUDA major through minor-version compatibility:
+# NVIDIA's CUDA release notes ("CUDA 11.x >= 450.80.02", "CUDA 12.x >= 525.60.13") and NVIDIA's
+# data-center "Supported Drivers and CUDA Toolkit Versions" (R580: CUDA 13.0+). The driver's own
+# answer (nvidia-smi's "CUDA Version", cuDriverGetVersion) is asked first; this is the fallback.
+MIN_DRIVER_FOR_CUDA_MAJOR: dict[int, str] = {11: "450.80.02", 12: "525.60.13", 13: "580"}
+
+
+# CUDA builds of torch on PyTorch's own per-CUDA indexes (download.pytorch.org/whl/cuXYZ) that
+# PyPI lacks, as (first, last) torch minor releases: cu118 for 2.0-2.7 (DESIGN.md).
+PYTORCH_INDEX_BUILDS: dict[str, tuple[tuple[int, int], tuple[int, int]]] = {"11.8": ((2, 0), (2, 7))}
+PYTORCH_INDEX_URL = "https://download.pytorch.org/whl/{tag}"
+
+
 def pypi_torch_cuda(torch: str) -> str | None:
     """CUDA version of the build PyPI carries for this torch release, or None when unknown."""
     release = Version(torch).release

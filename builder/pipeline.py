@@ -22,9 +22,11 @@ from builder.install import install_wheel
 from builder.patching import apply_patches
 from builder.plan import Plan, Request, file_sha256, resolve_plan
 from builder.progress import CompileProgress, StepReporter
+from builder.provision import install_toolchain
 from builder.recipe import Recipe, load_recipe
 from builder.source import SourceSpec, extract, fetch, source_identity
 from builder.target import probe_interpreter
+from builder.toolchain import Toolkit, discover_toolkits
 from builder.verify import (
     check_cubins,
     check_imports,
@@ -77,8 +79,20 @@ def prepare(request: Request, cache: Cache, *, make_env: bool,
     spec = source_spec(recipe, version, request.source)
     python = build_python(request, recipe, cache.dir("envs"), cache.dir("logs"), make_env=make_env,
                           say=reporter.say if reporter else None)
+    toolkits = machine_toolkits(cache)
+    wanted = request.cuda or python.target.torch_cuda
+    if make_env and request.provision and wanted and not any(t.short == wanted for t in toolkits):
+        if reporter:
+            reporter.say(f"==> provision CUDA {wanted}")
+        install_toolchain(wanted, cache.dir("toolchains"), cache.dir("logs") / f"toolchain-{wanted}.log")
+        toolkits = machine_toolkits(cache)
     return resolve_plan(request, recipe, python.target, source=spec, source_sha256=source_identity(spec),
-                        build_env=python.describe(), install_python=python.install_python)
+                        build_env=python.describe(), install_python=python.install_python, toolkits=toolkits)
+
+
+def machine_toolkits(cache: Cache) -> list[Toolkit]:
+    """The toolkits on this machine plus those provisioned into the cache."""
+    return discover_toolkits(extra_roots=sorted(cache.dir("toolchains").iterdir()))
 
 
 @contextmanager

@@ -53,6 +53,7 @@ class Request:
     cxx11_abi: str = "auto"
     jobs: int | None = None
     source: str | None = None
+    provision: bool = False
     ccache: bool = False
     force: bool = False
     install: bool = True

@@ -11,6 +11,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from builder.driver import list_gpus
 from builder.errors import EnvironmentSetupError
 from builder.run import capture
 
@@ -95,8 +96,4 @@ def visible_gpu_capabilities(info: TargetInfo) -> tuple[str, ...]:
     """Compute capabilities of the visible GPUs: torch's answer, else nvidia-smi's."""
     if info.gpu_capabilities:
         return info.gpu_capabilities
-    result = capture(["nvidia-smi", "--query-gpu=compute_cap", "--format=csv,noheader"], timeout=30)
-    if result.returncode != 0:
-        return ()
-    caps = {line.strip().replace(".", "") for line in result.stdout.splitlines() if line.strip()}
-    return tuple(sorted(cap for cap in caps if cap.isdigit()))
+    return tuple(sorted({gpu.capability for gpu in list_gpus()}))

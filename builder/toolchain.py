@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,12 +110,12 @@ def probe_toolkit(root: Path) -> Toolkit | None:
     return Toolkit(root=root, nvcc=nvcc, version=version, archs=archs)
 
 
-def discover_toolkits(environ: Mapping[str, str] | None = None) -> list[Toolkit]:
-    """Every distinct toolkit on this machine, in search order."""
+def discover_toolkits(environ: Mapping[str, str] | None = None, extra_roots: Sequence[Path] = ()) -> list[Toolkit]:
+    """Every distinct toolkit on this machine (and in `extra_roots`, e.g. provisioned ones)."""
     env = os.environ if environ is None else environ
     found: dict[Path, Toolkit] = {}
     seen: set[Path] = set()
-    for root in _candidate_roots(env):
+    for root in [*_candidate_roots(env), *extra_roots]:
         real = root.resolve()
         if real in seen:
             continue
@@ -135,7 +135,9 @@ def select_toolkit(cuda: str, toolkits: list[Toolkit]) -> Toolkit:
     where = ", ".join(f"{t.short} at {t.root}" for t in toolkits) or "none"
     raise ToolchainError(
         f"no CUDA {wanted} toolkit found (found: {where})",
-        hint=f"install CUDA {wanted} under /usr/local/cuda-{wanted} or set CUDA_HOME to its root",
+        hint=f"looked in CUDA_HOME, CUDA_PATH, /usr/local/cuda*, nvcc on PATH and /usr; install CUDA {wanted} "
+             f"under /usr/local/cuda-{wanted} and/or set CUDA_HOME to its root (`builder toolchain install` "
+             "provides 13.x from PyPI and 11.8 from Debian)",
     )
 
 
