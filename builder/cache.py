@@ -106,12 +106,30 @@ class Cache:
         self._publish(entry)
         return entry
 
-    def remove(self, entry: Entry) -> None:
+    def remove(self, entry: Entry, *, move_to: Path | None = None) -> None:
+        """Drop an entry (or move it to `move_to`, e.g. quarantine), its wheels/ link and index page."""
         link = self.root / "wheels" / entry.wheel.name
-        if link.exists() and link.samefile(entry.wheel):
+        if link.exists() and entry.wheel.exists() and link.samefile(entry.wheel):
             link.unlink()
-        shutil.rmtree(entry.path)
+        if move_to is None:
+            shutil.rmtree(entry.path)
+        else:
+            move_to.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(entry.path, move_to)
         self.write_index()
+
+    def record_install(self, python: Path, entry: Entry) -> None:
+        """Remember that `python` has this entry installed, so gc keeps it."""
+        path = self.root / "installs.json"
+        with FileLock(str(self.dir("locks") / "installs.lock")):
+            installs = json.loads(path.read_text()) if path.is_file() else {}
+            installs.setdefault(str(python), {})[str(entry.meta.get("recipe", entry.key))] = entry.key
+            _write_atomic(path, json.dumps(installs, indent=2, sort_keys=True))
+
+    def installed_keys(self) -> set[str]:
+        path = self.root / "installs.json"
+        installs = json.loads(path.read_text()) if path.is_file() else {}
+        return {key for by_recipe in installs.values() for key in by_recipe.values()}
 
     def verified_wheel(self, entry: Entry) -> Path:
         """The entry's wheel after its sha256 matched what was stored; refuses a corrupt one."""

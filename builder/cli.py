@@ -10,17 +10,19 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-from builder import __version__, pipeline
+from builder import __version__, cache_maint, pipeline
 from builder.backends import get_backend
 from builder.cache import DEFAULT_CACHE, Cache
+from builder.cache_maint import parse_size
 from builder.doctor import diagnose
-from builder.errors import BuilderError, BuildError, ToolchainError, UsageError
+from builder.errors import BuilderError, BuildError, CacheError, ToolchainError, UsageError
 from builder.install import install_wheel
 from builder.plan import Request
 from builder.progress import StepReporter
@@ -89,6 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
     for name, text in (("show", "show one entry"), ("rm", "remove one entry")):
         action = cache_sub.add_parser(name, parents=[common], help=text)
         action.add_argument("key", help="cache key or a unique prefix of one")
+    gc = cache_sub.add_parser("gc", parents=[common], help="prune old entries (never ones an install still uses)")
+    gc.add_argument("--keep", type=int, help="keep the newest N entries per recipe")
+    gc.add_argument("--max-size", help="then remove oldest first until the cache fits, e.g. 20G")
+    gc.add_argument("--dry-run", action="store_true", help="say what would go, remove nothing")
+    cache_sub.add_parser("verify", parents=[common], help="re-hash every wheel; quarantine corrupt entries")
 
     doctor = sub.add_parser("doctor", parents=[common], help="explain what this machine can build, and fixes")
     doctor.add_argument("--python", help="target interpreter (default: the one running builder)")
@@ -207,6 +214,19 @@ def cmd_cache(args: argparse.Namespace, out: Output) -> int:
             out.console.print(table if entries else f"the cache at {cache.root} is empty")
         out.emit(rows, render)
         return 0
+    if args.cache_command == "gc":
+        max_bytes = parse_size(args.max_size) if args.max_size else None
+        gc_report = cache_maint.gc(cache, keep=args.keep, max_bytes=max_bytes, dry_run=args.dry_run)
+        gc_data = asdict(gc_report)
+        out.emit(gc_data, lambda: out.console.print(
+            f"{'would remove' if args.dry_run else 'removed'} {len(gc_report.removed)} entries "
+            f"({gc_report.freed_bytes / 1024**2:.1f} MB); kept {len(gc_report.kept_installed)} still installed"))
+        return 0
+    if args.cache_command == "verify":
+        verified = cache_maint.verify(cache)
+        out.emit(verified, lambda: out.console.print(
+            f"{len(verified['ok'])} entries ok; quarantined: {', '.join(verified['quarantined']) or 'none'}"))
+        return CacheError.exit_code if verified["quarantined"] else 0
     entry = cache.find(args.key)
     if args.cache_command == "show":
         data = {**entry.meta, "path": str(entry.path)}
@@ -223,6 +243,8 @@ def cmd_install(args: argparse.Namespace, out: Output) -> int:
     wheel = path if path.suffix == ".whl" and path.is_file() else cache.verified_wheel(cache.find(args.wheel))
     python = Path(args.python) if args.python else Path(sys.executable)
     install_wheel(wheel, python, log_path=cache.dir("logs") / "install.log")
+    if wheel.parent.parent == cache.root / "entries":
+        cache.record_install(python, cache.find(wheel.parent.name))
     data = {"installed": str(wheel), "python": str(python), "provenance": read_provenance(wheel)}
     out.emit(data, lambda: out.console.print(f"installed {wheel.name} into {python}"))
     return 0

@@ -187,6 +187,7 @@ def install_and_verify(result: BuildResult, cache: Cache, reporter: StepReporter
     with reporter.step("install", f"install into {python}"):
         wheel = cache.verified_wheel(result.entry)
         install_wheel(wheel, python, log_path=cache.dir("logs") / "install.log")
+        cache.record_install(python, result.entry)
     result.installed_into = python
     with reporter.step("verify"):
         result.verified = verify_install(plan, python)
