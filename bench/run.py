@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import re
 import shutil
 import subprocess
 import sys
@@ -33,6 +32,7 @@ from measure import measure  # noqa: E402
 from builder.patching import apply_patches  # noqa: E402
 from builder.recipe import Condition, Patch, load_recipe  # noqa: E402
 from builder.source import extract  # noqa: E402
+from tests.test_upstream import trimmed_flash_attn  # noqa: E402
 
 FIXTURE_RECIPE = ROOT / "tests" / "fixtures" / "torchext" / "fixture-ext.toml"
 
@@ -64,7 +64,7 @@ def bench_fixture(work: Path) -> list[str]:
         f"| fixture, cache hit (same key) | {hit['wall_s']} s wall, {hit['cpu_s']} CPU-s |",
         f"| **cache hit / cold** | **{float(str(hit['wall_s'])) / float(str(cold['wall_s'])):.3f}** "
         f"(wall) |",
-        f"| orchestration overhead of a miss, ready env (wall − compile step) | {overhead:.1f} s of "
+        f"| orchestration overhead of a miss, ready env (wall minus compile step) | {overhead:.1f} s of "
         f"{cold['wall_s']} s (compile step {compile_s:.1f} s; steps: {json.dumps(timings)}) |",
     ]
 
@@ -103,24 +103,14 @@ def ratio(a: dict[str, object], b: dict[str, object], key: str) -> str:
     return f"{float(str(a[key])) / float(str(b[key])):.2f}"
 
 
-def trimmed_flash_attn(work: Path, keep: str) -> Path:
-    """The flash-attn 2.8.3 sdist with flash_api.cpp and one kernel file as its only sources."""
-    spec = load_recipe("flash-attn").versions["2.8.3"]
-    assert spec.file is not None
-    tree = extract(ROOT / "cache" / "sources" / spec.file, work / f"fa-{time.monotonic_ns()}")
-    setup = tree / "setup.py"
-    kernel = re.compile(r'^\s*"csrc/flash_attn/src/flash_\w+_sm80\.cu",\n$')
-    lines = setup.read_text().splitlines(keepends=True)
-    setup.write_text("".join(line for line in lines if not kernel.match(line) or keep in line))
-    return tree
-
-
 def bench_flash_attn(work: Path) -> list[str]:
     keep = "flash_fwd_hdim128_fp16_sm80.cu"
     rows = []
     costs = {}
+    spec = load_recipe("flash-attn").versions["2.8.3"]
+    assert spec.file is not None
     for label, archs in (("sm_86 only", "86"), ("its default four archs (80,90,100,120)", "80,90,100,120")):
-        tree = trimmed_flash_attn(work, keep)
+        tree = trimmed_flash_attn(ROOT / "cache" / "sources" / spec.file, work / f"fa-{archs}", keep)
         cost, _ = timed_build(work / f"fa-cache-{archs}", "flash-attn", "--source", str(tree), "--arch", archs,
                               "--no-install", "--force")
         costs[archs] = cost

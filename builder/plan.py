@@ -54,6 +54,7 @@ class Request:
     jobs: int | None = None
     source: str | None = None
     provision: bool = False
+    cache_url: str | None = None
     ccache: bool = False
     force: bool = False
     install: bool = True
@@ -176,10 +177,11 @@ def check_archs(archs: tuple[Arch, ...], toolkit: Toolkit, recipe: Recipe) -> No
 
 
 def check_requirements(recipe: Recipe, facts: Mapping[str, str]) -> None:
-    for what, spec in (("cuda", recipe.requires.cuda), ("torch", recipe.requires.torch)):
-        if spec and not spec.contains(facts[what].split("+")[0], prereleases=True):
-            raise RequirementError(f"{recipe.name} {facts['version']} needs {what} {spec}, "
-                                   f"this build has {what} {facts[what]}")
+    for requires in recipe.requirements_for(facts["version"]):
+        for what, spec in (("cuda", requires.cuda), ("torch", requires.torch)):
+            if spec and not spec.contains(facts[what].split("+")[0], prereleases=True):
+                raise RequirementError(f"{recipe.name} {facts['version']} needs {what} {spec}, "
+                                       f"this build has {what} {facts[what]}")
 
 
 def choose_abi(requested: str, target: TargetInfo) -> bool:

@@ -111,6 +111,8 @@ class Recipe:
     versions: Mapping[str, SourceSpec]
     description: str = ""
     requires: Requires = field(default_factory=Requires)
+    version_requires: Mapping[str, Requires] = field(default_factory=dict)
+    """Per-version requirements ([versions."X".requires]), checked on top of `requires`."""
     build: BuildSettings = field(default_factory=BuildSettings)
     deps: DepRules = field(default_factory=DepRules)
     patches: tuple[Patch, ...] = ()
@@ -124,6 +126,11 @@ class Recipe:
             known = ", ".join(sorted(self.versions, key=Version, reverse=True))
             raise RecipeError(f"{self.name} has no version {chosen!r}; known: {known}")
         return chosen, self.versions[chosen]
+
+    def requirements_for(self, version: str) -> tuple[Requires, ...]:
+        """The recipe's requirements and the version's own, both to be met."""
+        extra = self.version_requires.get(version)
+        return (self.requires, extra) if extra else (self.requires,)
 
     def patches_for(self, facts: Mapping[str, str]) -> tuple[Patch, ...]:
         return tuple(patch for patch in self.patches if patch.when.holds(facts))
@@ -171,6 +178,13 @@ def _source(table: Mapping[str, Any], where: str, base: Path | None) -> SourceSp
     return spec
 
 
+def _requires(table: Mapping[str, Any], where: str) -> Requires:
+    _check_keys(table, ("cuda", "torch", "archs"), where)
+    return Requires(cuda=_specifier(table.get("cuda", ""), f"{where}.cuda"),
+                    torch=_specifier(table.get("torch", ""), f"{where}.torch"),
+                    archs=tuple(str(a) for a in table.get("archs", ())))
+
+
 def parse_recipe(data: Mapping[str, Any], path: Path | None = None) -> Recipe:
     """Build a Recipe from parsed TOML, refusing unknown keys with a suggestion."""
     where = path.name if path else "recipe"
@@ -184,13 +198,14 @@ def parse_recipe(data: Mapping[str, Any], path: Path | None = None) -> Recipe:
                          path.parent if path else None)
         for version, table in data["versions"].items()
     }
+    version_requires = {}
     for version, table in data["versions"].items():
-        _check_keys(table, ("source",), f"{where}: versions.{version}")
+        _check_keys(table, ("source", "requires"), f"{where}: versions.{version}")
+        if "requires" in table:
+            version_requires[str(version)] = _requires(table["requires"], f"{where}: versions.{version}.requires")
     if data["default_version"] not in versions:
         raise RecipeError(f"{where}: default_version {data['default_version']!r} is not listed")
 
-    req = data.get("requires", {})
-    _check_keys(req, ("cuda", "torch", "archs"), f"{where}: requires")
     build = data.get("build", {})
     _check_keys(build, ("job_memory_gb", "nvcc_threads", "env", "requirements"), f"{where}: build")
     env = {str(k): str(v) for k, v in build.get("env", {}).items()}
@@ -214,11 +229,8 @@ def parse_recipe(data: Mapping[str, Any], path: Path | None = None) -> Recipe:
         default_version=data["default_version"],
         versions=versions,
         description=data.get("description", ""),
-        requires=Requires(
-            cuda=_specifier(req.get("cuda", ""), f"{where}: requires.cuda"),
-            torch=_specifier(req.get("torch", ""), f"{where}: requires.torch"),
-            archs=tuple(str(a) for a in req.get("archs", ())),
-        ),
+        requires=_requires(data.get("requires", {}), f"{where}: requires"),
+        version_requires=version_requires,
         build=BuildSettings(
             job_memory_gb=float(build.get("job_memory_gb", 4.0)),
             nvcc_threads=int(build.get("nvcc_threads", 1)),

@@ -98,24 +98,33 @@ def test_a_supported_g_plus_plus_is_chosen_for_cuda_11_8(tmp_path: Path) -> None
 
 @needs_cuda_11_8
 def test_flash_attn_plan_for_cuda_11_8_resolves_completely() -> None:
-    plan = builder_json("plan", "flash-attn", "--cuda", "11.8", "--arch", "86", "--torch", "2.0.1")
+    plan = builder_json("plan", "flash-attn", "--version", "2.6.3", "--cuda", "11.8", "--arch", "86",
+                        "--torch", "2.0.1")
     assert plan["toolkit"]["version"].startswith("11.8") and plan["toolkit"]["root"] == "/usr"
     assert plan["host_compiler"]["gcc_major"] == 11
     assert plan["target"]["torch"] == "2.0.1" and plan["target"]["torch_cuda"] == "11.7"
     assert plan["build_env"]["kind"] == "venv" and plan["build_env"]["index_url"] is None
     assert plan["gencode"] == ["-gencode=arch=compute_86,code=sm_86"]
     assert plan["env"]["BUILDER_CXX_STD"] == "c++17" and plan["env"]["CUDA_HOME"] == "/usr"
+    assert plan["env"]["FLASH_ATTENTION_FORCE_BUILD"] == "TRUE"
     assert plan["local_version"] == "cu118torch2.0cxx11abiFALSE.sm86"
-    assert [p["file"] for p in plan["patches"]] == ["flash-attn/2.8-any-arch.patch", "flash-attn/2.8-cxx-std.patch"]
+    assert [p["file"] for p in plan["patches"]] == ["flash-attn/2.6-any-arch.patch", "flash-attn/2.6-cxx-std.patch"]
+
+
+def test_flash_attn_2_8_refuses_torch_2_0_before_compiling(tmp_path: Path) -> None:
+    env = {"CUDA_HOME": str(fake_toolkit(tmp_path / "cuda-11.8", "11.8", ARCHS_11_8))}
+    result = run_builder("plan", "flash-attn", "--cuda", "11.8", "--arch", "86", "--torch", "2.0.1", env=env)
+    assert_refused(result, 5, "flash-attn 2.8.3 needs torch >=2.2, this build has torch 2.0.1")
 
 
 def test_torch_index_is_chosen_from_the_cuda_version(tmp_path: Path) -> None:
     env = {"CUDA_HOME": str(fake_toolkit(tmp_path / "cuda-11.8", "11.8", ARCHS_11_8))}
-    pypi = builder_json("plan", "flash-attn", "--cuda", "11.8", "--arch", "86", "--torch", "2.0.1", env=env)
-    assert pypi["build_env"]["index_url"] is None  # PyPI's 2.0.1 is a CUDA 11 (cu117) build
     cu118 = builder_json("plan", "flash-attn", "--cuda", "11.8", "--arch", "86", "--torch", "2.7.1", env=env)
+    pypi = builder_json("plan", "flash-attn", "--version", "2.6.3", "--cuda", "11.8", "--arch", "86",
+                        "--torch", "2.0.1", env=env)
     assert cu118["build_env"]["index_url"] == "https://download.pytorch.org/whl/cu118"
     assert cu118["target"]["torch_cuda"] == "11.8" and cu118["target"]["cxx11_abi"] is True
+    assert pypi["build_env"]["index_url"] is None  # PyPI's 2.0.1 is a CUDA 11 (cu117) build
     none = run_builder("plan", "flash-attn", "--cuda", "11.8", "--arch", "86", "--torch", "2.8.0", env=env)
     assert_refused(none, 4, "no known torch 2.8.0 build for CUDA 11.8", "PyPI's is CUDA 12.8", "--torch-index")
 

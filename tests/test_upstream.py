@@ -86,25 +86,44 @@ def test_causal_conv1d_builds_for_sm86_and_imports(sources: Path, tmp_path: Path
                    check=True)
 
 
-@pytest.mark.slow
-def test_one_flash_attn_kernel_compiles_with_the_planned_flags(sources: Path, tmp_path: Path) -> None:
-    """flash_api.cpp plus one kernel file, through the real recipe, its patches and flags."""
-    spec = load_recipe("flash-attn").versions["2.8.3"]
-    assert spec.file is not None
-    tree = extract(sources / "sources" / spec.file, tmp_path / "src")
+def trimmed_flash_attn(sdist: Path, dest: Path, keep: str) -> Path:
+    """The sdist with flash_api.cpp and one kernel file as its only sources (the whole package takes
+    hours on two cores). `keep` must be a line the recipe's patches do not use as context."""
+    tree = extract(sdist, dest)
     setup = tree / "setup.py"
-    keep = "flash_fwd_hdim128_fp16_sm80.cu"
-    lines = setup.read_text().splitlines(keepends=True)
     kernel = re.compile(r'^\s*"csrc/flash_attn/src/flash_\w+_sm80\.cu",\n$')
+    lines = setup.read_text().splitlines(keepends=True)
     setup.write_text("".join(line for line in lines if not kernel.match(line) or keep in line))
+    return tree
+
+
+CUDA_11_8_READY = Path("/usr/bin/nvcc").is_file() and shutil.which("g++-11") is not None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("version", "keep", "toolchain", "label"), [
+    ("2.8.3", "flash_fwd_hdim128_fp16_sm80.cu", [], "cu130torch2.14cxx11abiTRUE.sm86"),
+    pytest.param("2.6.3", "flash_fwd_split_hdim256_bf16_causal_sm80.cu", ["--cuda", "11.8", "--torch", "2.0.1"],
+                 "cu118torch2.0cxx11abiFALSE.sm86",
+                 marks=pytest.mark.skipif(not CUDA_11_8_READY, reason="needs make toolchain-11.8")),
+])
+def test_one_flash_attn_kernel_compiles_with_the_planned_flags(sources: Path, tmp_path: Path, version: str,
+                                                               keep: str, toolchain: list[str], label: str) -> None:
+    """flash_api.cpp plus one kernel file, through the real recipe, its patches and flags: with the
+    default toolchain (CUDA 13.0, torch 2.14.1, C++20), and with Debian's CUDA 11.8, g++-11, torch 2.0.1."""
+    spec = load_recipe("flash-attn").versions[version]
+    assert spec.file is not None
+    tree = trimmed_flash_attn(sources / "sources" / spec.file, tmp_path / "src", keep)
     cache = tmp_path / "cache"
     shutil.copytree(sources / "sources", cache / "sources")
-    result = builder_json("build", "flash-attn", "--source", str(tree), "--arch", "86", "--no-install",
-                          "--cache", str(cache))
+    result = builder_json("build", "flash-attn", "--version", version, "--source", str(tree), "--arch", "86",
+                          *toolchain, "--no-install", "--cache", str(cache))
     wheel = Path(result["wheel"])
-    assert wheel.name.startswith("flash_attn-2.8.3+cu130torch2.14cxx11abiTRUE.sm86-")
+    assert wheel.name.startswith(f"flash_attn-{version}+{label}-")
     with zipfile.ZipFile(wheel) as archive:
         [name] = [n for n in archive.namelist() if n.startswith("flash_attn_2_cuda") and n.endswith(".so")]
         archive.extract(name, tmp_path)
+        metadata = archive.read(next(n for n in archive.namelist() if n.endswith("METADATA"))).decode()
     assert CUOBJDUMP is not None
     assert list_cubins(CUOBJDUMP, tmp_path / name) == ["86"]
+    assert "Requires-Dist: torch" not in metadata
