@@ -74,7 +74,8 @@ def test_arch_beyond_the_local_toolkit(tmp_path: Path) -> None:
 
 def test_arch_beyond_cuda_11_8(tmp_path: Path) -> None:
     cuda = fake_toolkit(tmp_path / "cuda-11.8", "11.8", ARCHS_11_8)
-    result = run_builder("plan", "flash-attn", "--cuda", "11.8", "--arch", "100", "--torch", "2.0.1",
+    result = run_builder("plan", "flash-attn", "--version", "2.6.3", "--cuda", "11.8", "--arch", "100",
+                         "--torch", "2.0.1",
                          "--torch-index", "https://download.pytorch.org/whl/cu118",
                          "--cache", str(tmp_path), env={"CUDA_HOME": str(cuda)})
     assert_refused(result, 4, "CUDA 11.8", "cannot target sm_100")

@@ -81,8 +81,8 @@ def test_no_toolkit_for_cuda_11_3_says_where_it_looked(tmp_path: Path) -> None:
 def test_no_host_compiler_that_nvcc_11_8_accepts(tmp_path: Path) -> None:
     cuda = fake_toolkit(tmp_path / "cuda-11.8", "11.8", ARCHS_11_8)
     path = compilers_dir(tmp_path)
-    result = run_builder("plan", "flash-attn", "--cuda", "11.8", "--arch", "86", "--torch", "2.0.1",
-                         env={"CUDA_HOME": str(cuda), "PATH": str(path)})
+    result = run_builder("plan", "flash-attn", "--version", "2.6.3", "--cuda", "11.8", "--arch", "86",
+                         "--torch", "2.0.1", env={"CUDA_HOME": str(cuda), "PATH": str(path)})
     assert_refused(result, 4, "nvcc 11.8 accepts gcc up to 11, found g++ 12", "apt-get install g++-11")
 
 
@@ -90,8 +90,8 @@ def test_no_host_compiler_that_nvcc_11_8_accepts(tmp_path: Path) -> None:
 def test_a_supported_g_plus_plus_is_chosen_for_cuda_11_8(tmp_path: Path) -> None:
     cuda = fake_toolkit(tmp_path / "cuda-11.8", "11.8", ARCHS_11_8)
     path = compilers_dir(tmp_path, 11)
-    plan = builder_json("plan", "flash-attn", "--cuda", "11.8", "--arch", "86", "--torch", "2.0.1",
-                        env={"CUDA_HOME": str(cuda), "PATH": str(path)})
+    plan = builder_json("plan", "flash-attn", "--version", "2.6.3", "--cuda", "11.8", "--arch", "86",
+                        "--torch", "2.0.1", env={"CUDA_HOME": str(cuda), "PATH": str(path)})
     assert plan["host_compiler"]["gcc_major"] == 11
     assert plan["env"]["CC"].endswith("gcc-11") and plan["env"]["NVCC_CCBIN"].endswith("g++-11")
 
