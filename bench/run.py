@@ -2,8 +2,8 @@
 the command that produced it.
 
     python bench/run.py                 # fixture: cold vs cache hit, orchestration overhead
-    python bench/run.py --upstream      # + causal-conv1d (builder, one arch, vs plain pip wheel with
-                                        #   its default archs) and flash-attn one arch vs four (~1 h)
+    python bench/run.py --upstream      # + causal-conv1d for one arch and flash-attn one arch vs four
+    python bench/run.py --upstream --baseline   # + plain pip wheel of causal-conv1d, default archs (~1 h)
 
 Every build here runs in a fresh cache under a temporary directory, with sources copied from
 cache/sources (fetched first with `builder fetch`), so nothing is a hit unless it should be.
@@ -78,7 +78,7 @@ def plain_pip_wheel(work: Path, sdist: Path, patch_file: str) -> dict[str, objec
                     f"-w {work / 'plain-out'} {tree} > {work / 'plain.log'} 2>&1"])
 
 
-def bench_causal(work: Path) -> list[str]:
+def bench_causal(work: Path, baseline: bool) -> list[str]:
     spec = load_recipe("causal-conv1d").versions["1.7.0"]
     assert spec.file is not None
     sdist = ROOT / "cache" / "sources" / spec.file
@@ -86,12 +86,15 @@ def bench_causal(work: Path) -> list[str]:
     (cache / "sources").mkdir(parents=True)
     shutil.copy2(sdist, cache / "sources")
     ours, _ = timed_build(cache, "causal-conv1d", "--arch", "86", "--no-install")
+    rows = [f"| causal-conv1d 1.7.0, builder, sm_86 only | {ours['wall_s']} s wall, {ours['cpu_s']} CPU-s, "
+            f"{ours['max_process_rss_gb']} GB peak process RSS |"]
+    if not baseline:
+        return rows
     plain = plain_pip_wheel(work, sdist, "causal-conv1d/cxx-std.patch")
     if plain["returncode"] != 0:
         raise SystemExit(f"plain pip wheel failed: see {work / 'plain.log'}")
     return [
-        f"| causal-conv1d 1.7.0, builder, sm_86 only | {ours['wall_s']} s wall, {ours['cpu_s']} CPU-s, "
-        f"{ours['max_process_rss_gb']} GB peak process RSS |",
+        *rows,
         f"| causal-conv1d 1.7.0, plain `pip wheel --no-build-isolation`, default archs (C++20 patch only) | "
         f"{plain['wall_s']} s wall, {plain['cpu_s']} CPU-s, {plain['max_process_rss_gb']} GB |",
         f"| **builder / plain** | **{ratio(ours, plain, 'wall_s')}** wall, **{ratio(ours, plain, 'cpu_s')}** "
@@ -124,6 +127,9 @@ def bench_flash_attn(work: Path) -> list[str]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--upstream", action="store_true", help="also the causal-conv1d and flash-attn benchmarks")
+    parser.add_argument("--baseline", action="store_true",
+                        help="with --upstream: also plain `pip wheel` of causal-conv1d with its nine default archs "
+                             "(~40 min on 2 cores)")
     parser.add_argument("--results", type=Path, default=ROOT / "bench" / "RESULTS.md")
     args = parser.parse_args()
     if args.upstream:
@@ -133,12 +139,12 @@ def main() -> int:
         work = Path(tmp)
         rows = bench_fixture(work)
         if args.upstream:
-            rows += bench_causal(work)
+            rows += bench_causal(work, args.baseline)
             rows += bench_flash_attn(work)
     machine = f"{platform.node()}: {psutil.cpu_count()} cores, {psutil.virtual_memory().total / 1024**3:.0f} GB"
     section = "\n".join([
         f"\n### {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} — `python bench/run.py"
-        f"{' --upstream' if args.upstream else ''}` on {machine}\n",
+        f"{' --upstream' if args.upstream else ''}{' --baseline' if args.baseline else ''}` on {machine}\n",
         "| what | measured |", "| --- | --- |", *rows, ""])
     with args.results.open("a") as results:
         results.write(section)
