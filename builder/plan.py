@@ -54,7 +54,6 @@ class Request:
     jobs: int | None = None
     source: str | None = None
     provision: bool = False
-    cache_url: str | None = None
     ccache: bool = False
     force: bool = False
     install: bool = True
