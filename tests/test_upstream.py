@@ -127,3 +127,15 @@ def test_one_flash_attn_kernel_compiles_with_the_planned_flags(sources: Path, tm
     assert CUOBJDUMP is not None
     assert list_cubins(CUOBJDUMP, tmp_path / name) == ["86"]
     assert "Requires-Dist: torch" not in metadata
+
+
+@pytest.mark.full
+@pytest.mark.skipif(not CUDA_11_8_READY, reason="needs make toolchain-11.8")
+def test_whole_flash_attn_under_cuda_11_8(sources: Path, tmp_path: Path) -> None:
+    """The mission's example in full: every kernel of flash-attn 2.6.3 (torch 2.0.1 is the CUDA 11
+    torch PyPI has; 2.8.3 needs torch >= 2.2). Hours on two cores: `make test-full`, not CI."""
+    cache = tmp_path / "cache"
+    shutil.copytree(sources / "sources", cache / "sources")
+    result = builder_json("build", "flash-attn", "--version", "2.6.3", "--cuda", "11.8", "--arch", "86",
+                          "--torch", "2.0.1", "--cache", str(cache))
+    assert result["verified"]["cubins"] == {"flash_attn_2_cuda": ["86"]}
