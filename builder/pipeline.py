@@ -20,11 +20,11 @@ from builder.cache import Cache, Entry
 from builder.errors import BuilderError, SourceError
 from builder.install import install_wheel
 from builder.patching import apply_patches
-from builder.plan import Plan, Request, file_sha256, resolve_plan
+from builder.plan import Plan, Request, resolve_plan
 from builder.progress import CompileProgress, StepReporter
 from builder.provision import install_toolchain
 from builder.recipe import Recipe, load_recipe
-from builder.source import SourceSpec, extract, fetch, source_identity
+from builder.source import SourceSpec, extract, fetch, sha256_of, source_identity
 from builder.target import probe_interpreter
 from builder.toolchain import Toolkit, discover_toolkits
 from builder.verify import (
@@ -120,7 +120,7 @@ def provenance(plan: Plan) -> dict[str, Any]:
     return {
         "builder": __version__, "recipe": plan.recipe.name, "version": plan.version,
         "source_sha256": plan.source_sha256,
-        "patches": {p.file: file_sha256(p.path) for p in plan.patches},
+        "patches": {p.file: sha256_of(p.path) for p in plan.patches},
         "torch": plan.torch_version, "torch_cuda": plan.target.torch_cuda,
         "cuda": plan.toolkit.version, "host_compiler": f"{plan.host.cxx} ({plan.host.major})",
         "archs": [str(a) for a in plan.archs], "cxx11_abi": plan.cxx11_abi,

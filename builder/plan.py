@@ -23,7 +23,7 @@ from builder.archs import Arch, arch_list_text, parse_archs, torch_arch_list
 from builder.errors import RequirementError, ToolchainError, UsageError
 from builder.jobs import JobPlan, plan_jobs
 from builder.recipe import Patch, Recipe
-from builder.source import SourceSpec
+from builder.source import SourceSpec, sha256_of
 from builder.target import TargetInfo, visible_gpu_capabilities
 from builder.toolchain import (
     HostCompiler,
@@ -122,10 +122,6 @@ class Plan:
             "cache_key": self.key,
             "ccache": self.ccache,
         }
-
-
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def choose_archs(request: Request, target: TargetInfo) -> tuple[Arch, ...]:
@@ -242,7 +238,7 @@ def cache_key(recipe: Recipe, version: str, source_sha256: str, patches: tuple[P
     payload = {
         "format": KEY_FORMAT,
         "recipe": recipe.name, "version": version, "source": source_sha256,
-        "patches": [[p.file, file_sha256(p.path)] for p in patches],
+        "patches": [[p.file, sha256_of(p.path)] for p in patches],
         "build": {"env": dict(sorted(recipe.build.env.items())), "backend": recipe.backend},
         "deps": [list(recipe.deps.drop), list(recipe.deps.pin_to_target)],
         "python": target.python_tag, "platform": target.platform,
