@@ -113,8 +113,10 @@ def bench_flash_attn(work: Path) -> list[str]:
     spec = load_recipe("flash-attn").versions["2.8.3"]
     assert spec.file is not None
     for label, archs in (("sm_86 only", "86"), ("its default four archs (80,90,100,120)", "80,90,100,120")):
-        tree = trimmed_flash_attn(ROOT / "cache" / "sources" / spec.file, work / f"fa-{archs}", keep)
-        cost, _ = timed_build(work / f"fa-cache-{archs}", "flash-attn", "--source", str(tree), "--arch", archs,
+        # No commas in the directory names: nvcc splits option values (-I paths too) at commas.
+        name = archs.replace(",", "-")
+        tree = trimmed_flash_attn(ROOT / "cache" / "sources" / spec.file, work / f"fa-{name}", keep)
+        cost, _ = timed_build(work / f"fa-cache-{name}", "flash-attn", "--source", str(tree), "--arch", archs,
                               "--no-install", "--force")
         costs[archs] = cost
         rows.append(f"| flash-attn 2.8.3, flash_api.cpp + {keep}, {label} | {cost['wall_s']} s wall, "
