@@ -17,7 +17,7 @@ from builder import __version__
 from builder.backends import get_backend
 from builder.buildpython import build_python
 from builder.cache import Cache, Entry
-from builder.errors import BuilderError, SourceError
+from builder.errors import BuilderError, SourceError, UsageError
 from builder.install import install_wheel
 from builder.patching import apply_patches
 from builder.plan import Plan, Request, resolve_plan
@@ -132,6 +132,7 @@ def provenance(plan: Plan) -> dict[str, Any]:
 def compile_and_store(plan: Plan, cache: Cache, reporter: StepReporter, log_path: Path) -> Entry:
     """Fetch, patch, build, re-tag and store; the work dir goes only when all of it worked."""
     backend = get_backend(plan.recipe.backend)
+    check_build_path(cache.dir("build"))
     with reporter.step("fetch"):
         archive = fetch(plan.source, cache.dir("sources"))
     with workdir(cache.dir("build") / plan.key, reporter) as work:
@@ -150,6 +151,14 @@ def compile_and_store(plan: Plan, cache: Cache, reporter: StepReporter, log_path
             meta = {"recipe": plan.recipe.name, "version": plan.version, "plan": plan.to_json(),
                     "log": str(log_path)}
             return cache.store(plan.key, wheel, meta)
+
+
+def check_build_path(path: Path) -> None:
+    """nvcc splits option values at commas (-I paths included), so a build under such a path fails
+    late with a missing header; refuse it up front."""
+    if "," in str(path.resolve()):
+        raise UsageError(f"the build directory {path} contains a comma, which nvcc takes as a list separator",
+                         hint="use a --cache directory whose path has no comma")
 
 
 def log_path_for(plan: Plan, cache: Cache) -> Path:

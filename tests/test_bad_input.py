@@ -143,3 +143,9 @@ def test_patch_that_does_not_apply(tmp_path: Path) -> None:
 def test_bad_jobs(tmp_path: Path, jobs: str) -> None:
     result = run_builder("plan", "flash-attn", "--arch", "86", "--jobs", jobs)
     assert_refused(result, 2, "--jobs must be at least 1")
+
+
+def test_cache_path_with_a_comma_is_refused_before_compiling(fixture_recipe: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "a,b"
+    result = run_builder("build", str(fixture_recipe), "--arch", "86", "--cache", str(cache))
+    assert_refused(result, 2, "contains a comma", "nvcc", cache=cache)
