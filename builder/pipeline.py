@@ -17,7 +17,7 @@ from builder import __version__
 from builder.backends import get_backend
 from builder.buildpython import build_python
 from builder.cache import Cache, Entry
-from builder.errors import BuilderError, SourceError, UsageError
+from builder.errors import SourceError, UsageError
 from builder.install import install_wheel
 from builder.patching import apply_patches
 from builder.plan import Plan, Request, resolve_plan
@@ -25,18 +25,9 @@ from builder.progress import CompileProgress, StepReporter
 from builder.provision import install_toolchain
 from builder.recipe import Recipe, load_recipe
 from builder.source import SourceSpec, extract, fetch, sha256_of, source_identity
-from builder.target import probe_interpreter
 from builder.toolchain import Toolkit, discover_toolkits
-from builder.verify import (
-    check_cubins,
-    check_imports,
-    extension_files,
-    find_cuobjdump,
-    run_gpu_check,
-)
+from builder.verify import verify_install
 from builder.wheel import RequirementRules, retag
-
-ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".tar", ".zip")
 
 
 @dataclass
@@ -200,26 +191,3 @@ def install_and_verify(result: BuildResult, cache: Cache, reporter: StepReporter
     result.installed_into = python
     with reporter.step("verify"):
         result.verified = verify_install(plan, python)
-
-
-def verify_install(plan: Plan, python: Path) -> dict[str, Any]:
-    """Imports in a fresh process, the exact cubins, and the GPU check where a GPU is visible."""
-    spec = plan.recipe.verify
-    check_imports(python, spec.imports)
-    report: dict[str, Any] = {"imports": list(spec.imports)}
-    if spec.extensions:
-        cuobjdump = find_cuobjdump(python, plan.toolkit.bin_dir())
-        if cuobjdump is None:
-            raise BuilderError("cuobjdump not found: cannot check the cubins",
-                               hint="pip install nvidia-cuda-cuobjdump, or use a full toolkit")
-        report["cubins"] = check_cubins(cuobjdump, extension_files(python, spec.extensions),
-                                        plan.archs)
-    target = probe_interpreter(python)
-    if not spec.gpu_check:
-        report["gpu_check"] = "none in recipe"
-    elif not target.cuda_available:
-        report["gpu_check"] = "skipped: no GPU visible"
-    else:
-        run_gpu_check(python, spec.gpu_check)
-        report["gpu_check"] = "passed"
-    return report

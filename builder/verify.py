@@ -7,15 +7,18 @@ exactly the requested archs.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from builder.archs import Arch
 from builder.errors import VerifyError
+from builder.plan import Plan
 from builder.run import capture
+from builder.target import probe_interpreter
 
 _CUBIN_RE = re.compile(r"\bsm_(\d+[af]?)\b")
 
@@ -24,14 +27,6 @@ import importlib.util, json, sys
 print(json.dumps({m: (importlib.util.find_spec(m) or None) and importlib.util.find_spec(m).origin
                   for m in sys.argv[1:]}))
 """
-
-
-@dataclass(frozen=True)
-class VerifyReport:
-    imports: tuple[str, ...]
-    cubins: dict[str, list[str]]
-    gpu_check: str
-    """"passed", or why it did not run ("no GPU visible", "none in recipe")."""
 
 
 def find_cuobjdump(python: Path, toolkit_bin: Path | None = None) -> Path | None:
@@ -75,8 +70,6 @@ def list_cubins(cuobjdump: Path, library: Path) -> list[str]:
 
 def extension_files(python: Path, modules: Sequence[str]) -> dict[str, Path]:
     """Where each module would load from in `python`, without importing it."""
-    import json
-
     result = capture([python, "-c", _FIND_ORIGINS, *modules])
     if result.returncode != 0:
         raise VerifyError(f"cannot locate {', '.join(modules)} in {python}: {result.stderr.strip()}")
@@ -103,3 +96,26 @@ def run_gpu_check(python: Path, code: str) -> None:
     if result.returncode != 0:
         last = (result.stderr.strip().splitlines() or ["no output"])[-1]
         raise VerifyError(f"GPU check failed: {last}")
+
+
+def verify_install(plan: Plan, python: Path) -> dict[str, Any]:
+    """Imports in a fresh process, the exact cubins, and the GPU check where a GPU is visible."""
+    spec = plan.recipe.verify
+    check_imports(python, spec.imports)
+    report: dict[str, Any] = {"imports": list(spec.imports)}
+    if spec.extensions:
+        cuobjdump = find_cuobjdump(python, plan.toolkit.bin_dir())
+        if cuobjdump is None:
+            raise VerifyError("cuobjdump not found: cannot check the cubins",
+                               hint="pip install nvidia-cuda-cuobjdump, or use a full toolkit")
+        report["cubins"] = check_cubins(cuobjdump, extension_files(python, spec.extensions),
+                                        plan.archs)
+    target = probe_interpreter(python)
+    if not spec.gpu_check:
+        report["gpu_check"] = "none in recipe"
+    elif not target.cuda_available:
+        report["gpu_check"] = "skipped: no GPU visible"
+    else:
+        run_gpu_check(python, spec.gpu_check)
+        report["gpu_check"] = "passed"
+    return report
