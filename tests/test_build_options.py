@@ -45,7 +45,8 @@ def test_ccache_routes_nvcc_through_sccache(fixture_recipe: Path, tmp_path: Path
 
 def test_torch_option_builds_in_a_cached_venv_with_exactly_that_torch(fixture_recipe: Path, tmp_path: Path) -> None:
     cache = tmp_path / "cache"
-    first = builder_json("build", str(fixture_recipe), "--arch", "86", "--torch", "2.14.1", "--cache", str(cache))
+    first = builder_json("build", str(fixture_recipe), "--cuda", "13.0", "--arch", "86", "--torch", "2.14.1",
+                         "--cache", str(cache))
     [env_dir] = [p for p in (cache / "envs").iterdir() if p.is_dir()]
     python = env_dir / "bin" / "python"
     assert first["installed_into"] == str(python)
