@@ -60,8 +60,8 @@ def choose_torch_index(torch: str, cuda: str | None, index_url: str | None) -> s
     if index_url or cuda is None:
         return index_url
     pypi = compat.pypi_torch_cuda(torch)
-    if pypi is not None and pypi.split(".")[0] == cuda.split(".")[0]:
-        return None
+    if pypi is None or pypi.split(".")[0] == cuda.split(".")[0]:
+        return None  # PyPI's build (unknown to the table: the venv's probe tells, and the plan checks it)
     release = Version(torch).release[:2]
     span = compat.PYTORCH_INDEX_BUILDS.get(".".join(cuda.split(".")[:2]))
     if span is not None and span[0] <= release <= span[1]:
