@@ -83,13 +83,14 @@ def call(
             )
         except FileNotFoundError as exc:
             raise BuildError(f"{argv[0]} was not found", command=argv, log_path=log_path) from exc
-        assert process.stdout is not None
-        for line in process.stdout:
-            log.write(line)
-            tail.append(line.rstrip("\n"))
-            if on_line is not None:
-                on_line(line.rstrip("\n"))
-        returncode = process.wait()
+        with process:
+            assert process.stdout is not None
+            for line in process.stdout:
+                log.write(line)
+                tail.append(line.rstrip("\n"))
+                if on_line is not None:
+                    on_line(line.rstrip("\n"))
+            returncode = process.wait()
         log.write(f"# exit code {returncode}\n")
     if returncode != 0:
         label = what or Path(argv[0]).name
