@@ -18,11 +18,6 @@ from builder.errors import ToolchainError
 from builder.provision_pypi import provision_from_pypi, provisioned_roots
 from builder.toolchain import probe_toolkit
 
-# run.call never closes its Popen's stdout pipe; the ResourceWarning when it is collected would fail
-# these in-process tests under filterwarnings=error (the fix belongs in run.py: `with Popen(...)`).
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:Exception ignored in. <_io.FileIO:pytest.PytestUnraisableExceptionWarning")
-
 KERNEL = """\
 #include <cuda_runtime.h>
 #include <cuda/std/cstdint>
