@@ -152,13 +152,14 @@ class Cache:
     def write_index(self) -> None:
         """PEP 503 pages for every wheel in wheels/, each page replaced atomically."""
         simple = self.dir("simple")
+        known = {e.wheel.name: e.sha256 for e in self.entries()}  # recorded at store: no re-hashing
         projects: dict[str, list[Path]] = {}
         for wheel in sorted(self.dir("wheels").glob("*.whl")):
             name = canonicalize_name(parse_wheel_filename(wheel.name)[0])
             projects.setdefault(name, []).append(wheel)
         for project, wheels in projects.items():
             links = "\n".join(
-                f'<a href="../../wheels/{html.escape(w.name)}#sha256={sha256_of(w)}">'
+                f'<a href="../../wheels/{html.escape(w.name)}#sha256={known.get(w.name) or sha256_of(w)}">'
                 f"{html.escape(w.name)}</a><br/>" for w in wheels)
             _write_atomic(simple / project / "index.html",
                           f"<!DOCTYPE html>\n<html><body>\n{links}\n</body></html>\n")

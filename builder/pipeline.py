@@ -23,6 +23,7 @@ from builder.patching import apply_patches
 from builder.plan import Plan, Request, resolve_plan
 from builder.progress import CompileProgress, StepReporter
 from builder.provision import install_toolchain
+from builder.provision_pypi import provisioned_roots
 from builder.recipe import Recipe, load_recipe
 from builder.source import SourceSpec, extract, fetch, sha256_of, source_identity
 from builder.toolchain import Toolkit, discover_toolkits
@@ -83,7 +84,7 @@ def prepare(request: Request, cache: Cache, *, make_env: bool,
 
 def machine_toolkits(cache: Cache) -> list[Toolkit]:
     """The toolkits on this machine plus those provisioned into the cache."""
-    return discover_toolkits(extra_roots=sorted(cache.dir("toolchains").iterdir()))
+    return discover_toolkits(extra_roots=provisioned_roots(cache.dir("toolchains")))
 
 
 @contextmanager
