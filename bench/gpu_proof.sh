@@ -5,6 +5,7 @@
 #
 #   bench/gpu_proof.sh start [RECIPE...]  # sources in .carry/sources; starts builds detached
 #   bench/gpu_proof.sh wait N   # waits up to N seconds, printing progress; then the results
+#   bench/gpu_proof.sh collect DIR  # copies the results (and the build log's tail) into DIR
 #
 # Everything lands in $PROOF (default /tmp/proof): logs, measure JSON, pytest summaries.
 set -uo pipefail
@@ -24,7 +25,7 @@ build_and_test() {  # recipe, sdist, test file, tests subset
     --wildcards '*/tests/*' --strip-components=1
   cd "$PROOF/$recipe-tests"
   $PY -m pytest --co -q "$file" -k "$select" 2>/dev/null | grep '::' | awk 'NR % 7 == 1' | head -300 > ids.txt
-  timeout 240 $PY -m pytest -q -p no:cacheprovider $(cat ids.txt) > "$PROOF/$recipe.pytest.txt" 2>&1
+  timeout 200 $PY -m pytest -q -p no:cacheprovider $(cat ids.txt) > "$PROOF/$recipe.pytest.txt" 2>&1
   echo "tests rc=$? ($(wc -l < ids.txt) selected)" >> "$PROOF/$recipe.status"
 }
 
@@ -58,5 +59,14 @@ case "${1:-}" in
     done
     free -g | head -2
     ;;
-  *) echo "usage: $0 start | wait SECONDS" >&2; exit 2 ;;
+  collect)
+    for r in $(cat "$PROOF/wanted"); do
+      cat "$PROOF/gpu.txt" "$PROOF/$r.status" "$PROOF/$r.build.err" > "${2:?}/$r.summary.txt"
+      cp "$PROOF/$r.build.json" "$PROOF/$r.measure.json" "$PROOF/$r.pytest.txt" "$2/" 2>/dev/null
+      log=$(ls -t "$CACHE"/logs/$r-*.log 2>/dev/null | head -1)
+      [ -n "$log" ] && tail -c 4000000 "$log" > "$2/$r.build-log-tail.txt"
+    done
+    ls -l "$2"
+    ;;
+  *) echo "usage: $0 start [RECIPE...] | wait SECONDS | collect DIR" >&2; exit 2 ;;
 esac
