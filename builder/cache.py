@@ -4,13 +4,13 @@ Layout under the cache root:
   entries/<key>/         one finished build: the wheel and entry.json (written to a temp dir,
                          then renamed, so a build killed midway leaves no entry)
   wheels/<file>.whl      a hard link to the newest entry with that file name (pip --find-links)
-  simple/<project>/      a PEP 503 index over wheels/ (pip --index-url file://.../simple)
+  simple/<project>/      a PEP 503 index over the entries (pip --index-url file://.../simple)
+  index.json             every entry's key, wheel and sha256 (how a shared store is listed)
   sources/ logs/ envs/ build/ locks/
 """
 
 from __future__ import annotations
 
-import html
 import json
 import os
 import shutil
@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from filelock import FileLock
-from packaging.utils import canonicalize_name, parse_wheel_filename
 
+from builder import index
 from builder.errors import CacheError
 from builder.source import sha256_of
 
@@ -150,24 +150,19 @@ class Cache:
         self.write_index()
 
     def write_index(self) -> None:
-        """PEP 503 pages for every wheel in wheels/, each page replaced atomically."""
-        simple = self.dir("simple")
-        known = {e.wheel.name: e.sha256 for e in self.entries()}  # recorded at store: no re-hashing
-        projects: dict[str, list[Path]] = {}
-        for wheel in sorted(self.dir("wheels").glob("*.whl")):
-            name = canonicalize_name(parse_wheel_filename(wheel.name)[0])
-            projects.setdefault(name, []).append(wheel)
-        for project, wheels in projects.items():
-            links = "\n".join(
-                f'<a href="../../wheels/{html.escape(w.name)}#sha256={known.get(w.name) or sha256_of(w)}">'
-                f"{html.escape(w.name)}</a><br/>" for w in wheels)
-            _write_atomic(simple / project / "index.html",
-                          f"<!DOCTYPE html>\n<html><body>\n{links}\n</body></html>\n")
-        for stale in simple.iterdir():
-            if stale.is_dir() and stale.name not in projects:
-                shutil.rmtree(stale)
-        names = "\n".join(f'<a href="{n}/">{n}</a><br/>' for n in sorted(projects))
-        _write_atomic(simple / "index.html", f"<!DOCTYPE html>\n<html><body>\n{names}\n</body></html>\n")
+        """index.json and the PEP 503 pages, each file replaced atomically, under one lock so
+        concurrent writers (a shared directory) never interleave their rewrites."""
+        with FileLock(str(self.dir("locks") / "index.lock")):
+            metas = [e.meta for e in self.entries()]
+            projects = index.project_files(metas, lambda m: f"../../entries/{m['key']}/{m['wheel']}")
+            simple = self.dir("simple")
+            for project, files in projects.items():
+                _write_atomic(simple / project / "index.html", index.project_html(files))
+            for stale in simple.iterdir():
+                if stale.is_dir() and stale.name not in projects:
+                    shutil.rmtree(stale)
+            _write_atomic(simple / "index.html", index.root_html(projects))
+            _write_atomic(self.root / "index.json", index.entries_json(metas))
 
 
 def _write_atomic(path: Path, text: str) -> None:

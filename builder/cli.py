@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -28,6 +29,8 @@ from builder.plan import Request
 from builder.progress import StepReporter
 from builder.provision import install_toolchain
 from builder.recipe import load_recipe, recipe_names
+from builder.remote import RemoteStore, open_store, pull, push, sync
+from builder.serve import make_server
 from builder.source import fetch
 from builder.toolchain import probe_toolkit
 from builder.wheel import read_provenance
@@ -57,6 +60,9 @@ def _add_target_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ccache", action="store_true", help="compile through sccache")
     parser.add_argument("--provision", action="store_true",
                         help="install the CUDA toolkit for --cuda when none is found (see `builder toolchain`)")
+    parser.add_argument("--cache-url", default=os.environ.get("BUILDER_CACHE_URL"),
+                        help="shared cache (a directory, s3://bucket/prefix or http(s)://...): looked up "
+                             "before building, uploaded to after (default: $BUILDER_CACHE_URL)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -96,6 +102,17 @@ def build_parser() -> argparse.ArgumentParser:
     gc.add_argument("--max-size", help="then remove oldest first until the cache fits, e.g. 20G")
     gc.add_argument("--dry-run", action="store_true", help="say what would go, remove nothing")
     cache_sub.add_parser("verify", parents=[common], help="re-hash every wheel; quarantine corrupt entries")
+    for name, text in (("push", "upload entries to a shared cache"),
+                       ("pull", "download entries from a shared cache (each checked against its sha256)"),
+                       ("sync", "pull what only the shared cache has, push what only this one has")):
+        action = cache_sub.add_parser(name, parents=[common], help=text)
+        action.add_argument("--cache-url", required=True, help="a directory, s3://bucket/prefix or http(s)://...")
+        if name != "sync":
+            action.add_argument("keys", nargs="*", help="cache keys or unique prefixes (default: all)")
+    serve = cache_sub.add_parser("serve", parents=[common],
+                                 help="serve the cache as a PEP 503/691 index for pip, uv and --cache-url")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
 
     doctor = sub.add_parser("doctor", parents=[common], help="explain what this machine can build, and fixes")
     doctor.add_argument("--python", help="target interpreter (default: the one running builder)")
@@ -120,7 +137,7 @@ def _request(args: argparse.Namespace, *, install: bool) -> Request:
     return Request(recipe=args.recipe, version=args.pkg_version, cuda=args.cuda,
                    archs=tuple(args.arch), torch=args.torch, torch_index=args.torch_index,
                    python=args.python, cxx11_abi=args.cxx11_abi, jobs=args.jobs,
-                   source=args.source, ccache=args.ccache, provision=args.provision,
+                   source=args.source, ccache=args.ccache, provision=args.provision, cache_url=args.cache_url,
                    force=getattr(args, "force", False), install=install)
 
 
@@ -227,6 +244,10 @@ def cmd_cache(args: argparse.Namespace, out: Output) -> int:
         out.emit(verified, lambda: out.console.print(
             f"{len(verified['ok'])} entries ok; quarantined: {', '.join(verified['quarantined']) or 'none'}"))
         return CacheError.exit_code if verified["quarantined"] else 0
+    if args.cache_command in ("push", "pull", "sync"):
+        return cmd_cache_remote(args, cache, out)
+    if args.cache_command == "serve":
+        return cmd_cache_serve(args, cache)
     entry = cache.find(args.key)
     if args.cache_command == "show":
         data = {**entry.meta, "path": str(entry.path)}
@@ -234,6 +255,43 @@ def cmd_cache(args: argparse.Namespace, out: Output) -> int:
         return 0
     cache.remove(entry)
     out.emit({"removed": entry.key}, lambda: out.console.print(f"removed {entry.key}"))
+    return 0
+
+
+def cmd_cache_remote(args: argparse.Namespace, cache: Cache, out: Output) -> int:
+    store = open_store(args.cache_url)
+    moved: dict[str, list[str]] = {"pushed": [], "pulled": []}
+    if args.cache_command == "sync":
+        moved = sync(store, cache)
+    elif args.cache_command == "push":
+        entries = [cache.find(k) for k in args.keys] if args.keys else cache.entries()
+        moved["pushed"] = [e.key for e in entries if push(store, e, cache)]
+    else:
+        keys = [_remote_key(store, k) for k in args.keys] if args.keys else store.list_keys()
+        moved["pulled"] = [k for k in keys if cache.get(k) is None and pull(store, k, cache) is not None]
+    out.emit({**moved, "url": store.url}, lambda: out.console.print(
+        f"pushed {len(moved['pushed'])}, pulled {len(moved['pulled'])} ({store.url})"))
+    return 0
+
+
+def _remote_key(store: RemoteStore, prefix: str) -> str:
+    matches = [k for k in store.list_keys() if k.startswith(prefix)]
+    if len(matches) != 1:
+        raise CacheError(f"{len(matches) or 'no'} entries in {store.url} match {prefix!r}")
+    return matches[0]
+
+
+def cmd_cache_serve(args: argparse.Namespace, cache: Cache) -> int:
+    try:
+        server = make_server(cache, args.host, args.port)
+    except OSError as exc:
+        raise UsageError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from exc
+    host, port = str(server.server_address[0]), server.server_address[1]
+    print(f"serving {cache.root} at http://{host}:{port}/simple/ (Ctrl-C stops)", file=sys.stderr, flush=True)
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
     return 0
 
 

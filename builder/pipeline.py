@@ -17,7 +17,7 @@ from builder import __version__
 from builder.backends import get_backend
 from builder.buildpython import build_python
 from builder.cache import Cache, Entry
-from builder.errors import SourceError, UsageError
+from builder.errors import CacheError, SourceError, UsageError
 from builder.install import install_wheel
 from builder.patching import apply_patches
 from builder.plan import Plan, Request, resolve_plan
@@ -25,6 +25,7 @@ from builder.progress import CompileProgress, StepReporter
 from builder.provision import install_toolchain
 from builder.provision_pypi import provisioned_roots
 from builder.recipe import Recipe, load_recipe
+from builder.remote import RemoteStore, open_store, pull, push
 from builder.source import SourceSpec, extract, fetch, sha256_of, source_identity
 from builder.toolchain import Toolkit, discover_toolkits
 from builder.verify import verify_install
@@ -39,12 +40,17 @@ class BuildResult:
     installed_into: Path | None = None
     verified: dict[str, Any] = field(default_factory=dict)
     log_path: Path | None = None
+    origin: str | None = None
+    """Where a hit came from: "local cache" or the shared cache's URL; None for a fresh build."""
+    remote: dict[str, Any] = field(default_factory=dict)
+    """What happened with --cache-url: url, pulled, pushed, warning."""
     seconds: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "cache_key": self.entry.key, "cache_hit": self.cache_hit,
+            "cache_key": self.entry.key, "cache_hit": self.cache_hit, "origin": self.origin,
+            "remote": self.remote,
             "wheel": str(self.entry.wheel), "sha256": self.entry.sha256,
             "installed_into": str(self.installed_into) if self.installed_into else None,
             "verified": self.verified, "log": str(self.log_path) if self.log_path else None,
@@ -159,26 +165,61 @@ def log_path_for(plan: Plan, cache: Cache) -> Path:
 
 
 def build(request: Request, cache: Cache, reporter: StepReporter) -> BuildResult:
-    """Build (or find in the cache) the requested wheel, then install and verify it."""
+    """Build (or find in the local or shared cache) the requested wheel, install and verify it,
+    then upload it to the shared cache. An unreachable shared cache on lookup is a warning; a
+    failed upload is an error raised last, after the local entry is stored and installed."""
     start = time.monotonic()
+    store = open_store(request.cache_url) if request.cache_url else None
     with reporter.step("plan", "resolve plan"):
         plan = prepare(request, cache, make_env=True, reporter=reporter)
     log_path: Path | None = None
+    remote: dict[str, Any] = {"url": store.url} if store else {}
     with cache.lock(plan.key):
         entry = None if plan.force else cache.get(plan.key)
-        hit = entry is not None
+        origin = "local cache" if entry else None
+        if entry is None and store is not None and not plan.force:
+            entry = pull_or_warn(store, plan.key, cache, reporter, remote)
+            origin = store.url if entry else None
         if entry is None:
             log_path = log_path_for(plan, cache)
             entry = compile_and_store(plan, cache, reporter, log_path)
             reporter.say(f"    stored {entry.wheel.name} (key {plan.key})")
         else:
-            reporter.say(f"==> cache hit: {entry.wheel.name} (key {plan.key})")
-    result = BuildResult(plan=plan, entry=entry, cache_hit=hit, log_path=log_path)
+            reporter.say(f"==> cache hit ({origin}): {entry.wheel.name} (key {plan.key})")
+    result = BuildResult(plan=plan, entry=entry, cache_hit=origin is not None, log_path=log_path,
+                         origin=origin, remote=remote)
     if request.install and plan.install_python is not None:
         install_and_verify(result, cache, reporter)
+    if store is not None and store.writable and origin != store.url:
+        upload(store, entry, cache, reporter, remote)
     result.seconds = time.monotonic() - start
     result.timings = dict(reporter.timings)
     return result
+
+
+def pull_or_warn(store: RemoteStore, key: str, cache: Cache, reporter: StepReporter,
+                 remote: dict[str, Any]) -> Entry | None:
+    """The shared entry, pulled and checked; a store that fails is a warning (build locally)."""
+    try:
+        with reporter.step("pull", f"look up {store.url}"):
+            entry = pull(store, key, cache)
+    except CacheError as exc:
+        remote["warning"] = exc.message
+        reporter.say(f"    warning: {exc.message}; building locally")
+        return None
+    remote["pulled"] = entry is not None
+    return entry
+
+
+def upload(store: RemoteStore, entry: Entry, cache: Cache, reporter: StepReporter,
+           remote: dict[str, Any]) -> None:
+    """Push a finished entry; when that fails, the local entry stays and the error says so."""
+    try:
+        with reporter.step("push", f"upload to {store.url}"):
+            remote["pushed"] = push(store, entry, cache)
+    except CacheError as exc:
+        raise CacheError(f"built and stored locally (key {entry.key}), but the upload failed: {exc.message}",
+                         hint=f"retry with `builder cache push {entry.key} --cache-url {store.url}`") from exc
 
 
 def install_and_verify(result: BuildResult, cache: Cache, reporter: StepReporter) -> None:

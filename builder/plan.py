@@ -55,6 +55,7 @@ class Request:
     source: str | None = None
     provision: bool = False
     ccache: bool = False
+    cache_url: str | None = None
     force: bool = False
     install: bool = True
 
