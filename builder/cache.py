@@ -124,7 +124,7 @@ class Cache:
         with FileLock(str(self.dir("locks") / "installs.lock")):
             installs = json.loads(path.read_text()) if path.is_file() else {}
             installs.setdefault(str(python), {})[str(entry.meta.get("recipe", entry.key))] = entry.key
-            _write_atomic(path, json.dumps(installs, indent=2, sort_keys=True))
+            write_text_atomic(path, json.dumps(installs, indent=2, sort_keys=True))
 
     def installed_keys(self) -> set[str]:
         path = self.root / "installs.json"
@@ -157,15 +157,15 @@ class Cache:
             projects = index.project_files(metas, lambda m: f"../../entries/{m['key']}/{m['wheel']}")
             simple = self.dir("simple")
             for project, files in projects.items():
-                _write_atomic(simple / project / "index.html", index.project_html(files))
+                write_text_atomic(simple / project / "index.html", index.project_html(files))
             for stale in simple.iterdir():
                 if stale.is_dir() and stale.name not in projects:
                     shutil.rmtree(stale)
-            _write_atomic(simple / "index.html", index.root_html(projects))
-            _write_atomic(self.root / "index.json", index.entries_json(metas))
+            write_text_atomic(simple / "index.html", index.root_html(projects))
+            write_text_atomic(self.root / "index.json", index.entries_json(metas))
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def write_text_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     with os.fdopen(fd, "w") as handle:

@@ -7,6 +7,7 @@ the traceback only with --debug. --json prints one JSON document on stdout.
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import os
 import sys
@@ -16,15 +17,19 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from builder import __version__, cache_maint, pipeline
 from builder.backends import get_backend
-from builder.cache import DEFAULT_CACHE, Cache
+from builder.cache import DEFAULT_CACHE, Cache, write_text_atomic
 from builder.cache_maint import parse_size
+from builder.ci_github import DEFAULT_CACHE_URL, DEFAULT_RUNNER_LABELS, render_workflow
 from builder.doctor import diagnose
 from builder.errors import BuilderError, BuildError, CacheError, ToolchainError, UsageError
 from builder.install import install_wheel
+from builder.matrix import AXES, Cell, MatrixSpec, expand, filter_cells, github_matrices
+from builder.matrix_build import CellOutcome, run_matrix
 from builder.plan import Request
 from builder.progress import StepReporter
 from builder.provision import install_toolchain
@@ -63,6 +68,37 @@ def _add_target_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache-url", default=os.environ.get("BUILDER_CACHE_URL"),
                         help="shared cache (a directory, s3://bucket/prefix or http(s)://...): looked up "
                              "before building, uploaded to after (default: $BUILDER_CACHE_URL)")
+
+
+def _add_matrix_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--matrix-file", type=Path, help="a TOML file with a [matrix] table (see README)")
+    for axis, text in (("recipe", "recipe names"), ("version", "package versions (default: each recipe's)"),
+                       ("python", "Python X.Y"), ("torch", "torch versions"), ("cuda", "CUDA X.Y"),
+                       ("arch", "GPU archs")):
+        parser.add_argument(f"--{axis}", dest=f"axis_{axis}", action="append", default=[],
+                            help=f"{text}; repeat or join with commas")
+
+
+def _matrix_cells(args: argparse.Namespace) -> tuple[list[Cell], list[tuple[Cell, str]]]:
+    axes = {axis: [v for value in getattr(args, f"axis_{axis}") for v in value.split(",") if v]
+            for axis in AXES}
+    if args.matrix_file and any(axes.values()):
+        raise UsageError("give either --matrix-file or the axis flags, not both")
+    if args.matrix_file:
+        spec = MatrixSpec.from_toml(args.matrix_file)
+    else:
+        axes["python"] = axes["python"] or [f"{sys.version_info.major}.{sys.version_info.minor}"]
+        axes["torch"] = axes["torch"] or [installed_torch()]
+        spec = MatrixSpec.from_mapping(axes, "matrix flags")
+    return filter_cells(expand(spec))
+
+
+def installed_torch() -> str:
+    """The torch release of the interpreter running builder (the default of a --torch axis)."""
+    try:
+        return importlib.metadata.version("torch").split("+")[0]
+    except importlib.metadata.PackageNotFoundError as exc:
+        raise UsageError("no --torch given and no torch installed here", hint="pass --torch V") from exc
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -124,6 +160,32 @@ def build_parser() -> argparse.ArgumentParser:
         "install", parents=[common], help="install CUDA 13.x from PyPI's NVIDIA wheels into the cache, "
         "or CUDA 11.8 from Debian's archive (root, apt)")
     toolchain_install.add_argument("cuda", help="CUDA version X.Y")
+
+    matrix = sub.add_parser("matrix", parents=[common],
+                            help="expand a build matrix and drop impossible cells (`matrix build` runs it here)")
+    _add_matrix_args(matrix)
+    matrix.add_argument("--format", choices=("table", "github"), default="table",
+                        help="a table, or GitHub Actions strategy.matrix values (with --json: the cells)")
+    matrix_sub = matrix.add_subparsers(dest="matrix_command", metavar="ACTION")
+    matrix_build = matrix_sub.add_parser("build", parents=[common], help="build the possible cells on this machine")
+    _add_matrix_args(matrix_build)
+    matrix_build.add_argument("--parallel", type=int, default=1, help="cells at once, sharing the cores (default 1)")
+    matrix_build.add_argument("--memory-budget", type=float, help="GB the running cells may expect to use "
+                              "(default: the memory available now)")
+    matrix_build.add_argument("--cache-url", default=os.environ.get("BUILDER_CACHE_URL"),
+                              help="shared cache to look up and upload to (default: $BUILDER_CACHE_URL)")
+
+    ci = sub.add_parser("ci", help="write CI configuration")
+    ci_sub = ci.add_subparsers(dest="ci_command", required=True, metavar="SYSTEM")
+    github = ci_sub.add_parser("github", parents=[common],
+                               help="a GitHub Actions workflow building the matrix on self-hosted GPU runners")
+    _add_matrix_args(github)
+    github.add_argument("--output", type=Path, default=Path(".github/workflows/builder-matrix.yml"),
+                        help="where to write it (default: .github/workflows/builder-matrix.yml)")
+    github.add_argument("--runner-label", action="append", default=[],
+                        help="runs-on label, repeatable (default: self-hosted, linux, x64)")
+    github.add_argument("--cache-url-expr", default=DEFAULT_CACHE_URL,
+                        help="the --cache-url each job uses (default: the BUILDER_CACHE_URL secret)")
 
     install = sub.add_parser("install", parents=[common], help="install a wheel file or cache entry")
     install.add_argument("wheel", help="path of a .whl, or a cache key (prefix)")
@@ -322,7 +384,7 @@ def cmd_doctor(args: argparse.Namespace, out: Output) -> int:
             out.console.print(f"toolkit     CUDA {toolkit.version} at {toolkit.root} (nvcc {toolkit.nvcc})")
         out.console.print("compilers   " + ", ".join(f"{c.cxx} ({c.major})" for c in report.compilers))
         for verdict in report.verdicts:
-            out.console.print(f"{marks[verdict.level]} {verdict.text}", markup=True)
+            out.console.print(f"{marks[verdict.level]} {escape(verdict.text)}", markup=True)
             if verdict.fix:
                 out.console.print(f"      fix: {verdict.fix}", markup=False)
     out.emit(report.to_json(), render)
@@ -354,13 +416,72 @@ def cmd_toolchain(args: argparse.Namespace, out: Output) -> int:
     return 0
 
 
+def cmd_matrix(args: argparse.Namespace, out: Output) -> int:
+    if args.matrix_command == "build":
+        return cmd_matrix_build(args, out)
+    kept, dropped = _matrix_cells(args)
+    if args.format == "github":
+        matrices = github_matrices(kept)
+        out.emit(matrices, lambda: print(json.dumps(matrices, indent=2)))
+        return 0
+    data = {"cells": [c.to_json() for c in kept],
+            "dropped": [{**c.to_json(), "reason": reason} for c, reason in dropped]}
+
+    def render() -> None:
+        table = Table(*AXES, "status")
+        for cell in kept:
+            table.add_row(*cell.to_json().values(), "build")
+        for cell, reason in dropped:
+            table.add_row(*cell.to_json().values(), f"skip: {reason}")
+        out.console.print(table)
+        out.console.print(f"{len(kept)} to build, {len(dropped)} dropped")
+    out.emit(data, render)
+    return 0
+
+
+def cmd_matrix_build(args: argparse.Namespace, out: Output) -> int:
+    if args.parallel < 1:
+        raise UsageError("--parallel must be at least 1")
+    kept, dropped = _matrix_cells(args)
+    cache = Cache(args.cache)
+    skipped = [CellOutcome(cell, "skipped", reason, 0.0) for cell, reason in dropped]
+
+    def done(outcome: CellOutcome) -> None:
+        if not args.json:
+            out.console.print(f"{outcome.status:>9}  {outcome.cell.label}  ({outcome.seconds:.0f} s)")
+    outcomes = run_matrix(kept, cache, parallel=args.parallel, cache_url=args.cache_url,
+                          memory_budget_gb=args.memory_budget, on_done=done) + skipped
+
+    def render() -> None:
+        table = Table("cell", "status", "seconds", "detail")
+        for o in outcomes:
+            table.add_row(o.cell.label, o.status, f"{o.seconds:.0f}", o.detail)
+        out.console.print(table)
+    out.emit([o.to_json() for o in outcomes], render)
+    return BuildError.exit_code if any(o.status == "failed" for o in outcomes) else 0
+
+
+def cmd_ci(args: argparse.Namespace, out: Output) -> int:
+    kept, dropped = _matrix_cells(args)
+    if not kept:
+        raise UsageError("every cell of the matrix was dropped; nothing to build",
+                         hint="`builder matrix` with the same arguments shows why")
+    text = render_workflow(kept, runner_labels=tuple(args.runner_label) or DEFAULT_RUNNER_LABELS,
+                           cache_url=args.cache_url_expr)
+    write_text_atomic(args.output, text)
+    data = {"output": str(args.output), "cells": len(kept), "dropped": len(dropped)}
+    out.emit(data, lambda: out.console.print(f"wrote {args.output}: {len(kept)} cells ({len(dropped)} dropped)"))
+    return 0
+
+
 COMMANDS = {"build": cmd_build, "plan": cmd_plan, "recipes": cmd_recipes, "fetch": cmd_fetch,
-            "cache": cmd_cache, "install": cmd_install, "doctor": cmd_doctor, "toolchain": cmd_toolchain}
+            "matrix": cmd_matrix, "ci": cmd_ci, "cache": cmd_cache, "install": cmd_install,
+            "doctor": cmd_doctor, "toolchain": cmd_toolchain}
 
 
 def report_error(exc: BuilderError) -> None:
     err = Console(stderr=True, highlight=False, soft_wrap=True)
-    err.print(f"[bold red]error:[/bold red] {exc.message}", markup=True)
+    err.print(f"[bold red]error:[/bold red] {escape(exc.message)}", markup=True)
     if isinstance(exc, BuildError):
         if exc.first_error:
             err.print(f"  first error: {exc.first_error}", markup=False)

@@ -166,10 +166,14 @@ def check_archs(archs: tuple[Arch, ...], toolkit: Toolkit, recipe: Recipe) -> No
                 f"(it targets {', '.join(toolkit.archs)})",
                 hint="choose another --arch or a toolkit that knows it (--cuda)",
             )
-        allowed = recipe.requires.archs
-        if allowed and arch.name not in allowed and str(arch.number) not in allowed:
-            raise RequirementError(
-                f"{recipe.name} has no kernels for sm_{arch.name} (it supports {', '.join(allowed)})")
+        check_recipe_arch(recipe, arch)
+
+
+def check_recipe_arch(recipe: Recipe, arch: Arch) -> None:
+    allowed = recipe.requires.archs
+    if allowed and arch.name not in allowed and str(arch.number) not in allowed:
+        raise RequirementError(
+            f"{recipe.name} has no kernels for sm_{arch.name} (it supports {', '.join(allowed)})")
 
 
 def check_requirements(recipe: Recipe, facts: Mapping[str, str]) -> None:
