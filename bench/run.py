@@ -32,6 +32,7 @@ from measure import measure  # noqa: E402
 from builder.patching import apply_patches  # noqa: E402
 from builder.recipe import Condition, Patch, load_recipe  # noqa: E402
 from builder.source import extract  # noqa: E402
+from tests.conftest import make_venv  # noqa: E402
 from tests.test_upstream import trimmed_flash_attn  # noqa: E402
 
 FIXTURE_RECIPE = ROOT / "tests" / "fixtures" / "torchext" / "fixture-ext.toml"
@@ -66,6 +67,34 @@ def bench_fixture(work: Path) -> list[str]:
         f"(wall) |",
         f"| orchestration overhead of a miss, ready env (wall minus compile step) | {overhead:.1f} s of "
         f"{cold['wall_s']} s (compile step {compile_s:.1f} s; steps: {json.dumps(timings)}) |",
+    ]
+
+
+def bench_shared(work: Path) -> list[str]:
+    """Install from a shared cache (pull + sha256 check + pip install + verify) vs a local hit."""
+    local, shared = work / "fixture-cache", work / "shared-cache"
+    subprocess.run(builder("cache", "push", "--cache-url", str(shared), "--cache", str(local)), check=True)
+    hit, _ = timed_build(local, str(FIXTURE_RECIPE), "--arch", "86", "--python", str(make_venv(work / "v1")))
+    pulled, result = timed_build(work / "empty-cache", str(FIXTURE_RECIPE), "--arch", "86", "--cache-url",
+                                 str(shared), "--python", str(make_venv(work / "v2")))
+    assert result["origin"] == str(shared), result
+    return [
+        f"| fixture, local cache hit + install + verify | {hit['wall_s']} s wall |",
+        f"| fixture, pulled from a shared directory + install + verify | {pulled['wall_s']} s wall |",
+        f"| **shared / local** | **{ratio(pulled, hit, 'wall_s')}** (wall) |",
+    ]
+
+
+def bench_matrix(work: Path) -> list[str]:
+    """A two-cell matrix of fixture builds, then the same matrix again (all cache hits)."""
+    args = ["matrix", "build", "--recipe", str(FIXTURE_RECIPE), "--cuda", "13.0", "--arch", "86,80",
+            "--cache", str(work / "matrix-cache")]
+    first = measure(builder(*args))
+    rerun = measure(builder(*args))
+    return [
+        f"| matrix build, 2 fixture cells (sm_86, sm_80), first run | {first['wall_s']} s wall |",
+        f"| the same matrix again (all cache hits) | {rerun['wall_s']} s wall |",
+        f"| **rerun / first** | **{ratio(rerun, first, 'wall_s')}** (wall) |",
     ]
 
 
@@ -140,6 +169,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="builder-bench-") as tmp:
         work = Path(tmp)
         rows = bench_fixture(work)
+        rows += bench_shared(work)
+        rows += bench_matrix(work)
         if args.upstream:
             rows += bench_causal(work, args.baseline)
             rows += bench_flash_attn(work)
