@@ -236,6 +236,7 @@ def cmd_plan(args: argparse.Namespace, out: Output) -> int:
     backend = get_backend(plan.recipe.backend)
     data["commands"] = backend.commands(plan, Path("<src>"), Path("<out>"))
     data["cache_hit"] = cache.get(plan.key) is not None
+    data["pin_rewrites"] = [c.describe() for c in pipeline.pin_preview(plan, cache)]
 
     def render() -> None:
         for key in ("recipe", "version", "backend", "cache_key", "cache_hit", "local_version",
@@ -246,6 +247,8 @@ def cmd_plan(args: argparse.Namespace, out: Output) -> int:
         out.console.print(f"{'archs':15} {' '.join(data['archs'])}   gencode: {' '.join(data['gencode'])}")
         out.console.print("patches:" + "".join(f"\n  {p['file']} (when {p['when']})" for p in data["patches"]))
         out.console.print("env:" + "".join(f"\n  {k}={v}" for k, v in data["env"].items()))
+        if data["pin_rewrites"]:
+            out.console.print("pin rewrites:" + "".join(f"\n  {c}" for c in data["pin_rewrites"]), markup=False)
         out.console.print("commands:" + "".join(f"\n  {' '.join(c)}" for c in data["commands"]))
     out.emit(data, render)
     return 0

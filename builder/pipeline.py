@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,6 +21,7 @@ from builder.cache import Cache, Entry
 from builder.errors import CacheError, SourceError, UsageError
 from builder.install import install_wheel
 from builder.patching import apply_patches
+from builder.pins import PinChange, PinRules, preview, read_text, rewrite_tree
 from builder.plan import Plan, Request, resolve_plan
 from builder.progress import CompileProgress, StepReporter
 from builder.provision import install_toolchain
@@ -127,6 +129,22 @@ def provenance(plan: Plan) -> dict[str, Any]:
     }
 
 
+def pin_rules(plan: Plan) -> PinRules:
+    """The recipe's [deps] rules with the target's versions filled in."""
+    return PinRules.make(plan.recipe.deps.drop,
+                         {name: plan.torch_version.split("+")[0] for name in plan.recipe.deps.pin_to_target})
+
+
+def pin_preview(plan: Plan, cache: Cache) -> list[PinChange]:
+    """What rewriting the pins will change, read from the (fetched, unpatched) source."""
+    if not plan.recipe.deps.rewrite:
+        return []
+    archive = fetch(plan.source, cache.dir("sources"))
+    with tempfile.TemporaryDirectory(dir=cache.dir("staging")) as tmp:
+        src = extract(archive, Path(tmp) / "src")
+        return preview({name: read_text(src / name) for name in plan.recipe.deps.rewrite}, pin_rules(plan))
+
+
 def compile_and_store(plan: Plan, cache: Cache, reporter: StepReporter, log_path: Path) -> Entry:
     """Fetch, patch, build, re-tag and store; the work dir goes only when all of it worked."""
     backend = get_backend(plan.recipe.backend)
@@ -138,13 +156,16 @@ def compile_and_store(plan: Plan, cache: Cache, reporter: StepReporter, log_path
         if plan.patches:
             with reporter.step("patch", f"apply {len(plan.patches)} patch(es)"):
                 apply_patches(plan.patches, src)
+        if plan.recipe.deps.rewrite:
+            with reporter.step("pins", "rewrite dependency pins"):
+                for change in rewrite_tree(src, plan.recipe.deps.rewrite, pin_rules(plan)):
+                    reporter.say(f"    {change.describe()}")
         step = f"compile with {plan.jobs.jobs} job(s) for {', '.join(a.sm for a in plan.archs)} (log: {log_path})"
         with reporter.step("compile", step), CompileProgress(plan.recipe.name, quiet=reporter.quiet) as progress:
             raw = backend.build(plan, src, work / "raw", build_env(plan, cache), log_path, progress.on_line)
         with reporter.step("store", "re-tag and store the wheel"):
-            rules = RequirementRules(
-                drop=plan.recipe.deps.drop,
-                pin={name: plan.torch_version.split("+")[0] for name in plan.recipe.deps.pin_to_target})
+            pins = pin_rules(plan)
+            rules = RequirementRules(drop=plan.recipe.deps.drop, pin=dict(pins.pin))
             wheel = retag(raw, work / "dist", local=plan.local_version, rules=rules, provenance=provenance(plan))
             meta = {"recipe": plan.recipe.name, "version": plan.version, "plan": plan.to_json(),
                     "log": str(log_path)}

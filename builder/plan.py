@@ -245,7 +245,8 @@ def cache_key(recipe: Recipe, version: str, source_sha256: str, patches: tuple[P
         "recipe": recipe.name, "version": version, "source": source_sha256,
         "patches": [[p.file, sha256_of(p.path)] for p in patches],
         "build": {"env": dict(sorted(recipe.build.env.items())), "backend": recipe.backend},
-        "deps": [list(recipe.deps.drop), list(recipe.deps.pin_to_target)],
+        "deps": [list(recipe.deps.drop), list(recipe.deps.pin_to_target)]
+        + ([list(recipe.deps.rewrite)] if recipe.deps.rewrite else []),
         "python": target.python_tag, "platform": target.platform,
         "torch": target.torch, "torch_cuda": target.torch_cuda,
         "cuda": toolkit.version, "archs": [str(a) for a in archs], "cxx11_abi": abi,

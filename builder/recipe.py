@@ -90,6 +90,9 @@ class DepRules:
     drop: tuple[str, ...] = ()
     pin_to_target: tuple[str, ...] = ()
     """Names pinned to the version the target has (only "torch" is known today)."""
+    rewrite: tuple[str, ...] = ()
+    """Build files (setup.py, pyproject.toml) whose requirement lists get the same rules before
+    the build (builder/pins.py)."""
 
 
 @dataclass(frozen=True)
@@ -212,7 +215,7 @@ def parse_recipe(data: Mapping[str, Any], path: Path | None = None) -> Recipe:
     for key, value in env.items():
         _check_template(value, f"{where}: build.env.{key}")
     deps = data.get("deps", {})
-    _check_keys(deps, ("drop", "pin_to_target"), f"{where}: deps")
+    _check_keys(deps, ("drop", "pin_to_target", "rewrite"), f"{where}: deps")
     verify = data.get("verify", {})
     _check_keys(verify, ("imports", "extensions", "gpu_check"), f"{where}: verify")
     patches = []
@@ -238,7 +241,8 @@ def parse_recipe(data: Mapping[str, Any], path: Path | None = None) -> Recipe:
             requirements=tuple(build.get("requirements", ())),
         ),
         deps=DepRules(drop=tuple(deps.get("drop", ())),
-                      pin_to_target=tuple(deps.get("pin_to_target", ()))),
+                      pin_to_target=tuple(deps.get("pin_to_target", ())),
+                      rewrite=tuple(deps.get("rewrite", ()))),
         patches=tuple(patches),
         verify=Verify(
             imports=tuple(verify.get("imports", ())),
