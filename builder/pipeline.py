@@ -160,7 +160,8 @@ def compile_and_store(plan: Plan, cache: Cache, reporter: StepReporter, log_path
             with reporter.step("pins", "rewrite dependency pins"):
                 for change in rewrite_tree(src, plan.recipe.deps.rewrite, pin_rules(plan)):
                     reporter.say(f"    {change.describe()}")
-        step = f"compile with {plan.jobs.jobs} job(s) for {', '.join(a.sm for a in plan.archs)} (log: {log_path})"
+        archs = ", ".join(a.sm for a in plan.archs) or "no GPU arch"
+        step = f"compile with {plan.jobs.jobs} job(s) for {archs} (log: {log_path})"
         with reporter.step("compile", step), CompileProgress(plan.recipe.name, quiet=reporter.quiet) as progress:
             raw = backend.build(plan, src, work / "raw", build_env(plan, cache), log_path, progress.on_line)
         with reporter.step("store", "re-tag and store the wheel"):

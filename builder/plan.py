@@ -125,8 +125,11 @@ class Plan:
         }
 
 
-def choose_archs(request: Request, target: TargetInfo) -> tuple[Arch, ...]:
-    """--arch as given, else the visible GPUs' capabilities, else a clear refusal."""
+def choose_archs(request: Request, target: TargetInfo, recipe: Recipe) -> tuple[Arch, ...]:
+    """--arch as given, else the visible GPUs' capabilities, else a clear refusal; none for a
+    recipe without kernels."""
+    if not recipe.build.kernels:
+        return ()
     if request.archs:
         return parse_archs(request.archs)
     visible = visible_gpu_capabilities(target)
@@ -272,7 +275,7 @@ def resolve_plan(
     """Resolve and check a build; raises before anything compiles when it cannot work."""
     version, _ = recipe.source_for(request.version)
     torch, torch_cuda = _check_torch(target)
-    archs = choose_archs(request, target)
+    archs = choose_archs(request, target, recipe)
     toolkit = choose_toolkit(request.cuda, torch_cuda, toolkits if toolkits is not None
                              else discover_toolkits())
     facts = {"version": version, "torch": torch, "cuda": toolkit.version,

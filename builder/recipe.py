@@ -81,6 +81,9 @@ class BuildSettings:
     env: Mapping[str, str] = field(default_factory=dict)
     requirements: tuple[str, ...] = ()
     """Packages the build environment needs besides torch (pip requirement strings)."""
+    kernels: bool = True
+    """False for a package with no GPU code (autoawq): no archs are chosen or checked, and the
+    local version names no sm; --arch is ignored."""
 
 
 @dataclass(frozen=True)
@@ -210,7 +213,7 @@ def parse_recipe(data: Mapping[str, Any], path: Path | None = None) -> Recipe:
         raise RecipeError(f"{where}: default_version {data['default_version']!r} is not listed")
 
     build = data.get("build", {})
-    _check_keys(build, ("job_memory_gb", "nvcc_threads", "env", "requirements"), f"{where}: build")
+    _check_keys(build, ("job_memory_gb", "nvcc_threads", "env", "requirements", "kernels"), f"{where}: build")
     env = {str(k): str(v) for k, v in build.get("env", {}).items()}
     for key, value in env.items():
         _check_template(value, f"{where}: build.env.{key}")
@@ -239,6 +242,7 @@ def parse_recipe(data: Mapping[str, Any], path: Path | None = None) -> Recipe:
             nvcc_threads=int(build.get("nvcc_threads", 1)),
             env=env,
             requirements=tuple(build.get("requirements", ())),
+            kernels=bool(build.get("kernels", True)),
         ),
         deps=DepRules(drop=tuple(deps.get("drop", ())),
                       pin_to_target=tuple(deps.get("pin_to_target", ())),

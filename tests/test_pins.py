@@ -95,12 +95,13 @@ def torch_lines(python: Path) -> list[str]:
 
 
 def test_autoawq_from_pypi_plans_the_rewrite_and_keeps_the_target_torch(tmp_path: Path) -> None:
-    plan = builder_json("plan", "autoawq", "--version", "0.2.8", "--arch", "86", "--cache", str(tmp_path / "c"))
+    plan = builder_json("plan", "autoawq", "--version", "0.2.8", "--cache", str(tmp_path / "c"))  # no --arch
+    assert plan["archs"] == [] and plan["local_version"] == "cu130torch2.14cxx11abiTRUE"
     assert plan["pin_rewrites"] == ["setup.py: torch>={TORCH_VERSION} -> torch==2.14.1",
                                     "setup.py: autoawq-kernels -> (dropped)"]
     venv = make_venv(tmp_path / "venv")
     before = torch_lines(venv)
-    result = builder_json("build", "autoawq", "--version", "0.2.8", "--arch", "86", "--python", str(venv),
+    result = builder_json("build", "autoawq", "--version", "0.2.8", "--python", str(venv),
                           "--cache", str(tmp_path / "c"))
     assert result["installed_into"] == str(venv)
     metadata = subprocess.run([venv, "-c", "import importlib.metadata as m; print(m.requires('autoawq'))"],
@@ -114,9 +115,9 @@ def test_a_recipe_pin_missing_from_setup_py_fails_before_compiling(tmp_path: Pat
                                                               'drop = ["autoawq-kernels", "torchx"]')
     path = tmp_path / "autoawq.toml"
     path.write_text(recipe)
-    result = run_builder("build", str(path), "--arch", "86", "--no-install", "--cache", str(tmp_path / "c"))
+    result = run_builder("build", str(path), "--no-install", "--cache", str(tmp_path / "c"))
     assert result.returncode == 7, result.stderr
     assert "no requirement 'torchx' in setup.py" in result.stderr
     assert not list((tmp_path / "c").glob("entries/*"))
-    plan = run_builder("plan", str(path), "--arch", "86", "--cache", str(tmp_path / "c"), "--json")
+    plan = run_builder("plan", str(path), "--cache", str(tmp_path / "c"), "--json")
     assert plan.returncode == 7 and "torchx" in plan.stderr
