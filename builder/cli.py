@@ -21,6 +21,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from builder import __version__, cache_maint, pipeline
+from builder.artifacts import uninstall_artifacts
 from builder.backends import get_backend
 from builder.cache import DEFAULT_CACHE, Cache, write_text_atomic
 from builder.cache_maint import parse_size
@@ -116,6 +117,11 @@ def build_parser() -> argparse.ArgumentParser:
     build = sub.add_parser("build", parents=[common], help="build, cache, install and verify a recipe")
     _add_target_args(build)
     build.add_argument("--no-install", action="store_true", help="build and cache only")
+    build.add_argument("--install-mode", choices=("auto", "wheel", "artifacts"), default="auto",
+                       help="wheel: pip install; artifacts: the built libraries into --install-dir "
+                            "(default: the recipe's)")
+    build.add_argument("--install-dir", help="where artifacts go (default: a --source directory that holds "
+                                             "the recipe's marker file, e.g. a model's quantization.py)")
     build.add_argument("--force", action="store_true", help="rebuild even when the cache has it")
 
     plan = sub.add_parser("plan", parents=[common], help="show what a build would do; builds nothing")
@@ -187,6 +193,11 @@ def build_parser() -> argparse.ArgumentParser:
     github.add_argument("--cache-url-expr", default=DEFAULT_CACHE_URL,
                         help="the --cache-url each job uses (default: the BUILDER_CACHE_URL secret)")
 
+    uninstall = sub.add_parser("uninstall", parents=[common],
+                               help="undo an artifacts install: restore the files it replaced, remove the rest")
+    uninstall.add_argument("recipe")
+    uninstall.add_argument("--dir", required=True, help="the directory the libraries were installed into")
+
     install = sub.add_parser("install", parents=[common], help="install a wheel file or cache entry")
     install.add_argument("wheel", help="path of a .whl, or a cache key (prefix)")
     install.add_argument("--python", help="target interpreter (default: the one running builder)")
@@ -200,7 +211,8 @@ def _request(args: argparse.Namespace, *, install: bool) -> Request:
                    archs=tuple(args.arch), torch=args.torch, torch_index=args.torch_index,
                    python=args.python, cxx11_abi=args.cxx11_abi, jobs=args.jobs,
                    source=args.source, ccache=args.ccache, provision=args.provision, cache_url=args.cache_url,
-                   force=getattr(args, "force", False), install=install)
+                   force=getattr(args, "force", False), install=install,
+                   install_mode=getattr(args, "install_mode", "auto"), install_dir=getattr(args, "install_dir", None))
 
 
 class Output:
@@ -373,6 +385,14 @@ def cmd_install(args: argparse.Namespace, out: Output) -> int:
     return 0
 
 
+def cmd_uninstall(args: argparse.Namespace, out: Output) -> int:
+    directory = Path(args.dir).expanduser().resolve()
+    names = uninstall_artifacts(directory, args.recipe)
+    data = {"recipe": args.recipe, "dir": str(directory), "restored_or_removed": names}
+    out.emit(data, lambda: out.console.print(f"uninstalled {args.recipe} from {directory}: {', '.join(names)}"))
+    return 0
+
+
 def cmd_doctor(args: argparse.Namespace, out: Output) -> int:
     report = diagnose(Path(args.python) if args.python else None)
     marks = {"ok": "[green]ok[/green]   ", "warn": "[yellow]warn[/yellow] ", "error": "[red]error[/red]"}
@@ -479,6 +499,7 @@ def cmd_ci(args: argparse.Namespace, out: Output) -> int:
 
 COMMANDS = {"build": cmd_build, "plan": cmd_plan, "recipes": cmd_recipes, "fetch": cmd_fetch,
             "matrix": cmd_matrix, "ci": cmd_ci, "cache": cmd_cache, "install": cmd_install,
+            "uninstall": cmd_uninstall,
             "doctor": cmd_doctor, "toolchain": cmd_toolchain}
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from builder import __version__
+from builder.artifacts import install_artifacts
 from builder.backends import get_backend
 from builder.buildpython import build_python
 from builder.cache import Cache, Entry
@@ -30,7 +31,7 @@ from builder.recipe import Recipe, load_recipe
 from builder.remote import RemoteStore, open_store, pull, push
 from builder.source import SourceSpec, extract, fetch, sha256_of, source_identity
 from builder.toolchain import Toolkit, discover_toolkits
-from builder.verify import verify_install
+from builder.verify import run_artifact_check, verify_install
 from builder.wheel import RequirementRules, retag
 
 
@@ -64,6 +65,8 @@ def source_spec(recipe: Recipe, version: str, override: str | None) -> SourceSpe
     """The recipe's source for `version`, or --source in its place (sha256 kept for archives)."""
     _, spec = recipe.source_for(version)
     if override is None:
+        if spec.local is not None:
+            raise SourceError(f"{recipe.name} {version} has no download: pass --source with {spec.local}")
         return spec
     path = Path(override).expanduser().resolve()
     if not path.exists():
@@ -86,7 +89,8 @@ def prepare(request: Request, cache: Cache, *, make_env: bool,
             reporter.say(f"==> provision CUDA {wanted}")
         install_toolchain(wanted, cache.dir("toolchains"), cache.dir("logs") / f"toolchain-{wanted}.log")
         toolkits = machine_toolkits(cache)
-    return resolve_plan(request, recipe, python.target, source=spec, source_sha256=source_identity(spec),
+    identity = source_identity(spec, recipe.cc.inputs())
+    return resolve_plan(request, recipe, python.target, source=spec, source_sha256=identity,
                         build_env=python.describe(), install_python=python.install_python, toolkits=toolkits)
 
 
@@ -211,7 +215,7 @@ def build(request: Request, cache: Cache, reporter: StepReporter) -> BuildResult
     result = BuildResult(plan=plan, entry=entry, cache_hit=origin is not None, log_path=log_path,
                          origin=origin, remote=remote)
     if request.install and plan.install_python is not None:
-        install_and_verify(result, cache, reporter)
+        install_and_verify(result, cache, reporter, request)
     if store is not None and store.writable and origin != store.url:
         upload(store, entry, cache, reporter, remote)
     result.seconds = time.monotonic() - start
@@ -244,8 +248,11 @@ def upload(store: RemoteStore, entry: Entry, cache: Cache, reporter: StepReporte
                          hint=f"retry with `builder cache push {entry.key} --cache-url {store.url}`") from exc
 
 
-def install_and_verify(result: BuildResult, cache: Cache, reporter: StepReporter) -> None:
+def install_and_verify(result: BuildResult, cache: Cache, reporter: StepReporter, request: Request) -> None:
     plan = result.plan
+    if install_mode(request, plan.recipe) == "artifacts":
+        install_artifacts_and_verify(result, cache, reporter, artifacts_dir(request, plan.recipe))
+        return
     python = plan.install_python
     assert python is not None
     with reporter.step("install", f"install into {python}"):
@@ -255,3 +262,38 @@ def install_and_verify(result: BuildResult, cache: Cache, reporter: StepReporter
     result.installed_into = python
     with reporter.step("verify"):
         result.verified = verify_install(plan, python)
+
+
+def install_mode(request: Request, recipe: Recipe) -> str:
+    if request.install_mode == "auto":
+        return "artifacts" if recipe.artifacts is not None else "wheel"
+    if request.install_mode == "artifacts" and not recipe.cc.package:
+        raise UsageError(f"{recipe.name} builds no libraries to install as artifacts",
+                         hint="use --install-mode wheel")
+    return request.install_mode
+
+
+def artifacts_dir(request: Request, recipe: Recipe) -> Path:
+    """--install-dir, else the --source directory when it holds the recipe's marker file."""
+    if request.install_dir:
+        return Path(request.install_dir).expanduser().resolve()
+    beside = recipe.artifacts.beside if recipe.artifacts else ""
+    source = Path(request.source).expanduser().resolve() if request.source else None
+    if source is not None and beside and (source / beside).is_file():
+        return source
+    raise UsageError(f"where should {recipe.name}'s libraries go?",
+                     hint="pass --install-dir DIR" + (f" (or a --source directory holding {beside})" if beside else ""))
+
+
+def install_artifacts_and_verify(result: BuildResult, cache: Cache, reporter: StepReporter, dest: Path) -> None:
+    plan = result.plan
+    with reporter.step("install", f"install libraries into {dest}"):
+        wheel = cache.verified_wheel(result.entry)
+        manifest = install_artifacts(wheel, plan.recipe.cc.package, dest, recipe=plan.recipe.name,
+                                     key=result.entry.key)
+    result.installed_into = dest
+    libraries = [dest / f["name"] for f in manifest["files"]]
+    with reporter.step("verify"):
+        python = plan.install_python or plan.target.python_exe
+        result.verified = {"artifacts": [str(p) for p in libraries],
+                           "artifact_check": run_artifact_check(plan, python, libraries)}

@@ -58,6 +58,9 @@ class Request:
     cache_url: str | None = None
     force: bool = False
     install: bool = True
+    install_mode: str = "auto"
+    """"wheel" (pip install), "artifacts" (libraries into install_dir), or "auto": the recipe's."""
+    install_dir: str | None = None
 
 
 @dataclass(frozen=True)

@@ -107,6 +107,31 @@ class Verify:
     """Modules whose shared objects must hold cubins for exactly the requested archs."""
     gpu_check: str = ""
     """Python code run in the target when a GPU is visible; it raises on a wrong result."""
+    artifact_check: str = ""
+    """A script (under recipes/) the target runs with the installed artifacts' paths as its
+    arguments; it exits non-zero on a wrong result."""
+
+
+@dataclass(frozen=True)
+class CcBuild:
+    """The `cc` backend's work: each output library from its C sources, with these flags."""
+
+    outputs: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    flags: tuple[str, ...] = ()
+    package: str = ""
+    """The import package the libraries sit in inside the wheel that carries them."""
+
+    def inputs(self) -> tuple[str, ...]:
+        """Every C source the outputs are made from: all that names a --source directory's content."""
+        return tuple(sorted({s for sources in self.outputs.values() for s in sources}))
+
+
+@dataclass(frozen=True)
+class Artifacts:
+    """Installing a build's libraries into a directory instead of site-packages."""
+
+    beside: str = ""
+    """A file that marks the default directory: --source's when it holds this file."""
 
 
 @dataclass(frozen=True)
@@ -123,6 +148,9 @@ class Recipe:
     deps: DepRules = field(default_factory=DepRules)
     patches: tuple[Patch, ...] = ()
     verify: Verify = field(default_factory=Verify)
+    cc: CcBuild = field(default_factory=CcBuild)
+    artifacts: Artifacts | None = None
+    """Set when the recipe's default install is its libraries into a directory."""
     path: Path | None = None
 
     def source_for(self, version: str | None) -> tuple[str, SourceSpec]:
@@ -171,12 +199,14 @@ def _check_template(value: str, where: str) -> None:
 
 
 def _source(table: Mapping[str, Any], where: str, base: Path | None) -> SourceSpec:
-    _check_keys(table, ("pypi", "file", "url", "path", "sha256"), where)
+    _check_keys(table, ("pypi", "file", "url", "path", "sha256", "local"), where)
     spec = SourceSpec(**table)
     if spec.path is not None and base is not None:
         spec = SourceSpec(path=str((base / spec.path).resolve()), sha256=spec.sha256)
-    if sum(value is not None for value in (spec.pypi, spec.url, spec.path)) != 1:
-        raise RecipeError(f"{where}: give exactly one of pypi, url, path")
+    if sum(value is not None for value in (spec.pypi, spec.url, spec.path, spec.local)) != 1:
+        raise RecipeError(f"{where}: give exactly one of pypi, url, path, local")
+    if spec.local is not None:
+        return spec
     if spec.pypi is not None and spec.file is None:
         raise RecipeError(f"{where}: a pypi source needs file = \"<sdist file name>\"")
     if spec.path is None and spec.sha256 is None:
@@ -195,7 +225,7 @@ def parse_recipe(data: Mapping[str, Any], path: Path | None = None) -> Recipe:
     """Build a Recipe from parsed TOML, refusing unknown keys with a suggestion."""
     where = path.name if path else "recipe"
     _check_keys(data, ("name", "backend", "default_version", "description", "versions",
-                       "requires", "build", "deps", "patches", "verify"), where)
+                       "requires", "build", "deps", "patches", "verify", "cc", "artifacts"), where)
     for key in ("name", "backend", "default_version", "versions"):
         if key not in data:
             raise RecipeError(f"{where}: missing required key {key!r}")
@@ -220,7 +250,12 @@ def parse_recipe(data: Mapping[str, Any], path: Path | None = None) -> Recipe:
     deps = data.get("deps", {})
     _check_keys(deps, ("drop", "pin_to_target", "rewrite"), f"{where}: deps")
     verify = data.get("verify", {})
-    _check_keys(verify, ("imports", "extensions", "gpu_check"), f"{where}: verify")
+    _check_keys(verify, ("imports", "extensions", "gpu_check", "artifact_check"), f"{where}: verify")
+    cc = data.get("cc", {})
+    _check_keys(cc, ("outputs", "flags", "package"), f"{where}: cc")
+    artifacts = data.get("artifacts")
+    if artifacts is not None:
+        _check_keys(artifacts, ("beside",), f"{where}: artifacts")
     patches = []
     for index, table in enumerate(data.get("patches", [])):
         _check_keys(table, ("file", "when"), f"{where}: patches[{index}]")
@@ -252,7 +287,11 @@ def parse_recipe(data: Mapping[str, Any], path: Path | None = None) -> Recipe:
             imports=tuple(verify.get("imports", ())),
             extensions=tuple(verify.get("extensions", ())),
             gpu_check=verify.get("gpu_check", ""),
+            artifact_check=verify.get("artifact_check", ""),
         ),
+        cc=CcBuild(outputs={str(k): tuple(v) for k, v in cc.get("outputs", {}).items()},
+                   flags=tuple(cc.get("flags", ())), package=str(cc.get("package", ""))),
+        artifacts=Artifacts(beside=str(artifacts.get("beside", ""))) if artifacts is not None else None,
         path=path,
     )
 

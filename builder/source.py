@@ -19,7 +19,7 @@ import tempfile
 import urllib.error
 import urllib.request
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from http.client import HTTPException
@@ -38,13 +38,14 @@ _TAR_SUFFIXES = (".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz", ".ta
 
 @dataclass(frozen=True)
 class SourceSpec:
-    """Where a recipe's source comes from: exactly one of pypi/url/path is set."""
+    """Where a recipe's source comes from: exactly one of pypi/url/path/local is set."""
 
     pypi: str | None = None  # PyPI project name, e.g. "flash-attn"; with `file`
     file: str | None = None  # file name on the index (with a url: the stored name)
     url: str | None = None  # a direct URL to an archive
     path: str | None = None  # a local archive or directory
     sha256: str | None = None  # required for pypi/url; for a local archive checked when given
+    local: str | None = None  # no download: what the user must pass with --source
 
 
 def sha256_of(path: Path) -> str:
@@ -65,6 +66,8 @@ def fetch(
 ) -> Path:
     """Path of the verified archive (or local directory) for `spec`, downloading it if missing."""
     _check_spec(spec)
+    if spec.local is not None:
+        raise SourceError(f"this source has no download: pass --source with {spec.local}")
     if spec.path is not None:
         return _local_source(Path(spec.path).expanduser(), spec.sha256)
     assert spec.sha256 is not None  # _check_spec guarantees it for pypi and url
@@ -86,9 +89,11 @@ def fetch(
 
 
 def _check_spec(spec: SourceSpec) -> None:
-    given = [k for k in ("pypi", "url", "path") if getattr(spec, k) is not None]
+    given = [k for k in ("pypi", "url", "path", "local") if getattr(spec, k) is not None]
     if len(given) != 1:
-        raise SourceError(f"a source needs exactly one of pypi, url, path (got {given or 'none'})")
+        raise SourceError(f"a source needs exactly one of pypi, url, path, local (got {given or 'none'})")
+    if spec.local is not None:
+        return
     if spec.pypi is not None and not spec.file:
         raise SourceError(f"pypi source {spec.pypi!r} needs a `file` (the file name on the index)")
     if spec.path is None and spec.sha256 is None:
@@ -300,19 +305,26 @@ def _resolves_inside(link: Path, real_root: Path) -> bool:
         return False
 
 
-def tree_sha256(root: Path) -> str:
-    """A hash over a directory's relative paths and contents, for sources given as a folder."""
+def tree_sha256(root: Path, only: Sequence[str] = ()) -> str:
+    """A hash over a directory's relative paths and contents, for sources given as a folder;
+    with `only`, over those files alone (a model directory whose other files change)."""
+    missing = [name for name in only if not (root / name).is_file()]
+    if missing:
+        raise SourceError(f"{root} has no {', '.join(missing)}", hint="is it the right --source directory?")
     digest = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*") if p.is_file() and ".git" not in p.parts):
+    files = [root / name for name in only] if only else \
+        [p for p in root.rglob("*") if p.is_file() and ".git" not in p.parts]
+    for path in sorted(files):
         digest.update(str(path.relative_to(root)).encode() + b"\0" + sha256_of(path).encode())
     return digest.hexdigest()
 
 
-def source_identity(spec: SourceSpec) -> str:
-    """What names a source's content: its sha256, or for a local folder the hash of its tree."""
+def source_identity(spec: SourceSpec, only: Sequence[str] = ()) -> str:
+    """What names a source's content: its sha256, or for a local folder the hash of its tree
+    (of the files in `only`, when given)."""
     if spec.sha256:
         return spec.sha256
     if spec.path is None:
         raise SourceError("a downloaded source needs sha256")
     path = Path(spec.path)
-    return tree_sha256(path) if path.is_dir() else sha256_of(path)
+    return tree_sha256(path, only) if path.is_dir() else sha256_of(path)

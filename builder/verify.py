@@ -17,6 +17,7 @@ from typing import Any
 from builder.archs import Arch
 from builder.errors import VerifyError
 from builder.plan import Plan
+from builder.recipe import RECIPES_DIR
 from builder.run import capture
 from builder.target import probe_interpreter
 
@@ -119,3 +120,16 @@ def verify_install(plan: Plan, python: Path) -> dict[str, Any]:
         run_gpu_check(python, spec.gpu_check)
         report["gpu_check"] = "passed"
     return report
+
+
+def run_artifact_check(plan: Plan, python: Path, libraries: Sequence[Path]) -> str:
+    """The recipe's artifact check (a script under recipes/) run by the target on the libraries."""
+    script = plan.recipe.verify.artifact_check
+    if not script:
+        return "none in recipe"
+    base = plan.recipe.path.parent if plan.recipe.path else RECIPES_DIR
+    result = capture([python, str(base / script), *map(str, libraries)], timeout=600)
+    if result.returncode != 0:
+        lines = (result.stderr or result.stdout).strip().splitlines()
+        raise VerifyError(f"the installed libraries fail {script}: {lines[-1] if lines else result.returncode}")
+    return "passed"
