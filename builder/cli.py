@@ -245,7 +245,7 @@ def cmd_plan(args: argparse.Namespace, out: Output) -> int:
     cache = Cache(args.cache)
     plan = pipeline.prepare(_request(args, install=False), cache, make_env=False)
     data = plan.to_json()
-    backend = get_backend(plan.recipe.backend)
+    backend = get_backend(plan.backend)
     data["commands"] = backend.commands(plan, Path("<src>"), Path("<out>"))
     data["cache_hit"] = cache.get(plan.key) is not None
     data["pin_rewrites"] = [c.describe() for c in pipeline.pin_preview(plan, cache)]

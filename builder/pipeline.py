@@ -31,7 +31,7 @@ from builder.recipe import Recipe, load_recipe
 from builder.remote import RemoteStore, open_store, pull, push
 from builder.source import SourceSpec, extract, fetch, sha256_of, source_identity
 from builder.toolchain import Toolkit, discover_toolkits
-from builder.verify import run_artifact_check, verify_install
+from builder.verify import run_check_script, verify_install
 from builder.wheel import RequirementRules, retag
 
 
@@ -151,7 +151,7 @@ def pin_preview(plan: Plan, cache: Cache) -> list[PinChange]:
 
 def compile_and_store(plan: Plan, cache: Cache, reporter: StepReporter, log_path: Path) -> Entry:
     """Fetch, patch, build, re-tag and store; the work dir goes only when all of it worked."""
-    backend = get_backend(plan.recipe.backend)
+    backend = get_backend(plan.backend)
     check_build_path(cache.dir("build"))
     with reporter.step("fetch"):
         archive = fetch(plan.source, cache.dir("sources"))
@@ -262,12 +262,15 @@ def install_and_verify(result: BuildResult, cache: Cache, reporter: StepReporter
     result.installed_into = python
     with reporter.step("verify"):
         result.verified = verify_install(plan, python)
+        module = plan.recipe.wheel
+        if module is not None and plan.backend == module.backend and plan.recipe.verify.artifact_check:
+            result.verified["module_check"] = run_check_script(plan, python, ["--module", module.module])
 
 
 def install_mode(request: Request, recipe: Recipe) -> str:
     if request.install_mode == "auto":
         return "artifacts" if recipe.artifacts is not None else "wheel"
-    if request.install_mode == "artifacts" and not recipe.cc.package:
+    if request.install_mode == "artifacts" and (not recipe.cc.package or recipe.backend != "cc"):
         raise UsageError(f"{recipe.name} builds no libraries to install as artifacts",
                          hint="use --install-mode wheel")
     return request.install_mode
@@ -296,4 +299,4 @@ def install_artifacts_and_verify(result: BuildResult, cache: Cache, reporter: St
     with reporter.step("verify"):
         python = plan.install_python or plan.target.python_exe
         result.verified = {"artifacts": [str(p) for p in libraries],
-                           "artifact_check": run_artifact_check(plan, python, libraries)}
+                           "artifact_check": run_check_script(plan, python, [str(p) for p in libraries])}

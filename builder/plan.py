@@ -23,7 +23,7 @@ from builder.archs import Arch, arch_list_text, parse_archs, torch_arch_list
 from builder.errors import RequirementError, ToolchainError, UsageError
 from builder.jobs import JobPlan, plan_jobs
 from builder.recipe import Patch, Recipe
-from builder.source import SourceSpec, sha256_of
+from builder.source import SourceSpec, sha256_of, tree_sha256
 from builder.target import TargetInfo, visible_gpu_capabilities
 from builder.toolchain import (
     HostCompiler,
@@ -89,6 +89,8 @@ class Plan:
     ccache: bool = False
     force: bool = False
     facts: Mapping[str, str] = field(default_factory=dict)
+    backend: str = ""
+    """The backend this build uses: the recipe's, or its [wheel] one with --install-mode wheel."""
 
     @property
     def torch_version(self) -> str:
@@ -99,7 +101,7 @@ class Plan:
         return {
             "recipe": self.recipe.name,
             "version": self.version,
-            "backend": self.recipe.backend,
+            "backend": self.backend,
             "source": {k: v for k, v in asdict(self.source).items() if v is not None},
             "target": {
                 "python": str(self.target.python_exe),
@@ -126,6 +128,13 @@ class Plan:
             "cache_key": self.key,
             "ccache": self.ccache,
         }
+
+
+def choose_backend(recipe: Recipe, install_mode: str) -> str:
+    """The recipe's backend, or its [wheel] backend when a wheel is asked for."""
+    if install_mode == "wheel" and recipe.wheel is not None:
+        return recipe.wheel.backend
+    return recipe.backend
 
 
 def choose_archs(request: Request, target: TargetInfo, recipe: Recipe) -> tuple[Arch, ...]:
@@ -244,13 +253,13 @@ def build_env_vars(recipe: Recipe, toolkit: Toolkit, host: HostCompiler, archs: 
 
 def cache_key(recipe: Recipe, version: str, source_sha256: str, patches: tuple[Patch, ...],
               target: TargetInfo, toolkit: Toolkit, archs: tuple[Arch, ...], abi: bool,
-              host: HostCompiler, cxx_std: str) -> str:
+              host: HostCompiler, cxx_std: str, backend: str) -> str:
     """A content address over everything that changes the binary; jobs and paths excluded."""
     payload = {
         "format": KEY_FORMAT,
         "recipe": recipe.name, "version": version, "source": source_sha256,
         "patches": [[p.file, sha256_of(p.path)] for p in patches],
-        "build": {"env": dict(sorted(recipe.build.env.items())), "backend": recipe.backend},
+        "build": {"env": dict(sorted(recipe.build.env.items())), "backend": backend},
         "deps": [list(recipe.deps.drop), list(recipe.deps.pin_to_target)]
         + ([list(recipe.deps.rewrite)] if recipe.deps.rewrite else []),
         "python": target.python_tag, "platform": target.platform,
@@ -258,6 +267,8 @@ def cache_key(recipe: Recipe, version: str, source_sha256: str, patches: tuple[P
         "cuda": toolkit.version, "archs": [str(a) for a in archs], "cxx11_abi": abi,
         "host_gcc": host.major, "cxx_std": cxx_std,
     }
+    if recipe.wheel is not None and backend == recipe.wheel.backend:
+        payload["wheel_project"] = tree_sha256(recipe.wheel.project_dir)
     text = json.dumps(payload, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
@@ -296,9 +307,10 @@ def resolve_plan(
     patches = recipe.patches_for(facts)
     local = local_version_label(cuda=toolkit.short, torch=torch, cxx11_abi=abi,
                                 archs=[str(a) for a in archs])
-    key = cache_key(recipe, version, source_sha256, patches, target, toolkit, archs, abi, host, cxx_std)
+    backend = choose_backend(recipe, request.install_mode)
+    key = cache_key(recipe, version, source_sha256, patches, target, toolkit, archs, abi, host, cxx_std, backend)
     return Plan(recipe=recipe, version=version, source=source, target=target,
                 install_python=install_python, build_env=build_env, toolkit=toolkit, host=host,
                 archs=archs, cxx11_abi=abi, cxx_std=cxx_std, jobs=jobs, env=env, patches=patches,
                 local_version=local, key=key, source_sha256=source_sha256, ccache=request.ccache, force=request.force,
-                facts=facts)
+                facts=facts, backend=backend)

@@ -127,6 +127,18 @@ class CcBuild:
 
 
 @dataclass(frozen=True)
+class WheelBuild:
+    """`--install-mode wheel` for a recipe whose default output is artifacts: another backend
+    (scikit-build) over a project of builder's own, with the package's sources copied in."""
+
+    backend: str
+    project_dir: Path
+    sources: tuple[str, ...]
+    module: str
+    """The import name of the module the wheel provides (checked after install)."""
+
+
+@dataclass(frozen=True)
 class Artifacts:
     """Installing a build's libraries into a directory instead of site-packages."""
 
@@ -151,6 +163,7 @@ class Recipe:
     cc: CcBuild = field(default_factory=CcBuild)
     artifacts: Artifacts | None = None
     """Set when the recipe's default install is its libraries into a directory."""
+    wheel: WheelBuild | None = None
     path: Path | None = None
 
     def source_for(self, version: str | None) -> tuple[str, SourceSpec]:
@@ -221,11 +234,25 @@ def _requires(table: Mapping[str, Any], where: str) -> Requires:
                     archs=tuple(str(a) for a in table.get("archs", ())))
 
 
+def _wheel_build(table: Mapping[str, Any] | None, where: str, base: Path) -> WheelBuild | None:
+    if table is None:
+        return None
+    _check_keys(table, ("backend", "project", "sources", "module"), where)
+    for key in ("backend", "project", "module"):
+        if key not in table:
+            raise RecipeError(f"{where}: missing required key {key!r}")
+    project = (base / table["project"]).resolve()
+    if not project.is_dir():
+        raise RecipeError(f"{where}: project folder {table['project']} not found beside the recipe")
+    return WheelBuild(backend=str(table["backend"]), project_dir=project,
+                      sources=tuple(table.get("sources", ())), module=str(table["module"]))
+
+
 def parse_recipe(data: Mapping[str, Any], path: Path | None = None) -> Recipe:
     """Build a Recipe from parsed TOML, refusing unknown keys with a suggestion."""
     where = path.name if path else "recipe"
     _check_keys(data, ("name", "backend", "default_version", "description", "versions",
-                       "requires", "build", "deps", "patches", "verify", "cc", "artifacts"), where)
+                       "requires", "build", "deps", "patches", "verify", "cc", "artifacts", "wheel"), where)
     for key in ("name", "backend", "default_version", "versions"):
         if key not in data:
             raise RecipeError(f"{where}: missing required key {key!r}")
@@ -256,6 +283,7 @@ def parse_recipe(data: Mapping[str, Any], path: Path | None = None) -> Recipe:
     artifacts = data.get("artifacts")
     if artifacts is not None:
         _check_keys(artifacts, ("beside",), f"{where}: artifacts")
+    wheel = _wheel_build(data.get("wheel"), f"{where}: wheel", path.parent if path else RECIPES_DIR)
     patches = []
     for index, table in enumerate(data.get("patches", [])):
         _check_keys(table, ("file", "when"), f"{where}: patches[{index}]")
@@ -292,6 +320,7 @@ def parse_recipe(data: Mapping[str, Any], path: Path | None = None) -> Recipe:
         cc=CcBuild(outputs={str(k): tuple(v) for k, v in cc.get("outputs", {}).items()},
                    flags=tuple(cc.get("flags", ())), package=str(cc.get("package", ""))),
         artifacts=Artifacts(beside=str(artifacts.get("beside", ""))) if artifacts is not None else None,
+        wheel=wheel,
         path=path,
     )
 

@@ -122,14 +122,15 @@ def verify_install(plan: Plan, python: Path) -> dict[str, Any]:
     return report
 
 
-def run_artifact_check(plan: Plan, python: Path, libraries: Sequence[Path]) -> str:
-    """The recipe's artifact check (a script under recipes/) run by the target on the libraries."""
+def run_check_script(plan: Plan, python: Path, args: Sequence[str]) -> str:
+    """The recipe's check script (beside the recipe) run by the target with `args` (the installed
+    libraries, or --module NAME); it exits non-zero on a wrong result."""
     script = plan.recipe.verify.artifact_check
     if not script:
         return "none in recipe"
     base = plan.recipe.path.parent if plan.recipe.path else RECIPES_DIR
-    result = capture([python, str(base / script), *map(str, libraries)], timeout=600)
+    result = capture([python, str(base / script), *args], timeout=600)
     if result.returncode != 0:
         lines = (result.stderr or result.stdout).strip().splitlines()
-        raise VerifyError(f"the installed libraries fail {script}: {lines[-1] if lines else result.returncode}")
+        raise VerifyError(f"the install fails {script}: {lines[-1] if lines else result.returncode}")
     return "passed"

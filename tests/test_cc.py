@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from builder.cache import Cache
-from tests.conftest import FIXTURES, builder_json, run_builder
+from tests.conftest import FIXTURES, builder_json, make_venv, run_builder
 
 MODEL = FIXTURES / "int4model"
 LIBRARIES = ("quantization_kernels.so", "quantization_kernels_parallel.so")
@@ -115,3 +115,17 @@ def test_artifacts_go_to_install_dir_and_no_dir_is_a_clear_error(model: Path, tm
     elsewhere.mkdir()
     build(model, tmp_path / "c", "--install-dir", str(elsewhere)).check_returncode()
     assert sorted(p.name for p in elsewhere.iterdir()) == [".builder", *LIBRARIES]
+
+
+def test_install_mode_wheel_builds_a_pybind11_module_that_agrees_with_numpy(model: Path, tmp_path: Path) -> None:
+    venv = make_venv(tmp_path / "venv")
+    artifacts = builder_json("plan", "chatglm-cpu-kernels", "--source", str(model), "--cache", str(tmp_path / "c"))
+    result = builder_json("build", "chatglm-cpu-kernels", "--source", str(model), "--install-mode", "wheel",
+                          "--python", str(venv), "--cache", str(tmp_path / "c"))
+    assert result["verified"]["module_check"] == "passed" and result["installed_into"] == str(venv)
+    assert result["cache_key"] != artifacts["cache_key"] and artifacts["backend"] == "cc"
+    code = ("import chatglm_cpu_kernels as k, numpy as n; "
+            "print(k.extract_int8_weight_to_float(n.ones((2, 3), n.int8), n.full(2, 0.5, n.float32)).sum())")
+    assert subprocess.run([venv, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "3.0"
+    refused = run_builder("build", "autoawq", "--install-mode", "artifacts", "--cache", str(tmp_path / "c"))
+    assert refused.returncode == 2 and "builds no libraries to install as artifacts" in refused.stderr

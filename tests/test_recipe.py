@@ -17,7 +17,7 @@ def test_every_shipped_recipe_loads() -> None:
         recipe = load_recipe(name)
         assert recipe.default_version in recipe.versions
         for spec in recipe.versions.values():
-            assert spec.sha256 and len(spec.sha256) == 64
+            assert (spec.sha256 and len(spec.sha256) == 64) or spec.local or spec.path
 
 
 def test_flash_attn_patches_follow_the_version() -> None:

@@ -30,9 +30,10 @@ class Backend(Protocol):
 
 def get_backend(name: str) -> Backend:
     from builder.backends.cc import CBackend
+    from builder.backends.scikit_build import ScikitBuild
     from builder.backends.torch_ext import TorchExtension
 
-    backends: dict[str, Backend] = {"torch-ext": TorchExtension(), "cc": CBackend()}
+    backends: dict[str, Backend] = {"torch-ext": TorchExtension(), "cc": CBackend(), "scikit-build": ScikitBuild()}
     if name not in backends:
         raise RecipeError(f"unknown backend {name!r}; known: {', '.join(sorted(backends))}")
     return backends[name]

@@ -1,12 +1,15 @@
 """ChatGLM int4 CPU kernels checked against numpy: each library given as an argument is loaded
-with ctypes and its three functions are called on random arrays, odd sizes included.
+with ctypes (or the module named after --module is imported) and its three functions are called
+on random arrays, odd sizes included.
 
-    python chatglm_int4.py LIBRARY.so...   (exit 1 with the first difference)
+    python chatglm_int4.py LIBRARY.so...          (exit 1 with the first difference)
+    python chatglm_int4.py --module chatglm_cpu_kernels
 """
 
 from __future__ import annotations
 
 import ctypes
+import importlib
 import sys
 
 import numpy as np
@@ -39,6 +42,22 @@ def check(library: str) -> None:
         compare(library, "extract_int8_weight_to_float", n, m, out8, weights.astype(np.float32) * scale[:, None])
 
 
+def check_module(name: str) -> None:
+    module = importlib.import_module(name)
+    rng = np.random.default_rng(1)
+    for n, m in SHAPES:
+        nibbles = rng.integers(-8, 8, size=(n, 2 * m), dtype=np.int8)
+        packed = module.compress_int4_weight(nibbles)
+        expected = (nibbles[:, 0::2].astype(np.uint8) << 4) | (nibbles[:, 1::2].astype(np.uint8) & 0x0F)
+        compare(name, "compress_int4_weight", n, m, packed, expected.astype(np.uint8))
+        scale = rng.standard_normal(n).astype(np.float32)
+        compare(name, "extract_int4_weight_to_float", n, m, module.extract_int4_weight_to_float(packed, scale),
+                nibbles.astype(np.float32) * scale[:, None])
+        weights = rng.integers(-128, 128, size=(n, m), dtype=np.int8)
+        compare(name, "extract_int8_weight_to_float", n, m, module.extract_int8_weight_to_float(weights, scale),
+                weights.astype(np.float32) * scale[:, None])
+
+
 def compare(library: str, function: str, n: int, m: int, got: np.ndarray, want: np.ndarray) -> None:
     if not np.array_equal(got, want):
         where = np.argwhere(got != want)[0]
@@ -47,6 +66,10 @@ def compare(library: str, function: str, n: int, m: int, got: np.ndarray, want: 
 
 
 if __name__ == "__main__":
-    for path in sys.argv[1:]:
-        check(path)
-    print(f"{len(sys.argv) - 1} libraries agree with numpy")
+    if sys.argv[1:2] == ["--module"]:
+        check_module(sys.argv[2])
+        print(f"{sys.argv[2]} agrees with numpy")
+    else:
+        for path in sys.argv[1:]:
+            check(path)
+        print(f"{len(sys.argv) - 1} libraries agree with numpy")
