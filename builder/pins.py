@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import tomlkit
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
@@ -126,6 +125,8 @@ def check_all_matched(rules: PinRules, changes: list[PinChange], results: Mappin
 def listed_names(file: str, text: str) -> set[str]:
     """Requirement names a build file lists, for error messages."""
     if Path(file).name == "pyproject.toml":
+        import tomlkit
+
         return {requirement_name(str(r)) or str(r) for a in _pyproject_arrays(tomlkit.parse(text)) for r in a}
     try:
         return {requirement_name(t) or t for t in _setup_py_requirements(text)}
@@ -251,6 +252,8 @@ def _end(node: ast.expr, starts: list[int]) -> int:
 # --- pyproject.toml ---------------------------------------------------------------------------
 
 def rewrite_pyproject(name: str, text: str, rules: PinRules) -> tuple[str, list[PinChange]]:
+    import tomlkit  # only pyproject.toml rewrites need it
+
     try:
         document = tomlkit.parse(text)
     except Exception as exc:  # tomlkit raises its own ParseError family
