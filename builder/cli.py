@@ -189,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     github.add_argument("--output", type=Path, default=Path(".github/workflows/builder-matrix.yml"),
                         help="where to write it (default: .github/workflows/builder-matrix.yml)")
     github.add_argument("--runner-label", action="append", default=[],
-                        help="runs-on label, repeatable (default: self-hosted, linux, x64)")
+                        help="runs-on label, repeatable (default: self-hosted, linux, gpu)")
     github.add_argument("--cache-url-expr", default=DEFAULT_CACHE_URL,
                         help="the --cache-url each job uses (default: the BUILDER_CACHE_URL secret)")
 

