@@ -17,10 +17,14 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 build_and_test() {  # recipe, sdist, test file, tests subset
   local recipe=$1 sdist=$2 file=$3 select=$4
   cd "$ROOT"
+  # ninja's per-file start/end times, copied while the build tree exists (it is removed after)
+  (while sleep 5; do find "$CACHE/build" -name .ninja_log -exec cp {} "$PROOF/$recipe.ninja_log" \; 2>/dev/null; done) &
+  local watcher=$!
   PYTHONPATH=$ROOT $PY bench/measure.py --interval 2 --out "$PROOF/$recipe.measure.json" -- \
     $PY -m builder build "$recipe" --arch 90 --cache "$CACHE" --json > "$PROOF/$recipe.build.json" \
     2> "$PROOF/$recipe.build.err"
   echo "build rc=$?" >> "$PROOF/$recipe.status"
+  kill $watcher
   mkdir -p "$PROOF/$recipe-tests" && tar -xzf "$CACHE/sources/$sdist" -C "$PROOF/$recipe-tests" \
     --wildcards '*/tests/*' --strip-components=1
   cd "$PROOF/$recipe-tests"
@@ -62,7 +66,7 @@ case "${1:-}" in
   collect)
     for r in $(cat "$PROOF/wanted"); do
       cat "$PROOF/gpu.txt" "$PROOF/$r.status" "$PROOF/$r.build.err" > "${2:?}/$r.summary.txt"
-      cp "$PROOF/$r.build.json" "$PROOF/$r.measure.json" "$PROOF/$r.pytest.txt" "$2/" 2>/dev/null
+      cp "$PROOF/$r.build.json" "$PROOF/$r.measure.json" "$PROOF/$r.pytest.txt" "$PROOF/$r.ninja_log" "$2/" 2>/dev/null
       log=$(ls -t "$CACHE"/logs/$r-*.log 2>/dev/null | head -1)
       [ -n "$log" ] && tail -c 4000000 "$log" > "$2/$r.build-log-tail.txt"
     done
