@@ -1,5 +1,6 @@
 """Libraries installed into a directory instead of site-packages (ChatGLM's kernels beside the
-model's quantization.py), taken out of the cached wheel that carries them.
+model's quantization.py, bitsandbytes' libbitsandbytes_cuda*.so into the bitsandbytes already
+installed in the target), taken out of the cached wheel that carries them.
 
 All or nothing: every library is first written to a temporary file in the directory, the files
 it replaces are copied to `.builder/<recipe>.backup/`, then each is renamed into place; a failure
@@ -17,11 +18,27 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+from packaging.version import InvalidVersion, Version
+
 from builder.cache import write_text_atomic
 from builder.errors import InstallError
+from builder.run import capture
 from builder.source import sha256_of
 
 STATE_DIR = ".builder"
+
+# find_spec on a top-level name reads the import path without running the package: the import
+# itself is what fails when its library is missing.
+_LOCATE = """
+import importlib.metadata, importlib.util, json, sys
+spec = importlib.util.find_spec(sys.argv[1])
+try:
+    version = importlib.metadata.version(sys.argv[1])
+except importlib.metadata.PackageNotFoundError:
+    version = None
+folders = list(spec.submodule_search_locations or []) if spec else []
+print(json.dumps({"folder": folders[0] if folders else None, "version": version}))
+"""
 
 
 def manifest_path(dest: Path, recipe: str) -> Path:
@@ -32,26 +49,60 @@ def backup_dir(dest: Path, recipe: str) -> Path:
     return dest / STATE_DIR / f"{recipe}.backup"
 
 
-def libraries_in(wheel: Path, package: str) -> dict[str, bytes]:
-    """The files of `package` in the wheel that are not Python (the built libraries)."""
+def locate_package(python: Path, package: str) -> tuple[Path | None, str | None]:
+    """(folder, installed version) of an import package in `python`, found without importing it."""
+    result = capture([python, "-c", _LOCATE, package])
+    if result.returncode != 0:
+        raise InstallError(f"cannot look for {package} in {python}: "
+                           f"{(result.stderr.strip().splitlines() or ['no output'])[-1]}")
+    found = json.loads(result.stdout)
+    return (Path(found["folder"]) if found["folder"] else None), found["version"]
+
+
+def installed_package_dir(python: Path, package: str, built_version: str) -> Path:
+    """The folder of the `package` installed in `python`, which must be the built release series
+    (its Python code calls the library's C functions: another series has other ones)."""
+    folder, version = locate_package(python, package)
+    if folder is None:
+        raise InstallError(f"{python} has no {package} installed to put the libraries into",
+                           hint="install it first, or use --install-mode wheel for a complete package")
+    if version is not None and _series(version) != _series(built_version):
+        raise InstallError(f"{python} has {package} {version}, but these libraries are {package} {built_version}",
+                           hint=f"build --version {version} for it, or use --install-mode wheel")
+    return folder
+
+
+def _series(version: str) -> tuple[int, ...]:
+    try:
+        return Version(version).release[:2]
+    except InvalidVersion:
+        return ()
+
+
+def libraries_in(wheel: Path, members: list[str]) -> dict[str, bytes]:
+    """The wheel's files at `members` (paths inside it), by file name."""
     with zipfile.ZipFile(wheel) as archive:
-        return {Path(n).name: archive.read(n) for n in archive.namelist()
-                if n.startswith(f"{package}/") and not n.endswith(".py") and not n.endswith("/")}
+        names = set(archive.namelist())
+        missing = [m for m in members if m not in names]
+        if missing:
+            raise InstallError(f"{wheel.name} holds no {', '.join(missing)}")
+        return {Path(m).name: archive.read(m) for m in members}
 
 
 def check_writable(dest: Path) -> None:
     if not dest.is_dir():
         raise InstallError(f"the install directory {dest} does not exist")
     if not os.access(dest, os.W_OK | os.X_OK):
-        raise InstallError(f"the install directory {dest} is not writable", hint="choose another with --install-dir")
+        raise InstallError(f"{dest} is not writable; nothing was changed",
+                           hint="run as its owner, or choose another place (--install-dir, --python)")
 
 
-def install_artifacts(wheel: Path, package: str, dest: Path, *, recipe: str, key: str) -> dict[str, Any]:
-    """Copy the wheel's libraries into `dest`; returns the manifest."""
+def install_artifacts(wheel: Path, members: list[str], dest: Path, *, recipe: str, key: str) -> dict[str, Any]:
+    """Copy the wheel's libraries at `members` into `dest`; returns the manifest."""
     check_writable(dest)
-    libraries = libraries_in(wheel, package)
+    libraries = libraries_in(wheel, members)
     if not libraries:
-        raise InstallError(f"{wheel.name} holds no libraries under {package}/")
+        raise InstallError(f"{wheel.name}: the recipe names no libraries to install")
     if manifest_path(dest, recipe).is_file():
         uninstall_artifacts(dest, recipe)
     staged = {name: _stage(dest, name, data) for name, data in libraries.items()}

@@ -21,7 +21,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from builder import __version__, cache_maint, pipeline
-from builder.artifacts import uninstall_artifacts
+from builder.artifacts import locate_package, uninstall_artifacts
 from builder.backends import get_backend
 from builder.cache import DEFAULT_CACHE, Cache, write_text_atomic
 from builder.cache_maint import parse_size
@@ -34,7 +34,7 @@ from builder.matrix_build import CellOutcome, run_matrix
 from builder.plan import Request
 from builder.progress import StepReporter
 from builder.provision import install_toolchain
-from builder.recipe import load_recipe, recipe_names
+from builder.recipe import Recipe, load_recipe, recipe_names
 from builder.remote import RemoteStore, open_store, pull, push, sync
 from builder.serve import make_server
 from builder.source import fetch
@@ -117,15 +117,15 @@ def build_parser() -> argparse.ArgumentParser:
     build = sub.add_parser("build", parents=[common], help="build, cache, install and verify a recipe")
     _add_target_args(build)
     build.add_argument("--no-install", action="store_true", help="build and cache only")
-    build.add_argument("--install-mode", choices=("auto", "wheel", "artifacts"), default="auto",
-                       help="wheel: pip install; artifacts: the built libraries into --install-dir "
-                            "(default: the recipe's)")
-    build.add_argument("--install-dir", help="where artifacts go (default: a --source directory that holds "
-                                             "the recipe's marker file, e.g. a model's quantization.py)")
+    _add_install_mode(build)
+    build.add_argument("--install-dir", help="where artifacts go (default: the target's installed package, or a "
+                                             "--source directory that holds the recipe's marker file, e.g. a "
+                                             "model's quantization.py)")
     build.add_argument("--force", action="store_true", help="rebuild even when the cache has it")
 
     plan = sub.add_parser("plan", parents=[common], help="show what a build would do; builds nothing")
     _add_target_args(plan)
+    _add_install_mode(plan)
 
     sub.add_parser("recipes", parents=[common], help="list recipes, versions and backends")
 
@@ -196,7 +196,11 @@ def build_parser() -> argparse.ArgumentParser:
     uninstall = sub.add_parser("uninstall", parents=[common],
                                help="undo an artifacts install: restore the files it replaced, remove the rest")
     uninstall.add_argument("recipe")
-    uninstall.add_argument("--dir", required=True, help="the directory the libraries were installed into")
+    where = uninstall.add_mutually_exclusive_group(required=True)
+    where.add_argument("--dir", help="the directory the libraries were installed into")
+    where.add_argument("--artifacts", action="store_true",
+                       help="the libraries installed into the recipe's package in --python's environment")
+    uninstall.add_argument("--python", help="the interpreter whose package holds them (default: this one)")
 
     install = sub.add_parser("install", parents=[common], help="install a wheel file or cache entry")
     install.add_argument("wheel", help="path of a .whl, or a cache key (prefix)")
@@ -385,12 +389,32 @@ def cmd_install(args: argparse.Namespace, out: Output) -> int:
     return 0
 
 
+def _add_install_mode(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--install-mode", choices=("auto", "wheel", "artifacts"), default="auto",
+                        help="wheel: pip install; artifacts: only the built libraries, into the package the "
+                             "target already has (bitsandbytes) or --install-dir; auto: artifacts where the "
+                             "recipe installs them and the target has the package, else wheel")
+
+
 def cmd_uninstall(args: argparse.Namespace, out: Output) -> int:
-    directory = Path(args.dir).expanduser().resolve()
-    names = uninstall_artifacts(directory, args.recipe)
-    data = {"recipe": args.recipe, "dir": str(directory), "restored_or_removed": names}
-    out.emit(data, lambda: out.console.print(f"uninstalled {args.recipe} from {directory}: {', '.join(names)}"))
+    recipe = load_recipe(args.recipe)
+    directory = Path(args.dir).expanduser().resolve() if args.dir else artifacts_package_dir(recipe, args.python)
+    names = uninstall_artifacts(directory, recipe.name)
+    data = {"recipe": recipe.name, "dir": str(directory), "restored_or_removed": names}
+    out.emit(data, lambda: out.console.print(f"uninstalled {recipe.name} from {directory}: {', '.join(names)}"))
     return 0
+
+
+def artifacts_package_dir(recipe: Recipe, python_arg: str | None) -> Path:
+    """The folder of the recipe's package in the --python interpreter (found without importing it)."""
+    package = recipe.artifacts.package if recipe.artifacts else ""
+    if not package:
+        raise UsageError(f"{recipe.name} installs no artifacts into a package", hint="pass --dir DIR")
+    python = Path(python_arg) if python_arg else Path(sys.executable)
+    folder, _ = locate_package(python, package)
+    if folder is None:
+        raise UsageError(f"{python} has no {package} installed")
+    return folder
 
 
 def cmd_doctor(args: argparse.Namespace, out: Output) -> int:

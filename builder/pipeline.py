@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from builder import __version__
-from builder.artifacts import install_artifacts
+from builder.artifacts import check_writable, install_artifacts, installed_package_dir, locate_package
 from builder.backends import get_backend
+from builder.backends.native import outputs as native_outputs
 from builder.buildpython import build_python
 from builder.cache import Cache, Entry
-from builder.errors import CacheError, SourceError, UsageError
+from builder.errors import CacheError, SourceError, UsageError, VerifyError
 from builder.install import install_wheel
 from builder.patching import apply_patches
 from builder.pins import PinChange, PinRules, preview, read_text, rewrite_tree
@@ -31,7 +32,7 @@ from builder.recipe import Recipe, load_recipe
 from builder.remote import RemoteStore, open_store, pull, push
 from builder.source import SourceSpec, extract, fetch, sha256_of, source_identity
 from builder.toolchain import Toolkit, discover_toolkits
-from builder.verify import run_check_script, verify_install
+from builder.verify import run_check_script, verify_install, verify_libraries
 from builder.wheel import RequirementRules, retag
 
 
@@ -198,6 +199,7 @@ def build(request: Request, cache: Cache, reporter: StepReporter) -> BuildResult
     store = open_store(request.cache_url) if request.cache_url else None
     with reporter.step("plan", "resolve plan"):
         plan = prepare(request, cache, make_env=True, reporter=reporter)
+        destination = install_destination(request, plan) if request.install else None
     log_path: Path | None = None
     remote: dict[str, Any] = {"url": store.url} if store else {}
     with cache.lock(plan.key):
@@ -214,8 +216,8 @@ def build(request: Request, cache: Cache, reporter: StepReporter) -> BuildResult
             reporter.say(f"==> cache hit ({origin}): {entry.wheel.name} (key {plan.key})")
     result = BuildResult(plan=plan, entry=entry, cache_hit=origin is not None, log_path=log_path,
                          origin=origin, remote=remote)
-    if request.install and plan.install_python is not None:
-        install_and_verify(result, cache, reporter, request)
+    if destination is not None:
+        install_and_verify(result, cache, reporter, destination)
     if store is not None and store.writable and origin != store.url:
         upload(store, entry, cache, reporter, remote)
     result.seconds = time.monotonic() - start
@@ -248,13 +250,27 @@ def upload(store: RemoteStore, entry: Entry, cache: Cache, reporter: StepReporte
                          hint=f"retry with `builder cache push {entry.key} --cache-url {store.url}`") from exc
 
 
-def install_and_verify(result: BuildResult, cache: Cache, reporter: StepReporter, request: Request) -> None:
-    plan = result.plan
-    if install_mode(request, plan.recipe) == "artifacts":
-        install_artifacts_and_verify(result, cache, reporter, artifacts_dir(request, plan.recipe))
-        return
+def install_destination(request: Request, plan: Plan) -> tuple[str, Path] | None:
+    """How and where the build will be installed, settled (and checked writable) before anything
+    compiles: ("wheel", the target interpreter) or ("artifacts", a directory); None for no install."""
     python = plan.install_python
-    assert python is not None
+    if python is None:
+        return None
+    if install_mode(request, plan.recipe, python) != "artifacts":
+        return "wheel", python
+    dest = artifacts_dir(request, plan, python)
+    check_writable(dest)
+    return "artifacts", dest
+
+
+def install_and_verify(result: BuildResult, cache: Cache, reporter: StepReporter,
+                       destination: tuple[str, Path]) -> None:
+    plan = result.plan
+    mode, path = destination
+    if mode == "artifacts":
+        install_artifacts_and_verify(result, cache, reporter, path)
+        return
+    python = path
     with reporter.step("install", f"install into {python}"):
         wheel = cache.verified_wheel(result.entry)
         install_wheel(wheel, python, log_path=cache.dir("logs") / "install.log")
@@ -262,25 +278,39 @@ def install_and_verify(result: BuildResult, cache: Cache, reporter: StepReporter
     result.installed_into = python
     with reporter.step("verify"):
         result.verified = verify_install(plan, python)
+        if plan.backend in plan.recipe.native:
+            result.verified.update(verify_libraries(plan, python, installed_libraries(plan, python)))
         module = plan.recipe.wheel
         if module is not None and plan.backend == module.backend and plan.recipe.verify.artifact_check:
             result.verified["module_check"] = run_check_script(plan, python, ["--module", module.module])
 
 
-def install_mode(request: Request, recipe: Recipe) -> str:
+def install_mode(request: Request, recipe: Recipe, python: Path) -> str:
+    """The mode asked for; "auto" is artifacts for a recipe whose libraries go into a directory,
+    or into a package the target already has, and a wheel otherwise."""
+    artifacts = recipe.artifacts
     if request.install_mode == "auto":
-        return "artifacts" if recipe.artifacts is not None else "wheel"
-    if request.install_mode == "artifacts" and (not recipe.cc.package or recipe.backend != "cc"):
+        if artifacts is None:
+            return "wheel"
+        if artifacts.package:
+            return "artifacts" if locate_package(python, artifacts.package)[0] is not None else "wheel"
+        return "artifacts"
+    if request.install_mode == "artifacts" and artifacts is None:
         raise UsageError(f"{recipe.name} builds no libraries to install as artifacts",
                          hint="use --install-mode wheel")
     return request.install_mode
 
 
-def artifacts_dir(request: Request, recipe: Recipe) -> Path:
-    """--install-dir, else the --source directory when it holds the recipe's marker file."""
+def artifacts_dir(request: Request, plan: Plan, python: Path) -> Path:
+    """--install-dir; else the target's installed package the recipe names; else the --source
+    directory when it holds the recipe's marker file."""
+    recipe = plan.recipe
     if request.install_dir:
         return Path(request.install_dir).expanduser().resolve()
-    beside = recipe.artifacts.beside if recipe.artifacts else ""
+    artifacts = recipe.artifacts
+    if artifacts is not None and artifacts.package:
+        return installed_package_dir(python, artifacts.package, plan.version)
+    beside = artifacts.beside if artifacts else ""
     source = Path(request.source).expanduser().resolve() if request.source else None
     if source is not None and beside and (source / beside).is_file():
         return source
@@ -288,15 +318,38 @@ def artifacts_dir(request: Request, recipe: Recipe) -> Path:
                      hint="pass --install-dir DIR" + (f" (or a --source directory holding {beside})" if beside else ""))
 
 
+def artifact_members(plan: Plan) -> list[str]:
+    """Where the libraries sit in the build's wheel: the cc outputs in their package, or the
+    native build's outputs."""
+    if plan.backend in plan.recipe.native:
+        return native_outputs(plan)
+    return [f"{plan.recipe.cc.package}/{name}" for name in plan.recipe.cc.outputs]
+
+
+def installed_libraries(plan: Plan, python: Path) -> list[Path]:
+    """The native outputs where the wheel install put them in `python`."""
+    libraries = []
+    for output in native_outputs(plan):
+        package, _, rest = output.partition("/")
+        folder, _ = locate_package(python, package)
+        if folder is None:
+            raise VerifyError(f"{package} is not importable from {python} after the install")
+        libraries.append(folder / rest)
+    return libraries
+
+
 def install_artifacts_and_verify(result: BuildResult, cache: Cache, reporter: StepReporter, dest: Path) -> None:
     plan = result.plan
     with reporter.step("install", f"install libraries into {dest}"):
         wheel = cache.verified_wheel(result.entry)
-        manifest = install_artifacts(wheel, plan.recipe.cc.package, dest, recipe=plan.recipe.name,
+        manifest = install_artifacts(wheel, artifact_members(plan), dest, recipe=plan.recipe.name,
                                      key=result.entry.key)
     result.installed_into = dest
     libraries = [dest / f["name"] for f in manifest["files"]]
     with reporter.step("verify"):
         python = plan.install_python or plan.target.python_exe
-        result.verified = {"artifacts": [str(p) for p in libraries],
-                           "artifact_check": run_check_script(plan, python, [str(p) for p in libraries])}
+        result.verified = {"artifacts": [str(p) for p in libraries]}
+        if plan.backend in plan.recipe.native:
+            result.verified.update(verify_libraries(plan, python, libraries))
+        if plan.recipe.verify.artifact_check:
+            result.verified["artifact_check"] = run_check_script(plan, python, [str(p) for p in libraries])

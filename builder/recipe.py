@@ -25,8 +25,8 @@ PATCHES_DIR = Path(__file__).resolve().parent.parent / "patches"
 
 # Names a recipe's env values and build flags may use as {name}; filled in by the planner.
 TEMPLATE_FIELDS = frozenset({
-    "archs", "archs_comma", "torch_arch_list", "cxx_std", "jobs", "nvcc_threads",
-    "cuda", "cuda_digits", "cuda_home", "torch", "python",
+    "archs", "archs_comma", "arch_names", "gencode", "torch_arch_list", "cxx_std", "jobs",
+    "nvcc_threads", "cuda", "cuda_digits", "cuda_home", "nvcc", "cc", "cxx", "torch", "python",
 })
 
 
@@ -110,6 +110,9 @@ class Verify:
     artifact_check: str = ""
     """A script (under recipes/) the target runs with the installed artifacts' paths as its
     arguments; it exits non-zero on a wrong result."""
+    main_module: str = ""
+    """A module run as `python -m` in the target (bitsandbytes' self-check); it must exit 0 and
+    load the native libraries just installed, not other copies."""
 
 
 @dataclass(frozen=True)
@@ -124,6 +127,23 @@ class CcBuild:
     def inputs(self) -> tuple[str, ...]:
         """Every C source the outputs are made from: all that names a --source directory's content."""
         return tuple(sorted({s for sources in self.outputs.values() for s in sources}))
+
+
+@dataclass(frozen=True)
+class NativeBuild:
+    """The `make` and `cmake` backends' work: the package's own build system run in its tree,
+    then the tree packaged by `pip wheel` (its setup.py picks the libraries up)."""
+
+    outputs: tuple[str, ...] = ()
+    """Libraries the build must leave in the tree (templated, e.g.
+    "bitsandbytes/libbitsandbytes_cuda{cuda_digits}.so"): checked, then required in the wheel."""
+    targets: tuple[str, ...] = ()
+    """make: the targets, run one after another; cmake: build targets (empty: the default)."""
+    variables: Mapping[str, str] = field(default_factory=dict)
+    """make: VAR=value on the command line (they override the Makefile's own assignments);
+    cmake: -DVAR=value at configure time. Templated."""
+    wheel_env: Mapping[str, str] = field(default_factory=dict)
+    """Extra environment for the packaging step (BNB_SKIP_CMAKE=1: do not build again)."""
 
 
 @dataclass(frozen=True)
@@ -144,6 +164,9 @@ class Artifacts:
 
     beside: str = ""
     """A file that marks the default directory: --source's when it holds this file."""
+    package: str = ""
+    """An import package the libraries go into, found installed in the target (bitsandbytes);
+    its presence makes artifacts the default install mode."""
 
 
 @dataclass(frozen=True)
@@ -161,6 +184,10 @@ class Recipe:
     patches: tuple[Patch, ...] = ()
     verify: Verify = field(default_factory=Verify)
     cc: CcBuild = field(default_factory=CcBuild)
+    native: Mapping[str, NativeBuild] = field(default_factory=dict)
+    """The [make] and [cmake] tables, by backend name."""
+    version_backends: Mapping[str, str] = field(default_factory=dict)
+    """Versions built by another backend than the recipe's ([versions."X"].backend)."""
     artifacts: Artifacts | None = None
     """Set when the recipe's default install is its libraries into a directory."""
     wheel: WheelBuild | None = None
@@ -173,6 +200,9 @@ class Recipe:
             known = ", ".join(sorted(self.versions, key=Version, reverse=True))
             raise RecipeError(f"{self.name} has no version {chosen!r}; known: {known}")
         return chosen, self.versions[chosen]
+
+    def backend_for(self, version: str) -> str:
+        return self.version_backends.get(version, self.backend)
 
     def requirements_for(self, version: str) -> tuple[Requires, ...]:
         """The recipe's requirements and the version's own, both to be met."""
@@ -234,6 +264,19 @@ def _requires(table: Mapping[str, Any], where: str) -> Requires:
                     archs=tuple(str(a) for a in table.get("archs", ())))
 
 
+def _native_build(table: Mapping[str, Any], where: str, settings_key: str) -> NativeBuild:
+    _check_keys(table, ("outputs", "targets", settings_key, "wheel_env"), where)
+    if not table.get("outputs"):
+        raise RecipeError(f"{where}: outputs must name the libraries the build makes")
+    variables = {str(k): str(v) for k, v in table.get(settings_key, {}).items()}
+    for key, value in variables.items():
+        _check_template(value, f"{where}.{settings_key}.{key}")
+    for output in table["outputs"]:
+        _check_template(output, f"{where}.outputs")
+    return NativeBuild(outputs=tuple(table["outputs"]), targets=tuple(table.get("targets", ())),
+                       variables=variables, wheel_env={str(k): str(v) for k, v in table.get("wheel_env", {}).items()})
+
+
 def _wheel_build(table: Mapping[str, Any] | None, where: str, base: Path) -> WheelBuild | None:
     if table is None:
         return None
@@ -252,7 +295,8 @@ def parse_recipe(data: Mapping[str, Any], path: Path | None = None) -> Recipe:
     """Build a Recipe from parsed TOML, refusing unknown keys with a suggestion."""
     where = path.name if path else "recipe"
     _check_keys(data, ("name", "backend", "default_version", "description", "versions",
-                       "requires", "build", "deps", "patches", "verify", "cc", "artifacts", "wheel"), where)
+                       "requires", "build", "deps", "patches", "verify", "cc", "make", "cmake",
+                       "artifacts", "wheel"), where)
     for key in ("name", "backend", "default_version", "versions"):
         if key not in data:
             raise RecipeError(f"{where}: missing required key {key!r}")
@@ -262,10 +306,18 @@ def parse_recipe(data: Mapping[str, Any], path: Path | None = None) -> Recipe:
         for version, table in data["versions"].items()
     }
     version_requires = {}
+    version_backends = {}
     for version, table in data["versions"].items():
-        _check_keys(table, ("source", "requires"), f"{where}: versions.{version}")
+        _check_keys(table, ("source", "requires", "backend"), f"{where}: versions.{version}")
         if "requires" in table:
             version_requires[str(version)] = _requires(table["requires"], f"{where}: versions.{version}.requires")
+        if "backend" in table:
+            version_backends[str(version)] = str(table["backend"])
+    native = {name: _native_build(data[name], f"{where}: {name}", settings)
+              for name, settings in (("make", "variables"), ("cmake", "defines")) if name in data}
+    for backend in {data["backend"], *version_backends.values()} & {"make", "cmake"}:
+        if backend not in native:
+            raise RecipeError(f"{where}: the {backend} backend needs a [{backend}] table")
     if data["default_version"] not in versions:
         raise RecipeError(f"{where}: default_version {data['default_version']!r} is not listed")
 
@@ -277,12 +329,12 @@ def parse_recipe(data: Mapping[str, Any], path: Path | None = None) -> Recipe:
     deps = data.get("deps", {})
     _check_keys(deps, ("drop", "pin_to_target", "rewrite"), f"{where}: deps")
     verify = data.get("verify", {})
-    _check_keys(verify, ("imports", "extensions", "gpu_check", "artifact_check"), f"{where}: verify")
+    _check_keys(verify, ("imports", "extensions", "gpu_check", "artifact_check", "main_module"), f"{where}: verify")
     cc = data.get("cc", {})
     _check_keys(cc, ("outputs", "flags", "package"), f"{where}: cc")
     artifacts = data.get("artifacts")
     if artifacts is not None:
-        _check_keys(artifacts, ("beside",), f"{where}: artifacts")
+        _check_keys(artifacts, ("beside", "package"), f"{where}: artifacts")
     wheel = _wheel_build(data.get("wheel"), f"{where}: wheel", path.parent if path else RECIPES_DIR)
     patches = []
     for index, table in enumerate(data.get("patches", [])):
@@ -316,10 +368,14 @@ def parse_recipe(data: Mapping[str, Any], path: Path | None = None) -> Recipe:
             extensions=tuple(verify.get("extensions", ())),
             gpu_check=verify.get("gpu_check", ""),
             artifact_check=verify.get("artifact_check", ""),
+            main_module=verify.get("main_module", ""),
         ),
         cc=CcBuild(outputs={str(k): tuple(v) for k, v in cc.get("outputs", {}).items()},
                    flags=tuple(cc.get("flags", ())), package=str(cc.get("package", ""))),
-        artifacts=Artifacts(beside=str(artifacts.get("beside", ""))) if artifacts is not None else None,
+        native=native,
+        version_backends=version_backends,
+        artifacts=(Artifacts(beside=str(artifacts.get("beside", "")), package=str(artifacts.get("package", "")))
+                   if artifacts is not None else None),
         wheel=wheel,
         path=path,
     )

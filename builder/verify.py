@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -120,6 +121,60 @@ def verify_install(plan: Plan, python: Path) -> dict[str, Any]:
         run_gpu_check(python, spec.gpu_check)
         report["gpu_check"] = "passed"
     return report
+
+
+# Runs `python -m MODULE` in-process, then lists the shared objects the process has mapped.
+_RUN_MAIN = """
+import json, runpy, sys
+module, report = sys.argv[1], sys.argv[2]
+sys.argv = [module]
+code = 0
+try:
+    runpy.run_module(module, run_name="__main__", alter_sys=True)
+except SystemExit as exc:
+    code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+with open("/proc/self/maps") as maps:
+    loaded = sorted({line.split(None, 5)[5].strip() for line in maps if len(line.split(None, 5)) == 6})
+with open(report, "w") as out:
+    json.dump({"code": code, "loaded": [p for p in loaded if p.startswith("/")]}, out)
+sys.exit(code)
+"""
+
+
+def verify_libraries(plan: Plan, python: Path, libraries: Sequence[Path]) -> dict[str, Any]:
+    """Installed native libraries: cubins for exactly the requested archs, and the recipe's
+    `python -m` self-check loading these files and no other copies of them."""
+    report: dict[str, Any] = {}
+    if plan.archs:
+        cuobjdump = find_cuobjdump(python, plan.toolkit.bin_dir())
+        if cuobjdump is None:
+            raise VerifyError("cuobjdump not found: cannot check the cubins",
+                              hint="pip install nvidia-cuda-cuobjdump, or use a full toolkit")
+        report["cubins"] = check_cubins(cuobjdump, {p.name: p for p in libraries}, plan.archs)
+    if plan.recipe.verify.main_module:
+        report["main_module"] = check_main_module(python, plan.recipe.verify.main_module, libraries)
+    return report
+
+
+def check_main_module(python: Path, module: str, libraries: Sequence[Path]) -> dict[str, Any]:
+    """`python -m module` must exit 0 having loaded one of `libraries`, and no file of the same
+    name from anywhere else (a stale copy on LD_LIBRARY_PATH, another site-packages)."""
+    with tempfile.TemporaryDirectory(prefix="builder-main-") as tmp:
+        report_path = Path(tmp) / "report.json"
+        result = capture([python, "-c", _RUN_MAIN, module, str(report_path)], timeout=600)
+        report = json.loads(report_path.read_text()) if report_path.is_file() else None
+    if result.returncode != 0 or report is None:
+        last = ((result.stderr or result.stdout).strip().splitlines() or [f"exit status {result.returncode}"])[-1]
+        raise VerifyError(f"`python -m {module}` failed in {python}: {last}")
+    installed = {p.resolve() for p in libraries}
+    names = {p.name for p in libraries}
+    loaded = [Path(p) for p in report["loaded"] if Path(p).name in names]
+    strays = [str(p) for p in loaded if p.resolve() not in installed]
+    if strays:
+        raise VerifyError(f"`python -m {module}` loaded {', '.join(strays)}, not the library builder installed")
+    if not loaded:
+        raise VerifyError(f"`python -m {module}` loaded none of {', '.join(sorted(names))}")
+    return {"exit": 0, "loaded": [str(p) for p in loaded]}
 
 
 def run_check_script(plan: Plan, python: Path, args: Sequence[str]) -> str:

@@ -8,6 +8,8 @@ import site
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -75,3 +77,23 @@ def make_venv(path: Path) -> Path:
 @pytest.fixture
 def fresh_venv(tmp_path: Path) -> Path:
     return make_venv(tmp_path / "venv")
+
+
+@contextmanager
+def read_only_dir(directory: Path) -> Iterator[Path]:
+    """`directory` on a read-only bind mount (root ignores permission bits), else chmod 555."""
+    if os.geteuid() != 0:
+        directory.chmod(0o555)
+        try:
+            yield directory
+        finally:
+            directory.chmod(0o755)
+        return
+    mounted = subprocess.run(["mount", "--bind", str(directory), str(directory)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot bind-mount as root here: {mounted.stderr.decode().strip()}")
+    try:
+        subprocess.run(["mount", "-o", "remount,ro,bind", str(directory)], check=True, capture_output=True)
+        yield directory
+    finally:
+        subprocess.run(["umount", str(directory)], check=True)

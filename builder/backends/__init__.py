@@ -30,10 +30,13 @@ class Backend(Protocol):
 
 def get_backend(name: str) -> Backend:
     from builder.backends.cc import CBackend
+    from builder.backends.cmake import CMakeBackend
+    from builder.backends.make import MakeBackend
     from builder.backends.scikit_build import ScikitBuild
     from builder.backends.torch_ext import TorchExtension
 
-    backends: dict[str, Backend] = {"torch-ext": TorchExtension(), "cc": CBackend(), "scikit-build": ScikitBuild()}
+    backends: dict[str, Backend] = {"torch-ext": TorchExtension(), "cc": CBackend(), "scikit-build": ScikitBuild(),
+                                    "make": MakeBackend(), "cmake": CMakeBackend()}
     if name not in backends:
         raise RecipeError(f"unknown backend {name!r}; known: {', '.join(sorted(backends))}")
     return backends[name]
