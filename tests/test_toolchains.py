@@ -6,12 +6,15 @@ from __future__ import annotations
 import ctypes.util
 import json
 import os
+import re
 import shutil
 import textwrap
 from pathlib import Path
 
 import pytest
 
+from builder.buildpython import choose_torch_index
+from builder.errors import ToolchainError
 from tests.conftest import builder_json, run_builder
 from tests.test_bad_input import ARCHS_11_8, assert_refused, fake_toolkit
 
@@ -117,8 +120,20 @@ def test_flash_attn_2_8_refuses_torch_2_0_before_compiling(tmp_path: Path) -> No
     assert_refused(result, 5, "flash-attn 2.8.3 needs torch >=2.2, this build has torch 2.0.1")
 
 
+def test_torch_index_follows_the_cuda_major_asked_for() -> None:
+    assert choose_torch_index("2.7.1", "11.8", None) == "https://download.pytorch.org/whl/cu118"
+    assert choose_torch_index("2.0.1", "11.8", None) is None  # PyPI's 2.0.1 is a CUDA 11 (cu117) build
+    assert choose_torch_index("2.7.1", "12.8", None) is None  # PyPI's 2.7.1 is CUDA 12.6
+    assert choose_torch_index("2.7.1", "11.8", "https://mirror/cu118") == "https://mirror/cu118"
+    refusal = re.escape("no known torch 2.8.0 build for CUDA 11.8: PyPI's is CUDA 12.8")
+    with pytest.raises(ToolchainError, match=refusal):
+        choose_torch_index("2.8.0", "11.8", None)
+
+
+@pytest.mark.skipif(GXX_11 is None, reason="needs g++-11 (make toolchain-11.8): nvcc 11.8 refuses g++ 12")
 def test_torch_index_is_chosen_from_the_cuda_version(tmp_path: Path) -> None:
-    env = {"CUDA_HOME": str(fake_toolkit(tmp_path / "cuda-11.8", "11.8", ARCHS_11_8))}
+    env = {"CUDA_HOME": str(fake_toolkit(tmp_path / "cuda-11.8", "11.8", ARCHS_11_8)),
+           "PATH": f"{compilers_dir(tmp_path, 11)}{os.pathsep}{os.environ['PATH']}"}
     cu118 = builder_json("plan", "flash-attn", "--cuda", "11.8", "--arch", "86", "--torch", "2.7.1", env=env)
     pypi = builder_json("plan", "flash-attn", "--version", "2.6.3", "--cuda", "11.8", "--arch", "86",
                         "--torch", "2.0.1", env=env)
