@@ -10,6 +10,10 @@ unversioned names to them in a folder of its own; the compilers and CMake are po
 through the environment (LIBRARY_PATH and CPATH for gcc and nvcc, CMAKE_LIBRARY_PATH and
 CMAKE_INCLUDE_PATH for FindCUDAToolkit's searches), which changes nothing for a toolkit that
 has the libraries.
+
+CUDA 13 also moved thrust, CUB and libcu++ to include/cccl: nvcc adds that folder itself, a host
+compiler compiling a .cpp that includes thrust (bitsandbytes 0.41's ops.cuh) does not, so it
+goes on CPATH too.
 """
 
 from __future__ import annotations
@@ -55,10 +59,12 @@ def find_in_wheels(roots: Sequence[Path], name: str) -> Path | None:
 
 def library_env(toolkit: Toolkit, python: Path, link_dir: Path,
                 names: Sequence[str] = LIBRARIES) -> dict[str, str]:
-    """Environment additions that let a build find `names`; empty when the toolkit has them all."""
+    """Environment additions that let host compilers find CCCL's headers and a build find `names`."""
+    cccl = toolkit.root / "include" / "cccl"
+    env = {"CPATH": _prepend([str(cccl)], "CPATH")} if cccl.is_dir() else {}
     missing = [name for name in names if not toolkit_has(toolkit, name)]
     if not missing:
-        return {}
+        return env
     roots = nvidia_wheel_dirs(python)
     link_dir.mkdir(parents=True, exist_ok=True)
     lib_dirs: list[str] = []
@@ -79,7 +85,7 @@ def library_env(toolkit: Toolkit, python: Path, link_dir: Path,
     return {
         "LIBRARY_PATH": _prepend([str(link_dir), *lib_dirs], "LIBRARY_PATH"),
         "LD_LIBRARY_PATH": _prepend(lib_dirs, "LD_LIBRARY_PATH"),
-        "CPATH": _prepend(include_dirs, "CPATH"),
+        "CPATH": _prepend([*include_dirs, *([str(cccl)] if cccl.is_dir() else [])], "CPATH"),
         "CMAKE_LIBRARY_PATH": _prepend([str(link_dir)], "CMAKE_LIBRARY_PATH"),
         "CMAKE_INCLUDE_PATH": _prepend(include_dirs, "CMAKE_INCLUDE_PATH"),
     }

@@ -172,7 +172,8 @@ def compile_and_store(plan: Plan, cache: Cache, reporter: StepReporter, log_path
         with reporter.step("store", "re-tag and store the wheel"):
             pins = pin_rules(plan)
             rules = RequirementRules(drop=plan.recipe.deps.drop, pin=dict(pins.pin))
-            wheel = retag(raw, work / "dist", local=plan.local_version, rules=rules, provenance=provenance(plan))
+            wheel = retag(raw, work / "dist", local=plan.local_version, rules=rules, provenance=provenance(plan),
+                          platform=plan.target.platform)
             meta = {"recipe": plan.recipe.name, "version": plan.version, "plan": plan.to_json(),
                     "log": str(log_path)}
             return cache.store(plan.key, wheel, meta)

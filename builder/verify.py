@@ -152,13 +152,15 @@ def verify_libraries(plan: Plan, python: Path, libraries: Sequence[Path]) -> dic
                               hint="pip install nvidia-cuda-cuobjdump, or use a full toolkit")
         report["cubins"] = check_cubins(cuobjdump, {p.name: p for p in libraries}, plan.archs)
     if plan.recipe.verify.main_module:
-        report["main_module"] = check_main_module(python, plan.recipe.verify.main_module, libraries)
+        gpu = probe_interpreter(python).cuda_available
+        report["main_module"] = check_main_module(python, plan.recipe.verify.main_module, libraries, gpu=gpu)
     return report
 
 
-def check_main_module(python: Path, module: str, libraries: Sequence[Path]) -> dict[str, Any]:
+def check_main_module(python: Path, module: str, libraries: Sequence[Path], *, gpu: bool) -> dict[str, Any]:
     """`python -m module` must exit 0 having loaded one of `libraries`, and no file of the same
-    name from anywhere else (a stale copy on LD_LIBRARY_PATH, another site-packages)."""
+    name from anywhere else (a stale copy on LD_LIBRARY_PATH, another site-packages). Without a
+    GPU a package may rightly load none (bitsandbytes then takes its CPU library)."""
     with tempfile.TemporaryDirectory(prefix="builder-main-") as tmp:
         report_path = Path(tmp) / "report.json"
         result = capture([python, "-c", _RUN_MAIN, module, str(report_path)], timeout=600)
@@ -172,9 +174,9 @@ def check_main_module(python: Path, module: str, libraries: Sequence[Path]) -> d
     strays = [str(p) for p in loaded if p.resolve() not in installed]
     if strays:
         raise VerifyError(f"`python -m {module}` loaded {', '.join(strays)}, not the library builder installed")
-    if not loaded:
+    if not loaded and gpu:
         raise VerifyError(f"`python -m {module}` loaded none of {', '.join(sorted(names))}")
-    return {"exit": 0, "loaded": [str(p) for p in loaded]}
+    return {"exit": 0, "loaded": [str(p) for p in loaded], **({} if gpu else {"gpu": "none visible"})}
 
 
 def run_check_script(plan: Plan, python: Path, args: Sequence[str]) -> str:

@@ -254,21 +254,40 @@ def retag(
     local: str,
     rules: RequirementRules,
     provenance: Mapping[str, object],
+    platform: str | None = None,
 ) -> Path:
     """Write `wheel` into `out_dir` as version ``<public>+<local>``; the new wheel's path.
 
-    The file name keeps the input's tags verbatim. Signatures (RECORD.jws, RECORD.p7s) are
+    The file name keeps the input's tags, except that a wheel tagged `any` that carries shared
+    libraries (a setup.py that only copies prebuilt .so files, like bitsandbytes 0.41's) becomes
+    ``py3-none-<platform>`` when `platform` is given. Signatures (RECORD.jws, RECORD.p7s) are
     dropped: RECORD changes, so they no longer hold.
     """
     if not _LOCAL.match(local):
         raise UsageError(f"local version label {local!r} must be dot-separated letters and digits")
     name, version = _new_identity(wheel, local)
     tags = wheel.name.removesuffix(".whl").split("-")[2:]  # [build,] python, abi, platform
+    files: dict[str, bytes] = {}
+    if platform and tags[-1] == "any" and _has_libraries(wheel):
+        tags = [*tags[:-3], "py3", "none", platform]
+        files["WHEEL"] = _binary_wheel_file(_read(wheel, "WHEEL") or b"", "-".join(tags[-3:]))
     target = out_dir / ("-".join([name, version, *tags]) + ".whl")
     if target.resolve() == wheel.resolve():
         raise UsageError(f"retagging {wheel.name} into {out_dir} would overwrite it")
     prov = json.dumps(dict(provenance), indent=2, sort_keys=True, default=str) + "\n"
     metadata = _rewrite_metadata(_read(wheel, "METADATA") or b"", version, rules)
     with _atomic(target) as fh:
-        _rebuild(wheel, fh, f"{name}-{version}", {"METADATA": metadata, PROVENANCE: prov.encode()})
+        _rebuild(wheel, fh, f"{name}-{version}", {**files, "METADATA": metadata, PROVENANCE: prov.encode()})
     return target
+
+
+def _has_libraries(wheel: Path) -> bool:
+    with zipfile.ZipFile(wheel) as archive:
+        return any(n.endswith(".so") or ".so." in n for n in archive.namelist())
+
+
+def _binary_wheel_file(data: bytes, tag: str) -> bytes:
+    """The WHEEL file of a platform wheel: not purelib, one Tag line."""
+    lines = [line for line in data.decode().splitlines()
+             if line and not line.startswith(("Tag:", "Root-Is-Purelib:"))]
+    return ("\n".join([*lines, "Root-Is-Purelib: false", f"Tag: {tag}"]) + "\n").encode()

@@ -49,7 +49,7 @@ def test_makefile_era_libraries_replace_an_installed_package_and_uninstall_resto
     libraries = [str(folder / "libbnbfix_cuda130.so"), str(folder / "libbnbfix_cuda130_nocublaslt.so")]
     assert second["verified"]["artifacts"] == libraries
     assert second["verified"]["cubins"] == {"libbnbfix_cuda130.so": ["86"], "libbnbfix_cuda130_nocublaslt.so": ["86"]}
-    assert second["verified"]["main_module"] == {"exit": 0, "loaded": [libraries[0]]}
+    assert second["verified"]["main_module"] == {"exit": 0, "loaded": [libraries[0]], "gpu": "none visible"}
     log = Path(second["log"]).read_text()
     assert "make -j" in log and "cuda11x_nomatmul" in log
     assert "CC_cublasLt111=-gencode=arch=compute_86,code=sm_86" in log

@@ -70,3 +70,24 @@ def test_bad_condition_and_missing_sha(tmp_path: Path) -> None:
     text = BASE.replace('{ path = "." }', '{ url = "https://example.invalid/x.tar.gz" }')
     with pytest.raises(RecipeError, match="needs sha256"):
         load_recipe(str(_write(tmp_path, text)))
+
+
+def test_bitsandbytes_builds_each_era_with_its_backend_and_patches() -> None:
+    recipe = load_recipe("bitsandbytes")
+    assert recipe.backend_for("0.49.0") == "cmake" and recipe.backend_for("0.41.0") == "make"
+    assert recipe.native["make"].targets == ("cuda11x", "cuda11x_nomatmul")
+    facts = {"torch": "2.14.1", "python": "3.11"}
+    assert [p.file for p in recipe.patches_for({**facts, "version": "0.41.0", "cuda": "13.0.88"})] == [
+        "bitsandbytes/0.41-cuda13.patch"]
+    assert recipe.patches_for({**facts, "version": "0.41.0", "cuda": "12.4.131"}) == ()
+    assert recipe.patches_for({**facts, "version": "0.49.0", "cuda": "13.0.88"}) == ()
+
+
+def test_a_native_backend_needs_its_table_and_outputs(tmp_path: Path) -> None:
+    text = BASE.replace('backend = "torch-ext"', 'backend = "make"')
+    with pytest.raises(RecipeError, match=r"the make backend needs a \[make\] table"):
+        load_recipe(str(_write(tmp_path, text)))
+    with pytest.raises(RecipeError, match="outputs must name the libraries"):
+        load_recipe(str(_write(tmp_path, text + '[make]\ntargets = ["all"]\n')))
+    with pytest.raises(RecipeError, match=r"unknown template field \{cuda_digit\}"):
+        load_recipe(str(_write(tmp_path, text + '[make]\noutputs = ["lib{cuda_digit}.so"]\n')))
