@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Proof on hardware (the GPU machine: H100 sm_90, 16 cores, torch 2.11+cu130, nvcc 13.0, no
-# network). Builds flash-attn 2.8.3 and causal-conv1d 1.7.0 for sm_90 with builder, side by side,
-# installs them into the machine's python3, and runs a subset of each package's own tests.
+# network). Builds flash-attn 2.8.3, causal-conv1d 1.7.0 and bitsandbytes 0.49.0 for sm_90 with
+# builder, side by side, installs them into the machine's python3, and runs a subset of each
+# package's own tests.
 #
-#   bench/gpu_proof.sh start [RECIPE...]  # sources in .carry/sources; starts builds detached
+#   bench/gpu_proof.sh start [RECIPE...]  # sources in .carry/sources, wheels the image lacks in
+#                                         # .carry/whl; starts builds detached
 #   bench/gpu_proof.sh wait N   # waits up to N seconds, printing progress; then the results
 #   bench/gpu_proof.sh collect DIR  # copies the results (and the build log's tail) into DIR
 #
@@ -20,7 +22,7 @@ build_and_test() {  # recipe, sdist, test file, tests subset
   # ninja's per-file start/end times, copied while the build tree exists (it is removed after)
   (while sleep 5; do find "$CACHE/build" -name .ninja_log -exec cp {} "$PROOF/$recipe.ninja_log" \; 2>/dev/null; done) &
   local watcher=$!
-  PYTHONPATH=$ROOT $PY bench/measure.py --interval 2 --out "$PROOF/$recipe.measure.json" -- \
+  PYTHONPATH=$ROOT${PYTHONPATH:+:$PYTHONPATH} $PY bench/measure.py --interval 2 --out "$PROOF/$recipe.measure.json" -- \
     $PY -m builder build "$recipe" --arch 90 --cache "$CACHE" --json > "$PROOF/$recipe.build.json" \
     2> "$PROOF/$recipe.build.err"
   echo "build rc=$?" >> "$PROOF/$recipe.status"
@@ -36,12 +38,17 @@ build_and_test() {  # recipe, sdist, test file, tests subset
 case "${1:-}" in
   start)
     mkdir -p "$CACHE/sources" && cp "$ROOT"/.carry/sources/* "$CACHE/sources/"
+    if ls "$ROOT"/.carry/whl/*.whl >/dev/null 2>&1; then
+      $PY -m pip install -q --no-index --no-deps --target "$PROOF/site" "$ROOT"/.carry/whl/*.whl || exit 1
+      export PYTHONPATH="$PROOF/site${PYTHONPATH:+:$PYTHONPATH}"
+    fi
     nvidia-smi --query-gpu=name,driver_version,compute_cap --format=csv > "$PROOF/gpu.txt"
     export -f build_and_test; export PROOF CACHE PY ROOT
     want=" ${*:2} "; [ "$want" = "  " ] && want=" flash-attn causal-conv1d "
     echo "$want" > "$PROOF/wanted"
     [[ $want == *" flash-attn "* ]] && setsid nohup bash -c 'build_and_test flash-attn flash_attn-2.8.3.tar.gz tests/test_flash_attn.py "test_flash_attn_qkvpacked or test_flash_attn_causal"' > "$PROOF/flash-attn.nohup" 2>&1 < /dev/null &
     [[ $want == *" causal-conv1d "* ]] && setsid nohup bash -c 'build_and_test causal-conv1d causal_conv1d-1.7.0.tar.gz tests/test_causal_conv1d.py "test_causal_conv1d and not race"' > "$PROOF/causal-conv1d.nohup" 2>&1 < /dev/null &
+    [[ $want == *" bitsandbytes "* ]] && setsid nohup bash -c 'build_and_test bitsandbytes bitsandbytes-0.49.0.tar.gz tests/test_functional.py "(blockwise_quantization or int8_linear_matmul or int8_double_quant or dequant_mm or 4bit_quant or gemv_4bit or spmm_coo) and not cpu and not bench"' > "$PROOF/bitsandbytes.nohup" 2>&1 < /dev/null &
     sleep 5; echo started; cat "$PROOF/gpu.txt"
     ;;
   wait)
@@ -52,7 +59,7 @@ case "${1:-}" in
       [ $pending = 0 ] && break
       sleep 20
     done
-    for r in causal-conv1d flash-attn; do
+    for r in $(cat "$PROOF/wanted"); do
       echo "== $r"; cat "$PROOF/$r.status" 2>/dev/null
       log=$(ls -t "$CACHE"/logs/$r-*.log 2>/dev/null | head -1)
       [ -n "$log" ] && echo "compiled: $(grep -o '^ *\[[0-9]*/[0-9]*\]' "$log" | tail -1)"

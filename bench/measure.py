@@ -58,7 +58,7 @@ def measure(command: list[str], interval: float = 1.0) -> dict[str, object]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, help="write the JSON result here too")
+    parser.add_argument("--out", type=Path, help="write the JSON result here instead of stdout (which stays the command's)")
     parser.add_argument("--interval", type=float, default=1.0, help="memory sampling period (s)")
     parser.add_argument("command", nargs=argparse.REMAINDER)
     args = parser.parse_args()
@@ -67,9 +67,10 @@ def main() -> int:
         parser.error("give the command to measure after --")
     result = measure(command, args.interval)
     text = json.dumps(result, indent=2)
-    print(text)
     if args.out:
         args.out.write_text(text + "\n")
+    else:
+        print(text)
     return int(result["returncode"])  # type: ignore[call-overload]
 
 
