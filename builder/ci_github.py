@@ -1,12 +1,13 @@
 """`builder ci github`: a GitHub Actions workflow that builds a matrix on self-hosted GPU runners.
 
 The matrix is computed here (impossible cells dropped, builder/matrix.py) and embedded, a cell
-per line as JSON, which YAML reads as it is: one job per chunk of at most 256 cells (GitHub's limit per matrix),
-named build-1, build-2, ... Each cell installs builder into the cell's Python, lists the
-runner's CUDA toolkits, and runs `builder build` with `--provision` (a toolkit is installed only
+per line as JSON, which YAML reads as it is: one job per chunk of at most 256 cells (GitHub's
+limit per matrix), named build-1, build-2, ... Each cell installs builder into the cell's Python,
+lists the runner's CUDA toolkits, and runs `builder build` with `--provision` (a toolkit is installed only
 where the runner lacks it) and `--cache-url` (a cell any runner built before is a download; a new
-one is uploaded). builder's cache is `cache/` in the job's workspace, so the uploaded logs are
-this cell's. Cell values reach the shell through `env:`, never pasted into a script.
+one is uploaded); `--no-companions`, since each recipe of the matrix is its own cell.
+builder's cache is `cache/` in the job's workspace, so the uploaded logs are this cell's. Cell
+values reach the shell through `env:`, never pasted into a script.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ BUILD_STEPS = """\
         run: >-
           builder build "$CELL_RECIPE" --version "$CELL_VERSION"
           --torch "$CELL_TORCH" --cuda "$CELL_CUDA" ${CELL_ARCH:+--arch "$CELL_ARCH"}
-          --provision --cache cache --cache-url "$BUILDER_CACHE_URL" --no-install --json
+          --provision --cache cache --cache-url "$BUILDER_CACHE_URL" --no-install --no-companions --json
       - name: upload logs
         if: always()
         uses: actions/upload-artifact@v4

@@ -117,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     build = sub.add_parser("build", parents=[common], help="build, cache, install and verify a recipe")
     _add_target_args(build)
     build.add_argument("--no-install", action="store_true", help="build and cache only")
-    _add_install_mode(build)
+    _add_install_options(build)
     build.add_argument("--install-dir", help="where artifacts go (default: the target's installed package, or a "
                                              "--source directory that holds the recipe's marker file, e.g. a "
                                              "model's quantization.py)")
@@ -125,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     plan = sub.add_parser("plan", parents=[common], help="show what a build would do; builds nothing")
     _add_target_args(plan)
-    _add_install_mode(plan)
+    _add_install_options(plan)
 
     sub.add_parser("recipes", parents=[common], help="list recipes, versions and backends")
 
@@ -216,7 +216,8 @@ def _request(args: argparse.Namespace, *, install: bool) -> Request:
                    python=args.python, cxx11_abi=args.cxx11_abi, jobs=args.jobs,
                    source=args.source, ccache=args.ccache, provision=args.provision, cache_url=args.cache_url,
                    force=getattr(args, "force", False), install=install,
-                   install_mode=getattr(args, "install_mode", "auto"), install_dir=getattr(args, "install_dir", None))
+                   install_mode=getattr(args, "install_mode", "auto"), install_dir=getattr(args, "install_dir", None),
+                   companions=not getattr(args, "no_companions", False))
 
 
 class Output:
@@ -236,8 +237,9 @@ def cmd_build(args: argparse.Namespace, out: Output) -> int:
     result = pipeline.build(_request(args, install=not args.no_install), Cache(args.cache), reporter)
 
     def render() -> None:
-        status = "cache hit" if result.cache_hit else "built"
-        out.console.print(f"{status}: {result.entry.wheel}")
+        for done in [*result.companions, result]:
+            status = "cache hit" if done.cache_hit else "built"
+            out.console.print(f"{status}: {done.entry.wheel}")
         if result.installed_into:
             out.console.print(f"installed into {result.installed_into}; verified: "
                               f"{json.dumps(result.verified)}")
@@ -263,6 +265,9 @@ def cmd_plan(args: argparse.Namespace, out: Output) -> int:
         out.console.print(f"{'archs':15} {' '.join(data['archs'])}   gencode: {' '.join(data['gencode'])}")
         out.console.print("patches:" + "".join(f"\n  {p['file']} (when {p['when']})" for p in data["patches"]))
         out.console.print("env:" + "".join(f"\n  {k}={v}" for k, v in data["env"].items()))
+        if data["companions"]:
+            out.console.print("companions (built first):" + "".join(
+                f"\n  {name} {version}" for name, version in data["companions"].items()), markup=False)
         if data["pin_rewrites"]:
             out.console.print("pin rewrites:" + "".join(f"\n  {c}" for c in data["pin_rewrites"]), markup=False)
         out.console.print("commands:" + "".join(f"\n  {' '.join(c)}" for c in data["commands"]))
@@ -389,11 +394,14 @@ def cmd_install(args: argparse.Namespace, out: Output) -> int:
     return 0
 
 
-def _add_install_mode(parser: argparse.ArgumentParser) -> None:
+def _add_install_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--install-mode", choices=("auto", "wheel", "artifacts"), default="auto",
                         help="wheel: pip install; artifacts: only the built libraries, into the package the "
                              "target already has (bitsandbytes) or --install-dir; auto: artifacts where the "
                              "recipe installs them and the target has the package, else wheel")
+    parser.add_argument("--no-companions", action="store_true",
+                        help="drop the requirements the recipe would satisfy with builder's own build of "
+                             "another recipe (autoawq: autoawq-kernels) instead of building it first")
 
 
 def cmd_uninstall(args: argparse.Namespace, out: Output) -> int:

@@ -83,12 +83,14 @@ def interpreter_for(version: str) -> Path | None:
 
 
 def request_for(cell: Cell, python: Path, jobs: int, cache_url: str | None) -> Request:
-    """A build request for one cell; the interpreter's own torch is used when it is the cell's."""
+    """A build request for one cell; the interpreter's own torch is used when it is the cell's.
+    Companions are not built inside a cell: each recipe of the matrix is its own cell."""
     target = probe_interpreter(python)
     same_torch = (target.torch or "").split("+")[0] == cell.torch
-    return Request(recipe=cell.recipe, version=cell.version, cuda=cell.cuda, archs=(cell.arch,),
+    return Request(recipe=cell.recipe, version=cell.version, cuda=cell.cuda,
+                   archs=(cell.arch,) if cell.arch else (),
                    torch=None if same_torch else cell.torch, python=str(python), jobs=jobs,
-                   cache_url=cache_url, install=False)
+                   cache_url=cache_url, install=False, companions=False)
 
 
 def prefetch(cells: list[Cell], cache: Cache) -> None:

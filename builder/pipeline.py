@@ -4,6 +4,7 @@ install -> verify. Backends supply only the build step.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import tempfile
@@ -14,13 +15,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from packaging.utils import parse_wheel_filename
+from packaging.version import Version
+
 from builder import __version__
 from builder.artifacts import check_writable, install_artifacts, installed_package_dir, locate_package
 from builder.backends import get_backend
 from builder.backends.native import outputs as native_outputs
 from builder.buildpython import build_python
 from builder.cache import Cache, Entry
-from builder.errors import CacheError, SourceError, UsageError, VerifyError
+from builder.errors import BuilderError, BuildError, CacheError, SourceError, UsageError, VerifyError
 from builder.install import install_wheel
 from builder.patching import apply_patches
 from builder.pins import PinChange, PinRules, preview, read_text, rewrite_tree
@@ -50,6 +54,8 @@ class BuildResult:
     """What happened with --cache-url: url, pulled, pushed, warning."""
     seconds: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
+    companions: list[BuildResult] = field(default_factory=list)
+    """The recipe's companions, built (or found) and installed before it."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -59,6 +65,7 @@ class BuildResult:
             "installed_into": str(self.installed_into) if self.installed_into else None,
             "verified": self.verified, "log": str(self.log_path) if self.log_path else None,
             "seconds": round(self.seconds, 1), "timings": self.timings, "plan": self.plan.to_json(),
+            "companions": [companion.to_json() for companion in self.companions],
         }
 
 
@@ -91,8 +98,44 @@ def prepare(request: Request, cache: Cache, *, make_env: bool,
         install_toolchain(wanted, cache.dir("toolchains"), cache.dir("logs") / f"toolchain-{wanted}.log")
         toolkits = machine_toolkits(cache)
     identity = source_identity(spec, recipe.cc.inputs())
+    companions = {name: companion_version(companion_request(request, recipe, name), cache, name)
+                  if request.companions else None for name in recipe.deps.companions}
     return resolve_plan(request, recipe, python.target, source=spec, source_sha256=identity,
-                        build_env=python.describe(), install_python=python.install_python, toolkits=toolkits)
+                        build_env=python.describe(), install_python=python.install_python, toolkits=toolkits,
+                        companions=companions)
+
+
+def companion_request(request: Request, parent: Recipe, name: str) -> Request:
+    """The same target (python, torch, CUDA, archs) for a companion recipe, at its default version;
+    the companion's recipe is the one beside its parent's when there is one, else the shipped one."""
+    beside = parent.path.parent / f"{name}.toml" if parent.path is not None else None
+    recipe = str(beside) if beside is not None and beside.is_file() else name
+    return dataclasses.replace(request, recipe=recipe, version=None, source=None, install_mode="auto",
+                               install_dir=None)
+
+
+def companion_version(request: Request, cache: Cache, name: str) -> str:
+    """The exact version builder's build of a companion will have, from its plan; a companion that
+    cannot be planned stops its parent before anything compiles."""
+    try:
+        plan = prepare(request, cache, make_env=False)
+    except BuilderError as exc:
+        exc.message = f"companion {name}: {exc.message}"
+        exc.args = (exc.message,)
+        exc.hint = f"{exc.hint + '; or ' if exc.hint else ''}--no-companions drops it"
+        raise
+    return f"{plan.version}+{plan.local_version}"
+
+
+def build_companion(request: Request, name: str, version: str, cache: Cache,
+                    reporter: StepReporter) -> BuildResult:
+    """Build (or find) and install a companion before its parent, at the version the parent pins."""
+    reporter.say(f"==> companion {name} {version}")
+    result = build(request, cache, reporter)
+    built = parse_wheel_filename(result.entry.wheel.name)[1]
+    if built != Version(version):
+        raise BuildError(f"companion {name} was built as {built}, but its parent pins {version}")
+    return result
 
 
 def machine_toolkits(cache: Cache) -> list[Toolkit]:
@@ -135,9 +178,12 @@ def provenance(plan: Plan) -> dict[str, Any]:
 
 
 def pin_rules(plan: Plan) -> PinRules:
-    """The recipe's [deps] rules with the target's versions filled in."""
-    return PinRules.make(plan.recipe.deps.drop,
-                         {name: plan.torch_version.split("+")[0] for name in plan.recipe.deps.pin_to_target})
+    """The recipe's [deps] rules with the target's versions filled in: companions pinned to the
+    exact version builder builds for them, or dropped with --no-companions."""
+    pins = {name: plan.torch_version.split("+")[0] for name in plan.recipe.deps.pin_to_target}
+    pins.update({name: version for name, version in plan.companions.items() if version is not None})
+    dropped = tuple(name for name, version in plan.companions.items() if version is None)
+    return PinRules.make(plan.recipe.deps.drop + dropped, pins)
 
 
 def pin_preview(plan: Plan, cache: Cache) -> list[PinChange]:
@@ -171,7 +217,7 @@ def compile_and_store(plan: Plan, cache: Cache, reporter: StepReporter, log_path
             raw = backend.build(plan, src, work / "raw", build_env(plan, cache), log_path, progress.on_line)
         with reporter.step("store", "re-tag and store the wheel"):
             pins = pin_rules(plan)
-            rules = RequirementRules(drop=plan.recipe.deps.drop, pin=dict(pins.pin))
+            rules = RequirementRules(drop=tuple(pins.drop), pin=dict(pins.pin))
             wheel = retag(raw, work / "dist", local=plan.local_version, rules=rules, provenance=provenance(plan),
                           platform=plan.target.platform)
             meta = {"recipe": plan.recipe.name, "version": plan.version, "plan": plan.to_json(),
@@ -201,6 +247,8 @@ def build(request: Request, cache: Cache, reporter: StepReporter) -> BuildResult
     with reporter.step("plan", "resolve plan"):
         plan = prepare(request, cache, make_env=True, reporter=reporter)
         destination = install_destination(request, plan) if request.install else None
+    companions = [build_companion(companion_request(request, plan.recipe, name), name, version, cache, reporter)
+                  for name, version in plan.companions.items() if version is not None]
     log_path: Path | None = None
     remote: dict[str, Any] = {"url": store.url} if store else {}
     with cache.lock(plan.key):
@@ -216,7 +264,7 @@ def build(request: Request, cache: Cache, reporter: StepReporter) -> BuildResult
         else:
             reporter.say(f"==> cache hit ({origin}): {entry.wheel.name} (key {plan.key})")
     result = BuildResult(plan=plan, entry=entry, cache_hit=origin is not None, log_path=log_path,
-                         origin=origin, remote=remote)
+                         origin=origin, remote=remote, companions=companions)
     if destination is not None:
         install_and_verify(result, cache, reporter, destination)
     if store is not None and store.writable and origin != store.url:

@@ -61,6 +61,8 @@ class Request:
     install_mode: str = "auto"
     """"wheel" (pip install), "artifacts" (libraries into install_dir), or "auto": the recipe's."""
     install_dir: str | None = None
+    companions: bool = True
+    """Build the recipe's companions ([deps] companions); False drops those requirements."""
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,8 @@ class Plan:
     """The backend this build uses: the recipe's, or its [wheel] one with --install-mode wheel."""
     fields: Mapping[str, str] = field(default_factory=dict)
     """The values a recipe's templates ({cuda_digits}, {gencode}, ...) are filled with."""
+    companions: Mapping[str, str | None] = field(default_factory=dict)
+    """The recipe's companions: the exact version builder builds for each, None when dropped."""
 
     def render(self, template: str) -> str:
         return template.format_map(self.fields)
@@ -129,6 +133,7 @@ class Plan:
             "patches": [{"file": p.file, "when": p.when.describe()} for p in self.patches],
             "dependency_rules": {"drop": list(self.recipe.deps.drop),
                                  "pin_to_target": list(self.recipe.deps.pin_to_target)},
+            "companions": {name: version or "dropped" for name, version in self.companions.items()},
             "local_version": self.local_version,
             "cache_key": self.key,
             "ccache": self.ccache,
@@ -142,10 +147,11 @@ def choose_backend(recipe: Recipe, version: str, install_mode: str) -> str:
     return recipe.backend_for(version)
 
 
-def choose_archs(request: Request, target: TargetInfo, recipe: Recipe) -> tuple[Arch, ...]:
+def choose_archs(request: Request, target: TargetInfo, recipe: Recipe, *,
+                 builds_companions: bool = False) -> tuple[Arch, ...]:
     """--arch as given, else the visible GPUs' capabilities, else a clear refusal; none for a
-    recipe without kernels."""
-    if not recipe.build.kernels:
+    recipe without kernels, unless it builds companions (its wheel pins their arch-tagged build)."""
+    if not recipe.build.kernels and not builds_companions:
         return ()
     if request.archs:
         return parse_archs(request.archs)
@@ -265,7 +271,8 @@ def build_env_vars(recipe: Recipe, toolkit: Toolkit, host: HostCompiler, archs: 
 
 def cache_key(recipe: Recipe, version: str, source_sha256: str, patches: tuple[Patch, ...],
               target: TargetInfo, toolkit: Toolkit, archs: tuple[Arch, ...], abi: bool,
-              host: HostCompiler, cxx_std: str, backend: str) -> str:
+              host: HostCompiler, cxx_std: str, backend: str,
+              companions: Mapping[str, str | None] | None = None) -> str:
     """A content address over everything that changes the binary; jobs and paths excluded."""
     payload = {
         "format": KEY_FORMAT,
@@ -279,6 +286,8 @@ def cache_key(recipe: Recipe, version: str, source_sha256: str, patches: tuple[P
         "cuda": toolkit.version, "archs": [str(a) for a in archs], "cxx11_abi": abi,
         "host_gcc": host.major, "cxx_std": cxx_std,
     }
+    if companions:
+        payload["companions"] = dict(companions)
     if backend in recipe.native:
         payload["native"] = asdict(recipe.native[backend])
     if recipe.wheel is not None and backend == recipe.wheel.backend:
@@ -299,11 +308,13 @@ def resolve_plan(
     toolkits: list[Toolkit] | None = None,
     compilers: list[HostCompiler] | None = None,
     base_path: str | None = None,
+    companions: Mapping[str, str | None] | None = None,
 ) -> Plan:
     """Resolve and check a build; raises before anything compiles when it cannot work."""
     version, _ = recipe.source_for(request.version)
     torch, torch_cuda = _check_torch(target)
-    archs = choose_archs(request, target, recipe)
+    builds_companions = any(version is not None for version in (companions or {}).values())
+    archs = choose_archs(request, target, recipe, builds_companions=builds_companions)
     toolkit = choose_toolkit(request.cuda, torch_cuda, toolkits if toolkits is not None
                              else discover_toolkits())
     facts = {"version": version, "torch": torch, "cuda": toolkit.version,
@@ -323,9 +334,10 @@ def resolve_plan(
     local = local_version_label(cuda=toolkit.short, torch=torch, cxx11_abi=abi,
                                 archs=[str(a) for a in archs])
     backend = choose_backend(recipe, version, request.install_mode)
-    key = cache_key(recipe, version, source_sha256, patches, target, toolkit, archs, abi, host, cxx_std, backend)
+    key = cache_key(recipe, version, source_sha256, patches, target, toolkit, archs, abi, host, cxx_std, backend,
+                    companions)
     return Plan(recipe=recipe, version=version, source=source, target=target,
                 install_python=install_python, build_env=build_env, toolkit=toolkit, host=host,
                 archs=archs, cxx11_abi=abi, cxx_std=cxx_std, jobs=jobs, env=env, patches=patches,
                 local_version=local, key=key, source_sha256=source_sha256, ccache=request.ccache, force=request.force,
-                facts=facts, backend=backend, fields=fields)
+                facts=facts, backend=backend, fields=fields, companions=dict(companions or {}))

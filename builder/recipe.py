@@ -96,6 +96,10 @@ class DepRules:
     rewrite: tuple[str, ...] = ()
     """Build files (setup.py, pyproject.toml) whose requirement lists get the same rules before
     the build (builder/pins.py)."""
+    companions: tuple[str, ...] = ()
+    """Requirements builder satisfies with its own build of the recipe of that name, for the same
+    target: built (or found in the cache) and installed first, the requirement pinned to that
+    build's exact version. `--no-companions` drops them instead."""
 
 
 @dataclass(frozen=True)
@@ -327,7 +331,7 @@ def parse_recipe(data: Mapping[str, Any], path: Path | None = None) -> Recipe:
     for key, value in env.items():
         _check_template(value, f"{where}: build.env.{key}")
     deps = data.get("deps", {})
-    _check_keys(deps, ("drop", "pin_to_target", "rewrite"), f"{where}: deps")
+    _check_keys(deps, ("drop", "pin_to_target", "rewrite", "companions"), f"{where}: deps")
     verify = data.get("verify", {})
     _check_keys(verify, ("imports", "extensions", "gpu_check", "artifact_check", "main_module"), f"{where}: verify")
     cc = data.get("cc", {})
@@ -359,9 +363,7 @@ def parse_recipe(data: Mapping[str, Any], path: Path | None = None) -> Recipe:
             requirements=tuple(build.get("requirements", ())),
             kernels=bool(build.get("kernels", True)),
         ),
-        deps=DepRules(drop=tuple(deps.get("drop", ())),
-                      pin_to_target=tuple(deps.get("pin_to_target", ())),
-                      rewrite=tuple(deps.get("rewrite", ()))),
+        deps=_dep_rules(deps, where),
         patches=tuple(patches),
         verify=Verify(
             imports=tuple(verify.get("imports", ())),
@@ -379,6 +381,16 @@ def parse_recipe(data: Mapping[str, Any], path: Path | None = None) -> Recipe:
         wheel=wheel,
         path=path,
     )
+
+
+def _dep_rules(deps: dict[str, Any], where: str) -> DepRules:
+    rules = DepRules(drop=tuple(deps.get("drop", ())), pin_to_target=tuple(deps.get("pin_to_target", ())),
+                     rewrite=tuple(deps.get("rewrite", ())), companions=tuple(deps.get("companions", ())))
+    both = set(rules.drop) & set(rules.companions)
+    if both:
+        raise RecipeError(f"{where}: deps: {', '.join(sorted(both))} both dropped and a companion",
+                          hint="list a companion only under companions; --no-companions drops it")
+    return rules
 
 
 def recipe_names(recipes_dir: Path = RECIPES_DIR) -> list[str]:

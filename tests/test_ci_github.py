@@ -100,7 +100,7 @@ def test_generated_workflow_passes_actionlint(lint: Lint, tmp_path: Path) -> Non
     assert [json.loads(entry)["label"] for entry in entries] == [cell.label for cell in chosen]
     assert text.count('runs-on: ["self-hosted", "linux", "gpu"]') == 3
     assert 'BUILDER_CACHE_URL: "${{ secrets.BUILDER_CACHE_URL }}"' in text
-    assert '--cache cache --cache-url "$BUILDER_CACHE_URL" --no-install --json' in text
+    assert '--cache cache --cache-url "$BUILDER_CACHE_URL" --no-install --no-companions --json' in text
     assert text.count("uses: actions/upload-artifact@v4") == 3 and "path: cache/logs/" in text
 
 

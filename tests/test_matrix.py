@@ -81,19 +81,21 @@ def test_recipe_requirements_drop_cells() -> None:
 
 
 def test_recipes_without_gpu_code_or_a_download() -> None:
-    spec = MatrixSpec.from_mapping({"recipe": ["autoawq", "autoawq-kernels"], "python": ["3.12"],
-                                    "arch": ["80", "90"], "torch": ["2.8.0"], "cuda": ["12.8"]}, "test")
+    spec = MatrixSpec.from_mapping({"recipe": ["autoawq", "autoawq-kernels", "chatglm-cpu-kernels"],
+                                    "python": ["3.12"], "arch": ["80", "90"], "torch": ["2.8.0"],
+                                    "cuda": ["12.8"]}, "test")
     kept, dropped = filter_cells(expand(spec))
-    # autoawq has no GPU code: one cell for both archs, with no arch
-    assert kept == [Cell("autoawq", "0.2.9", "3.12", "2.8.0", "12.8", "")]
+    # autoawq has no GPU code: one cell for both archs, with no arch (its kernels are their own cells)
+    assert kept == [Cell("autoawq", "0.2.9", "3.12", "2.8.0", "12.8", ""),
+                    Cell("autoawq-kernels", "0.0.9", "3.12", "2.8.0", "12.8", "80"),
+                    Cell("autoawq-kernels", "0.0.9", "3.12", "2.8.0", "12.8", "90")]
     assert kept[0].label == "autoawq 0.2.9 py3.12 torch2.8.0 cu12.8"
-    assert [(c.arch, r) for c, r in dropped] == [
-        (arch, "autoawq-kernels 0.0.9 has no source to download (build it by hand with --source)")
-        for arch in ("80", "90")]
-    assert cells_table_rows(kept, dropped) == [
-        ["autoawq", "0.2.9", "3.12", "2.8.0", "12.8", "-", "build"],
-        ["autoawq-kernels", "0.0.9", "3.12", "2.8.0", "12.8", "80", f"skip: {dropped[0][1]}"],
-        ["autoawq-kernels", "0.0.9", "3.12", "2.8.0", "12.8", "90", f"skip: {dropped[1][1]}"]]
+    assert [(c.recipe, c.arch, r) for c, r in dropped] == [
+        ("chatglm-cpu-kernels", "", "chatglm-cpu-kernels 1.0 has no source to download (build it by hand "
+                                    "with --source)")]
+    assert cells_table_rows(kept, dropped)[0] == ["autoawq", "0.2.9", "3.12", "2.8.0", "12.8", "-", "build"]
+    assert cells_table_rows(kept, dropped)[-1] == ["chatglm-cpu-kernels", "1.0", "3.12", "2.8.0", "12.8", "-",
+                                                   f"skip: {dropped[0][1]}"]
     assert len(TABLE_HEADER) == len(cells_table_rows(kept, dropped)[0])
 
 

@@ -95,13 +95,19 @@ def torch_lines(python: Path) -> list[str]:
 
 
 def test_autoawq_from_pypi_plans_the_rewrite_and_keeps_the_target_torch(tmp_path: Path) -> None:
-    plan = builder_json("plan", "autoawq", "--version", "0.2.8", "--cache", str(tmp_path / "c"))  # no --arch
+    with_kernels = builder_json("plan", "autoawq", "--version", "0.2.8", "--arch", "86", "--cache", str(tmp_path / "c"))
+    pinned = "autoawq-kernels==0.0.9+cu130torch2.14cxx11abiTRUE.sm86"
+    assert with_kernels["pin_rewrites"] == ["setup.py: torch>={TORCH_VERSION} -> torch==2.14.1",
+                                            f"setup.py: autoawq-kernels -> {pinned}"]
+    assert with_kernels["local_version"] == "cu130torch2.14cxx11abiTRUE.sm86"
+    # without its kernels (GitHub's tag archive is out of reach here): no --arch needed
+    plan = builder_json("plan", "autoawq", "--version", "0.2.8", "--no-companions", "--cache", str(tmp_path / "c"))
     assert plan["archs"] == [] and plan["local_version"] == "cu130torch2.14cxx11abiTRUE"
     assert plan["pin_rewrites"] == ["setup.py: torch>={TORCH_VERSION} -> torch==2.14.1",
                                     "setup.py: autoawq-kernels -> (dropped)"]
     venv = make_venv(tmp_path / "venv")
     before = torch_lines(venv)
-    result = builder_json("build", "autoawq", "--version", "0.2.8", "--python", str(venv),
+    result = builder_json("build", "autoawq", "--version", "0.2.8", "--no-companions", "--python", str(venv),
                           "--cache", str(tmp_path / "c"))
     assert result["installed_into"] == str(venv)
     metadata = subprocess.run([venv, "-c", "import importlib.metadata as m; print(m.requires('autoawq'))"],
@@ -111,13 +117,13 @@ def test_autoawq_from_pypi_plans_the_rewrite_and_keeps_the_target_torch(tmp_path
 
 
 def test_a_recipe_pin_missing_from_setup_py_fails_before_compiling(tmp_path: Path) -> None:
-    recipe = Path("recipes/autoawq.toml").read_text().replace('drop = ["autoawq-kernels"]',
-                                                              'drop = ["autoawq-kernels", "torchx"]')
+    recipe = Path("recipes/autoawq.toml").read_text().replace('rewrite = ["setup.py"]',
+                                                              'rewrite = ["setup.py"]\ndrop = ["torchx"]')
     path = tmp_path / "autoawq.toml"
     path.write_text(recipe)
-    result = run_builder("build", str(path), "--no-install", "--cache", str(tmp_path / "c"))
+    result = run_builder("build", str(path), "--no-companions", "--no-install", "--cache", str(tmp_path / "c"))
     assert result.returncode == 7, result.stderr
     assert "no requirement 'torchx' in setup.py" in result.stderr
     assert not list((tmp_path / "c").glob("entries/*"))
-    plan = run_builder("plan", str(path), "--cache", str(tmp_path / "c"), "--json")
+    plan = run_builder("plan", str(path), "--no-companions", "--cache", str(tmp_path / "c"), "--json")
     assert plan.returncode == 7 and "torchx" in plan.stderr
