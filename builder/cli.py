@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from builder import __version__, cache_maint, pipeline
+from builder import __version__, cache_maint, costs, pipeline
 from builder.artifacts import locate_package, uninstall_artifacts
 from builder.backends import get_backend
 from builder.cache import DEFAULT_CACHE, Cache, write_text_atomic
@@ -49,6 +49,16 @@ EPILOG = """examples:
 """
 
 
+def _positive_gb(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of GB")
+    return value
+
+
 def _add_target_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("recipe", help="recipe name (see `builder recipes`) or path to a .toml")
     parser.add_argument("--version", dest="pkg_version", help="package version (default: the recipe's)")
@@ -61,7 +71,15 @@ def _add_target_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--python", help="target interpreter (default: the one running builder)")
     parser.add_argument("--cxx11-abi", default="auto", choices=("auto", "0", "1"),
                         help="C++ ABI; must match torch's (default: auto)")
-    parser.add_argument("--jobs", type=int, help="parallel compile jobs (default: from cores and free RAM)")
+    parser.add_argument("--jobs", type=int, help="parallel compile jobs (default: one per core where builder's "
+                        "compile gate keeps the memory budget, else from cores and free RAM)")
+    parser.add_argument("--memory-budget", type=_positive_gb, metavar="GB",
+                        help="memory the running compiles may be expected to use together; each compile is "
+                             "admitted only while its expected peak (from the last build's records, else the "
+                             "recipe's estimate) fits (default: 80%% of the memory available)")
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME=VALUE",
+                        help="a choice of one of the recipe's declared variants, e.g. hdim=64,128 (`builder "
+                             "recipes` lists them); repeat for several")
     parser.add_argument("--source", help="local archive or directory to use instead of the recipe's URL")
     parser.add_argument("--ccache", action="store_true", help="compile through sccache")
     parser.add_argument("--provision", action="store_true",
@@ -156,6 +174,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     serve.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
 
+    stats = sub.add_parser("stats", parents=[common],
+                           help="per-file compile costs of a recipe's builds: slowest files, peak memory, core use")
+    stats.add_argument("recipe")
+    stats.add_argument("--top", type=int, default=10, help="slowest files to show (default 10)")
+    stats.add_argument("--all", action="store_true", help="every recorded kind of build, not only the newest")
+
     doctor = sub.add_parser("doctor", parents=[common], help="explain what this machine can build, and fixes")
     doctor.add_argument("--python", help="target interpreter (default: the one running builder)")
 
@@ -176,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     matrix_build = matrix_sub.add_parser("build", parents=[common], help="build the possible cells on this machine")
     _add_matrix_args(matrix_build)
     matrix_build.add_argument("--parallel", type=int, default=1, help="cells at once, sharing the cores (default 1)")
-    matrix_build.add_argument("--memory-budget", type=float, help="GB the running cells may expect to use "
+    matrix_build.add_argument("--memory-budget", type=_positive_gb, help="GB the running cells may expect to use "
                               "(default: the memory available now)")
     matrix_build.add_argument("--cache-url", default=os.environ.get("BUILDER_CACHE_URL"),
                               help="shared cache to look up and upload to (default: $BUILDER_CACHE_URL)")
@@ -217,7 +241,8 @@ def _request(args: argparse.Namespace, *, install: bool) -> Request:
                    source=args.source, ccache=args.ccache, provision=args.provision, cache_url=args.cache_url,
                    force=getattr(args, "force", False), install=install,
                    install_mode=getattr(args, "install_mode", "auto"), install_dir=getattr(args, "install_dir", None),
-                   companions=not getattr(args, "no_companions", False))
+                   companions=not getattr(args, "no_companions", False), memory_budget=args.memory_budget,
+                   variants=tuple(args.variant))
 
 
 class Output:
@@ -263,6 +288,8 @@ def cmd_plan(args: argparse.Namespace, out: Output) -> int:
         for key in ("source", "target", "build_env", "toolkit", "host_compiler", "jobs"):
             out.console.print(f"{key:15} {json.dumps(data[key])}")
         out.console.print(f"{'archs':15} {' '.join(data['archs'])}   gencode: {' '.join(data['gencode'])}")
+        if data["variants"]:
+            out.console.print(f"{'variants':15} " + " ".join(f"{k}={v}" for k, v in data["variants"].items()))
         out.console.print("patches:" + "".join(f"\n  {p['file']} (when {p['when']})" for p in data["patches"]))
         out.console.print("env:" + "".join(f"\n  {k}={v}" for k, v in data["env"].items()))
         if data["companions"]:
@@ -278,13 +305,18 @@ def cmd_plan(args: argparse.Namespace, out: Output) -> int:
 def cmd_recipes(args: argparse.Namespace, out: Output) -> int:
     recipes = [load_recipe(name) for name in recipe_names()]
     data = [{"name": r.name, "backend": r.backend, "default_version": r.default_version,
-             "versions": sorted(r.versions), "description": r.description} for r in recipes]
+             "versions": sorted(r.versions), "description": r.description,
+             "variants": {v.name: {"choices": list(v.choices), "default": v.default, "multi": v.multi,
+                                   "description": v.description} for v in r.variants.values()}}
+            for r in recipes]
 
     def render() -> None:
-        table = Table("recipe", "backend", "versions (default first)", "description")
+        table = Table("recipe", "backend", "versions (default first)", "variants (default)", "description")
         for r in recipes:
             others = [v for v in sorted(r.versions) if v != r.default_version]
-            table.add_row(r.name, r.backend, ", ".join([r.default_version, *others]), r.description)
+            variants = "\n".join(f"{v.name}={'|'.join(v.choices)}{' (list)' if v.multi else ''} ({v.default})"
+                                 for v in r.variants.values())
+            table.add_row(r.name, r.backend, ", ".join([r.default_version, *others]), variants, r.description)
         out.console.print(table)
     out.emit(data, render)
     return 0
@@ -529,10 +561,34 @@ def cmd_ci(args: argparse.Namespace, out: Output) -> int:
     return 0
 
 
+def cmd_stats(args: argparse.Namespace, out: Output) -> int:
+    found = costs.for_recipe(Cache(args.cache), args.recipe)
+    if not found:
+        raise UsageError(f"no compile records for {args.recipe} in {args.cache}",
+                         hint=f"builder build {args.recipe} records them (builds with --ccache do not)")
+    shown = found if args.all else found[:1]
+    data = [{**c.summary(), "key": c.key, "version": c.version, "archs": c.archs, "cuda": c.cuda, "host": c.host,
+             "jobs": c.jobs, "cores": c.cores, "memory_budget_gb": c.memory_budget_gb,
+             "slowest": [asdict(f) for f in sorted(c.files, key=lambda f: -f.wall_s)[:args.top]]} for c in shown]
+
+    def render() -> None:
+        for c, d in zip(shown, data, strict=True):
+            out.console.print(f"{args.recipe} {c.version} for sm_{','.join(c.archs) or '-'}, CUDA {c.cuda}, {c.host}: "
+                              f"{costs.describe(c)}; {c.cpu_s:.0f} CPU-s on {c.jobs} job(s) of {c.cores} cores, "
+                              f"budget {c.memory_budget_gb:g} GB")
+            table = Table("file", "wall s", "CPU s", "peak MB", "waited s")
+            for f in d["slowest"]:
+                table.add_row(f["file"], f"{f['wall_s']:.1f}", f"{f['cpu_s']:.1f}", f"{f['peak_mb']:.0f}",
+                              f"{f['waited_s']:.1f}")
+            out.console.print(table)
+    out.emit(data, render)
+    return 0
+
+
 COMMANDS = {"build": cmd_build, "plan": cmd_plan, "recipes": cmd_recipes, "fetch": cmd_fetch,
             "matrix": cmd_matrix, "ci": cmd_ci, "cache": cmd_cache, "install": cmd_install,
             "uninstall": cmd_uninstall,
-            "doctor": cmd_doctor, "toolchain": cmd_toolchain}
+            "stats": cmd_stats, "doctor": cmd_doctor, "toolchain": cmd_toolchain}
 
 
 def report_error(exc: BuilderError) -> None:

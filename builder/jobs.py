@@ -1,4 +1,9 @@
-"""Memory-aware parallelism: how many compile jobs fit in this machine's cores and RAM."""
+"""Memory-aware parallelism: how many compiles run at once, and the memory they may use together.
+
+Backends whose compilers run through the compile gate (builder/gate.py) start one job per core and
+let the gate admit each compile while its expected peak fits in the memory budget; the others get
+jobs = min(cores, budget // memory of one job).
+"""
 
 from __future__ import annotations
 
@@ -8,17 +13,25 @@ from dataclasses import dataclass
 import psutil
 
 GIB = 1024**3
+# The default budget: this fraction of the memory available when the build starts; the rest is
+# left to the system, the page cache and the compiles the estimate underrates.
+SAFE_FRACTION = 0.8
+# The backends whose compile commands builder wraps with the gate (builder/costs.py sets it up).
+GATED_BACKENDS = frozenset({"torch-ext", "make", "cmake", "scikit-build"})
 
 
 @dataclass(frozen=True)
 class JobPlan:
-    """How many compiles run at once, and why."""
+    """How many compiles run at once, within which memory, and why."""
 
     jobs: int
     cores: int
     available_gb: float
     job_memory_gb: float
     reason: str
+    memory_budget_gb: float = 0.0
+    gated: bool = False
+    """Compiles are admitted by the gate under memory_budget_gb."""
 
 
 def usable_cores() -> int:
@@ -29,13 +42,22 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-def plan_jobs(job_memory_gb: float, requested: int | None = None) -> JobPlan:
-    """jobs = min(cores, available RAM // memory of one job), never below 1; `requested` wins."""
+def plan_jobs(job_memory_gb: float, requested: int | None = None, *, budget_gb: float | None = None,
+              gated: bool = False) -> JobPlan:
+    """A job per core under the gate, else min(cores, budget // memory of one job), never below 1;
+    `requested` (--jobs) wins either way."""
     cores = usable_cores()
     available_gb = psutil.virtual_memory().available / GIB
+    budget = budget_gb if budget_gb is not None else round(available_gb * SAFE_FRACTION, 1)
+
+    def job_plan(jobs: int, reason: str) -> JobPlan:
+        return JobPlan(jobs, cores, available_gb, job_memory_gb, reason, memory_budget_gb=budget, gated=gated)
+
     if requested is not None:
-        return JobPlan(requested, cores, available_gb, job_memory_gb, "set with --jobs")
-    by_memory = int(available_gb // job_memory_gb) if job_memory_gb > 0 else cores
+        return job_plan(requested, "set with --jobs")
+    if gated:
+        return job_plan(cores, f"one per core; each compile admitted while its expected peak fits in {budget:g} GB")
+    by_memory = int(budget // job_memory_gb) if job_memory_gb > 0 else cores
     jobs = max(1, min(cores, by_memory))
-    limit = "cores" if jobs == cores else f"{available_gb:.0f} GB free / {job_memory_gb:g} GB per job"
-    return JobPlan(jobs, cores, available_gb, job_memory_gb, f"limited by {limit}")
+    return job_plan(jobs, "limited by " + ("cores" if jobs == cores else
+                                           f"{budget:g} GB budget / {job_memory_gb:g} GB per job"))

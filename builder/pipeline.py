@@ -18,7 +18,7 @@ from typing import Any
 from packaging.utils import parse_wheel_filename
 from packaging.version import Version
 
-from builder import __version__
+from builder import __version__, costs, sccache
 from builder.artifacts import check_writable, install_artifacts, installed_package_dir, locate_package
 from builder.backends import get_backend
 from builder.backends.native import outputs as native_outputs
@@ -66,6 +66,7 @@ class BuildResult:
             "verified": self.verified, "log": str(self.log_path) if self.log_path else None,
             "seconds": round(self.seconds, 1), "timings": self.timings, "plan": self.plan.to_json(),
             "companions": [companion.to_json() for companion in self.companions],
+            "costs": (self.entry.meta.get("costs") or {}).get("summary"), "sccache": self.entry.meta.get("sccache"),
         }
 
 
@@ -156,11 +157,11 @@ def workdir(path: Path, reporter: StepReporter) -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def build_env(plan: Plan, cache: Cache) -> dict[str, str]:
+def build_env(plan: Plan, cache: Cache, work: Path) -> dict[str, str]:
     """The inherited environment plus the plan's variables (and sccache with --ccache)."""
     env = {**os.environ, **plan.env, "PYTHONUNBUFFERED": "1"}
     if plan.ccache:
-        env["SCCACHE_DIR"] = str(cache.dir("sccache"))
+        env = sccache.sccache_env(plan.env["BUILDER_SCCACHE"], cache.dir("sccache"), work, env)
     return env
 
 
@@ -171,7 +172,7 @@ def provenance(plan: Plan) -> dict[str, Any]:
         "patches": {p.file: sha256_of(p.path) for p in plan.patches},
         "torch": plan.torch_version, "torch_cuda": plan.target.torch_cuda,
         "cuda": plan.toolkit.version, "host_compiler": f"{plan.host.cxx} ({plan.host.major})",
-        "archs": [str(a) for a in plan.archs], "cxx11_abi": plan.cxx11_abi,
+        "archs": [str(a) for a in plan.archs], "cxx11_abi": plan.cxx11_abi, "variants": dict(plan.variants),
         "cxx_std": plan.cxx_std, "python": plan.target.python_tag,
         "platform": plan.target.platform, "env": dict(plan.env), "cache_key": plan.key,
     }
@@ -198,7 +199,7 @@ def pin_preview(plan: Plan, cache: Cache) -> list[PinChange]:
 
 def compile_and_store(plan: Plan, cache: Cache, reporter: StepReporter, log_path: Path) -> Entry:
     """Fetch, patch, build, re-tag and store; the work dir goes only when all of it worked."""
-    backend = get_backend(plan.backend)
+    get_backend(plan.backend)  # an unknown backend stops before the download
     check_build_path(cache.dir("build"))
     with reporter.step("fetch"):
         archive = fetch(plan.source, cache.dir("sources"))
@@ -211,18 +212,40 @@ def compile_and_store(plan: Plan, cache: Cache, reporter: StepReporter, log_path
             with reporter.step("pins", "rewrite dependency pins"):
                 for change in rewrite_tree(src, plan.recipe.deps.rewrite, pin_rules(plan)):
                     reporter.say(f"    {change.describe()}")
-        archs = ", ".join(a.sm for a in plan.archs) or "no GPU arch"
-        step = f"compile with {plan.jobs.jobs} job(s) for {archs} (log: {log_path})"
-        with reporter.step("compile", step), CompileProgress(plan.recipe.name, quiet=reporter.quiet) as progress:
-            raw = backend.build(plan, src, work / "raw", build_env(plan, cache), log_path, progress.on_line)
+        recorded: dict[str, Any] = {}
+        raw = run_backend(plan, cache, src, work, log_path, reporter, recorded)
         with reporter.step("store", "re-tag and store the wheel"):
             pins = pin_rules(plan)
             rules = RequirementRules(drop=tuple(pins.drop), pin=dict(pins.pin))
             wheel = retag(raw, work / "dist", local=plan.local_version, rules=rules, provenance=provenance(plan),
                           platform=plan.target.platform)
             meta = {"recipe": plan.recipe.name, "version": plan.version, "plan": plan.to_json(),
-                    "log": str(log_path)}
+                    "log": str(log_path), **recorded}
             return cache.store(plan.key, wheel, meta)
+
+
+def run_backend(plan: Plan, cache: Cache, src: Path, work: Path, log_path: Path, reporter: StepReporter,
+                recorded: dict[str, Any]) -> Path:
+    """The backend's build behind the compile gate (and through sccache with --ccache); what the
+    build recorded goes into `recorded` (costs, sccache counts), even when it fails."""
+    archs = ", ".join(a.sm for a in plan.archs) or "no GPU arch"
+    step = f"compile with {plan.jobs.jobs} job(s) for {archs} (log: {log_path})"
+    env = build_env(plan, cache, work)
+    if plan.jobs.gated:
+        env = costs.instrument(plan, cache, work, src, env)
+    try:
+        with reporter.step("compile", step), CompileProgress(plan.recipe.name, quiet=reporter.quiet) as progress:
+            return get_backend(plan.backend).build(plan, src, work / "raw", env, log_path, progress.on_line)
+    finally:
+        # Through sccache the compilers run in its server, out of the gate's sight: no records.
+        records = costs.collect(plan, work) if not plan.ccache else None
+        if records is not None:
+            costs.save(cache, records)
+            recorded["costs"] = records.to_json()
+            reporter.say(f"    {costs.describe(records)} (builder stats {plan.recipe.name})")
+        if plan.ccache:
+            recorded["sccache"] = sccache.finish(plan.env["BUILDER_SCCACHE"], env)
+            reporter.say(f"    {sccache.describe(recorded['sccache'])}")
 
 
 def check_build_path(path: Path) -> None:

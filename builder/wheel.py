@@ -64,15 +64,15 @@ def _version(text: str, *, what: str) -> Version:
 
 
 def local_version_label(
-    *, cuda: str, torch: str, cxx11_abi: bool, archs: Sequence[str], variant: str | None = None
+    *, cuda: str, torch: str, cxx11_abi: bool, archs: Sequence[str], variants: Sequence[str] = ()
 ) -> str:
-    """flash-attn's local label plus the archs: ``cu130torch2.14cxx11abiTRUE.sm86[.variant]``."""
+    """flash-attn's local label plus the archs and variants: ``cu130torch2.14cxx11abiTRUE.sm86[.hdim64]``."""
     cu = (*_version(cuda, what="CUDA version").release, 0)[:2]
     th = (*_version(torch, what="torch version").release, 0)[:2]
     parts = [f"cu{cu[0]}{cu[1]}torch{th[0]}.{th[1]}cxx11abi{'TRUE' if cxx11_abi else 'FALSE'}"]
     arch_list = [parse_arch(a) for a in archs]
     parts += dict.fromkeys(f"sm{a.name}{'ptx' if a.ptx else ''}" for a in arch_list)  # keep order
-    if variant is not None:
+    for variant in variants:
         if not re.fullmatch(r"[a-z0-9]+", variant):
             raise UsageError(f"variant {variant!r} must be lowercase letters and digits only")
         parts.append(variant)

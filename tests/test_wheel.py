@@ -104,18 +104,18 @@ def _metadata_bytes(wheel: Path) -> bytes:
 
 
 @pytest.mark.parametrize(
-    ("archs", "variant", "expected"),
+    ("archs", "variants", "expected"),
     [
-        (["86"], None, "cu130torch2.14cxx11abiTRUE.sm86"),
-        (["80", "90"], None, "cu130torch2.14cxx11abiTRUE.sm80.sm90"),
-        (["86+PTX"], None, "cu130torch2.14cxx11abiTRUE.sm86ptx"),
-        (["90a"], None, "cu130torch2.14cxx11abiTRUE.sm90a"),
-        (["8.6", "10.0a", "86"], None, "cu130torch2.14cxx11abiTRUE.sm86.sm100a"),
-        (["90"], "fa3", "cu130torch2.14cxx11abiTRUE.sm90.fa3"),
+        (["86"], (), "cu130torch2.14cxx11abiTRUE.sm86"),
+        (["80", "90"], (), "cu130torch2.14cxx11abiTRUE.sm80.sm90"),
+        (["86+PTX"], (), "cu130torch2.14cxx11abiTRUE.sm86ptx"),
+        (["90a"], (), "cu130torch2.14cxx11abiTRUE.sm90a"),
+        (["8.6", "10.0a", "86"], (), "cu130torch2.14cxx11abiTRUE.sm86.sm100a"),
+        (["90"], ("backwardoff", "hdim64x128"), "cu130torch2.14cxx11abiTRUE.sm90.backwardoff.hdim64x128"),
     ],
 )
-def test_local_version_label(archs: list[str], variant: str | None, expected: str) -> None:
-    got = local_version_label(cuda="13.0", torch="2.14.1+cu130", cxx11_abi=True, archs=archs, variant=variant)
+def test_local_version_label(archs: list[str], variants: tuple[str, ...], expected: str) -> None:
+    got = local_version_label(cuda="13.0", torch="2.14.1+cu130", cxx11_abi=True, archs=archs, variants=variants)
     assert got == expected
 
 
@@ -126,7 +126,7 @@ def test_local_version_label_abi_false_and_short_versions() -> None:
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"archs": ["sm86x"]}, {"archs": ["86"], "variant": "Fa-3"}, {"archs": [], "cuda": "cuda13"}],
+    [{"archs": ["sm86x"]}, {"archs": ["86"], "variants": ["Fa-3"]}, {"archs": [], "cuda": "cuda13"}],
 )
 def test_local_version_label_rejects(kwargs: dict[str, object]) -> None:
     args: dict[str, object] = {"cuda": "13.0", "torch": "2.14.1", "cxx11_abi": True, **kwargs}

@@ -51,7 +51,7 @@ class CMakeBackend:
         env = build_environment(plan, env, out_dir.parent)
         hint = f"{plan.target.python_exe} -m pip install cmake ninja"
         cmake = find_tool("cmake", plan, env, hint)
-        ninja = find_tool("ninja", plan, env, hint)
+        ninja = env.get("BUILDER_NINJA") or find_tool("ninja", plan, env, hint)
         call(self.configure_command(plan, source_dir, cmake, ninja), log_path=log_path, env=env,
              cwd=source_dir, on_line=on_line, what="configuring with CMake")
         call(self.build_command(plan, source_dir, cmake), log_path=log_path, env=env, cwd=source_dir,

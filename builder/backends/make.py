@@ -18,9 +18,13 @@ from builder.run import call, capture
 class MakeBackend:
     name = "make"
 
-    def make_command(self, plan: Plan, target: str, make: str = "make") -> list[str]:
-        variables = [f"{key}={plan.render(value)}" for key, value in native_spec(plan).variables.items()]
-        return [make, f"-j{plan.jobs.jobs}", target, *variables]
+    def make_command(self, plan: Plan, target: str, make: str = "make", gate: str | None = None) -> list[str]:
+        """The make command line; with builder's compile gate, NVCC runs through it (unless the recipe
+        sets NVCC itself)."""
+        variables = {key: plan.render(value) for key, value in native_spec(plan).variables.items()}
+        if gate is not None:
+            variables.setdefault("NVCC", f"{gate} {plan.toolkit.nvcc}")
+        return [make, f"-j{plan.jobs.jobs}", target, *(f"{key}={value}" for key, value in variables.items())]
 
     def commands(self, plan: Plan, source_dir: Path, out_dir: Path) -> list[list[str]]:
         return [*(self.make_command(plan, t) for t in native_spec(plan).targets),
@@ -33,8 +37,8 @@ class MakeBackend:
         for target in native_spec(plan).targets:
             check_target(make, target, source_dir, env, log_path)
         for target in native_spec(plan).targets:
-            call(self.make_command(plan, target, make), log_path=log_path, env=env, cwd=source_dir,
-                 on_line=on_line, what=f"make {target}")
+            command = self.make_command(plan, target, make, env.get("BUILDER_GATE"))
+            call(command, log_path=log_path, env=env, cwd=source_dir, on_line=on_line, what=f"make {target}")
         return package(plan, source_dir, out_dir, env, log_path, on_line)
 
 

