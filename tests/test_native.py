@@ -53,6 +53,7 @@ def test_makefile_era_libraries_replace_an_installed_package_and_uninstall_resto
     log = Path(second["log"]).read_text()
     assert "make -j" in log and "cuda11x_nomatmul" in log
     assert "CC_cublasLt111=-gencode=arch=compute_86,code=sm_86" in log
+    assert second["costs"]["files"] == 2  # nvcc -dc of both .cu files, once per target, through the gate
 
     run_builder("uninstall", str(RECIPE), "--artifacts", "--python", str(venv), check=True)
     assert snapshot(folder) == before
@@ -72,6 +73,8 @@ def test_cmake_era_builds_the_requested_arch_and_one_key_serves_both_install_mod
     assert result["verified"]["cubins"] == {"libbnbfix_cuda130.so": ["86"]}
     assert result["verified"]["main_module"]["loaded"] == [str(package_dir(venv) / "libbnbfix_cuda130.so")]
     assert result["plan"]["version"] == "0.49.0" and Path(result["wheel"]).name.startswith("bnbfix-0.49.0+")
+    stats = builder_json("stats", "bnbfix", "--cache", str(cache))[0]  # CMake's launchers ran the gate
+    assert {f["file"] for f in stats["slowest"]} >= {"csrc/ops.cu", "csrc/kernels.cu"}
 
 
 def broken_copy(tmp_path: Path, *, targets: str | None = None, break_kernel: bool = False) -> Path:
