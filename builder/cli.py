@@ -1,7 +1,8 @@
 """The command line: argument parsing and output only; the work is in pipeline and friends.
 
 Errors arrive as BuilderError and leave as one line (plus a hint) and the error's exit code;
-the traceback only with --debug. --json prints one JSON document on stdout.
+the traceback only with --debug. --json prints one JSON document on stdout (for a failure:
+{"error", "kind", "exit_code", ...}).
 """
 
 from __future__ import annotations
@@ -612,6 +613,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if getattr(args, "debug", False):
             raise
         report_error(exc)
+        out.emit(exc.to_json())
         return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -6,6 +6,7 @@ Library code only raises; the CLI turns an error into one line (plus a hint) and
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 
 class BuilderError(Exception):
@@ -17,6 +18,13 @@ class BuilderError(Exception):
         super().__init__(message)
         self.message = message
         self.hint = hint
+
+    def to_json(self) -> dict[str, Any]:
+        """What --json prints on stdout for a failed command."""
+        data: dict[str, Any] = {"error": self.message, "kind": type(self).__name__, "exit_code": self.exit_code}
+        if self.hint:
+            data["hint"] = self.hint
+        return data
 
 
 class UsageError(BuilderError):
@@ -75,6 +83,10 @@ class BuildError(BuilderError):
         self.returncode = returncode
         self.first_error = first_error
         self.log_path = log_path
+
+    def to_json(self) -> dict[str, Any]:
+        return {**super().to_json(), "first_error": self.first_error,
+                "log": str(self.log_path) if self.log_path else None}
 
 
 class CacheError(BuilderError):

@@ -167,10 +167,13 @@ def test_a_build_killed_midway_leaves_no_entry(fixture_recipe: Path, tmp_path: P
 
 def test_a_failing_compile_names_the_error_and_caches_nothing(fixture_recipe: Path, tmp_path: Path) -> None:
     cache = tmp_path / "cache"
-    result = run_builder("build", str(fixture_recipe), "--arch", "86", "--cache", str(cache),
+    result = run_builder("build", str(fixture_recipe), "--arch", "86", "--cache", str(cache), "--json",
                          env={"FIXTURE_FAIL": "1"})
     assert result.returncode == 8, result.stderr
     assert "first error:" in result.stderr and "fixture asked to fail" in result.stderr
     log_line = next(line for line in result.stderr.splitlines() if "full log:" in line)
     assert Path(log_line.split("full log:")[1].strip()).is_file()
+    failure = json.loads(result.stdout)  # --json: the failure as one document on stdout
+    assert failure["kind"] == "BuildError" and failure["exit_code"] == 8
+    assert "fixture asked to fail" in failure["first_error"] and Path(failure["log"]).is_file()
     assert not (cache / "entries").exists() or not any((cache / "entries").iterdir())
