@@ -79,7 +79,7 @@ def _add_target_args(parser: argparse.ArgumentParser) -> None:
                              "admitted only while its expected peak (from the last build's records, else the "
                              "recipe's estimate) fits (default: 80%% of the memory available)")
     parser.add_argument("--variant", action="append", default=[], metavar="NAME=VALUE",
-                        help="a choice of one of the recipe's declared variants, e.g. hdim=64,128 (`builder "
+                        help="a choice of one of the recipe's declared variants, e.g. hdims=64,128 (`builder "
                              "recipes` lists them); repeat for several")
     parser.add_argument("--source", help="local archive or directory to use instead of the recipe's URL")
     parser.add_argument("--ccache", action="store_true", help="compile through sccache")
@@ -291,7 +291,9 @@ def cmd_plan(args: argparse.Namespace, out: Output) -> int:
         out.console.print(f"{'archs':15} {' '.join(data['archs'])}   gencode: {' '.join(data['gencode'])}")
         if data["variants"]:
             out.console.print(f"{'variants':15} " + " ".join(f"{k}={v}" for k, v in data["variants"].items()))
-        out.console.print("patches:" + "".join(f"\n  {p['file']} (when {p['when']})" for p in data["patches"]))
+        out.console.print("patches:" + "".join(
+            f"\n  {p['file']} (" + (f"variant {p['variants']}" if "variants" in p else f"when {p['when']}") + ")"
+            for p in data["patches"]))
         out.console.print("env:" + "".join(f"\n  {k}={v}" for k, v in data["env"].items()))
         if data["companions"]:
             out.console.print("companions (built first):" + "".join(

@@ -139,7 +139,8 @@ class Plan:
             "cxx_std": self.cxx_std,
             "jobs": asdict(self.jobs),
             "env": dict(self.env),
-            "patches": [{"file": p.file, "when": p.when.describe()} for p in self.patches],
+            "patches": [{"file": p.file, "when": p.when.describe(), **({"variants": p.variants} if p.variants else {})}
+                        for p in self.patches],
             "dependency_rules": {"drop": list(self.recipe.deps.drop),
                                  "pin_to_target": list(self.recipe.deps.pin_to_target)},
             "companions": {name: version or "dropped" for name, version in self.companions.items()},
@@ -347,8 +348,8 @@ def resolve_plan(
         env["PYTORCH_NVCC"] = f"{env['BUILDER_SCCACHE']} {toolkit.nvcc}"
     chosen = choose_variants(recipe.variants, request.variants, recipe.name, version)
     env.update(variant_env(recipe.variants, chosen, {**os.environ, **env}))
-    patches = recipe.patches_for(facts) + tuple(Patch(file, Condition())
-                                                 for file in variant_patches(recipe.variants, chosen))
+    patches = recipe.patches_for(facts) + tuple(Patch(file, Condition(), variants=", ".join(names))
+                                                 for file, names in variant_patches(recipe.variants, chosen).items())
     local = local_version_label(cuda=toolkit.short, torch=torch, cxx11_abi=abi,
                                 archs=[str(a) for a in archs], variants=variant_labels(recipe.variants, chosen))
     key = cache_key(recipe, version, source_sha256, patches, target, toolkit, archs, abi, host, cxx_std, backend,

@@ -57,6 +57,8 @@ class Patch:
 
     file: str
     when: Condition
+    variants: str = ""
+    """For a variant's patch: the variants that bring it (the condition is then always)."""
 
     @property
     def path(self) -> Path:

@@ -131,8 +131,13 @@ def variant_env(variants: Mapping[str, Variant], chosen: Mapping[str, str], env:
     return out
 
 
-def variant_patches(variants: Mapping[str, Variant], chosen: Mapping[str, str]) -> list[str]:
-    return list(dict.fromkeys(p for name in chosen for p in variants[name].patches))
+def variant_patches(variants: Mapping[str, Variant], chosen: Mapping[str, str]) -> dict[str, list[str]]:
+    """Each patch file the chosen variants bring, in order, with the variants that bring it."""
+    files: dict[str, list[str]] = {}
+    for name in chosen:
+        for file in variants[name].patches:
+            files.setdefault(file, []).append(name)
+    return files
 
 
 def labels(variants: Mapping[str, Variant], chosen: Mapping[str, str]) -> list[str]:

@@ -8,10 +8,11 @@ exactly the requested archs.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -93,8 +94,10 @@ def check_cubins(cuobjdump: Path, libraries: dict[str, Path], archs: Iterable[Ar
     return found
 
 
-def run_gpu_check(python: Path, code: str) -> None:
-    result = capture([python, "-c", code], timeout=1200)
+def run_gpu_check(python: Path, code: str, variants: Mapping[str, str]) -> None:
+    """Runs the recipe's check; BUILDER_VARIANTS (JSON) tells it the variants built, e.g. a subset."""
+    env = {**os.environ, "BUILDER_VARIANTS": json.dumps(dict(variants))}
+    result = capture([python, "-c", code], env=env, timeout=1200)
     if result.returncode != 0:
         last = (result.stderr.strip().splitlines() or ["no output"])[-1]
         raise VerifyError(f"GPU check failed: {last}")
@@ -118,7 +121,7 @@ def verify_install(plan: Plan, python: Path) -> dict[str, Any]:
     elif not target.cuda_available:
         report["gpu_check"] = "skipped: no GPU visible"
     else:
-        run_gpu_check(python, spec.gpu_check)
+        run_gpu_check(python, spec.gpu_check, plan.variants)
         report["gpu_check"] = "passed"
     return report
 

@@ -18,9 +18,12 @@ import time
 from pathlib import Path
 
 import psutil
+import pytest
 
 from builder.costs import BuildCosts, FileCost
+from builder.errors import VerifyError
 from builder.ninja_order import reorder
+from builder.verify import run_gpu_check
 from tests.conftest import FIXTURES, ROOT, builder_json, make_venv, run_builder
 
 NINJA = str(Path(sys.executable).parent / "ninja")
@@ -192,6 +195,13 @@ def test_variants_change_the_key_the_local_version_and_the_files_compiled(tmp_pa
         result = run_builder("plan", recipe, "--arch", "86", "--variant", bad, "--cache", cache)
         assert result.returncode == 2 and message in result.stderr, result.stderr
         assert len(result.stderr.strip().splitlines()) <= 2
+
+
+def test_the_gpu_check_is_told_the_variants_built() -> None:
+    reads = "import json, os; assert json.loads(os.environ['BUILDER_VARIANTS']) == {'hdims': '32,256'}"
+    run_gpu_check(Path(sys.executable), reads, {"hdims": "32,256"})
+    with pytest.raises(VerifyError, match="GPU check failed: AssertionError"):
+        run_gpu_check(Path(sys.executable), reads, {})
 
 
 def test_sccache_recompiles_only_the_changed_file(tmp_path: Path) -> None:

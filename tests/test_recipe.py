@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
 from builder.errors import RecipeError
 from builder.recipe import load_recipe, recipe_names
+from tests.conftest import builder_json, run_builder
 
 
 def test_every_shipped_recipe_loads() -> None:
@@ -91,3 +93,18 @@ def test_a_native_backend_needs_its_table_and_outputs(tmp_path: Path) -> None:
         load_recipe(str(_write(tmp_path, text + '[make]\ntargets = ["all"]\n')))
     with pytest.raises(RecipeError, match=r"unknown template field \{cuda_digit\}"):
         load_recipe(str(_write(tmp_path, text + '[make]\noutputs = ["lib{cuda_digit}.so"]\n')))
+
+
+def test_flash_attn_kernel_subsets_are_variants_of_2_8_3(tmp_path: Path) -> None:
+    plan = builder_json("plan", "flash-attn", "--arch", "90", "--variant", "hdims=256,32",
+                        "--variant", "backward=off", "--cache", str(tmp_path))
+    assert plan["variants"] == {"hdims": "32,256", "backward": "off"}
+    assert plan["env"]["FLASH_ATTN_HDIMS"] == "32,256" and plan["env"]["FLASH_ATTN_BACKWARD"] == "0"
+    assert plan["patches"][-1] == {"file": "flash-attn/2.8.3-variants.patch", "when": "always",
+                                   "variants": "hdims, backward"}
+    assert plan["local_version"].endswith(".sm90.backwardoff.hdims32x256")
+    refused = run_builder("plan", "flash-attn", "--version", "2.6.3", "--arch", "90", "--variant", "hdims=64",
+                          "--cache", str(tmp_path), "--json")
+    assert refused.returncode == 2
+    assert json.loads(refused.stdout) == {"error": "variant hdims of flash-attn needs version ==2.8.3, not 2.6.3",
+                                          "kind": "UsageError", "exit_code": 2}
