@@ -1,4 +1,4 @@
-"""Checks an installed flash-attn kernel subset (variant hdim=32,256) on the GPU: forward and
+"""Checks an installed flash-attn kernel subset (variant hdims=32,256) on the GPU: forward and
 backward for the built head dims and both dtypes against PyTorch's attention in float32, and a
 clear RuntimeError naming the variant for a head dim outside the subset (bench/flash_subset_order.sh).
 """

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Heaviest first on hardware (the GPU machine: H100 sm_90, 16 cores, torch 2.11+cu130, no network):
-# the flash-attn 2.8.3 kernel subset hdim=32,256 (24 kernel files and flash_api.cpp) built twice
+# the flash-attn 2.8.3 kernel subset hdims=32,256 (24 kernel files and flash_api.cpp) built twice
 # for sm_90 with 16 jobs.
 #   run 1 "plain":   a fresh cache, no records: ninja starts the files in build.ninja's order
 #                    (setuptools sorts the sources, so the costly fwd_split files come last)
@@ -18,7 +18,7 @@ PY=${PY:-python3}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 
 both_runs() {
-  local ARGS=(flash-attn --arch 90 --variant hdim=32,256 --jobs 16 --cache "$CACHE" --json)
+  local ARGS=(flash-attn --arch 90 --variant hdims=32,256 --jobs 16 --cache "$CACHE" --json)
   cd "$ROOT"
   export PYTHONPATH=$ROOT${PYTHONPATH:+:$PYTHONPATH}
   $PY -m builder build "${ARGS[@]}" --no-install > "$RUN/plain.build.json" 2> "$RUN/plain.build.err"

@@ -58,7 +58,8 @@ def measure(command: list[str], interval: float = 1.0) -> dict[str, object]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, help="write the JSON result here instead of stdout (which stays the command's)")
+    parser.add_argument("--out", type=Path,
+                        help="write the JSON result here instead of stdout (which stays the command's)")
     parser.add_argument("--interval", type=float, default=1.0, help="memory sampling period (s)")
     parser.add_argument("command", nargs=argparse.REMAINDER)
     args = parser.parse_args()

@@ -4,6 +4,7 @@ the command that produced it.
     python bench/run.py                 # fixture: cold vs cache hit, orchestration overhead
     python bench/run.py --upstream      # + causal-conv1d for one arch and flash-attn one arch vs four
     python bench/run.py --upstream --baseline   # + plain pip wheel of causal-conv1d, default archs (~1 h)
+    python bench/run.py --sccache       # + causal-conv1d under --ccache: cold, then a warm rebuild
 
 Every build here runs in a fresh cache under a temporary directory, with sources copied from
 cache/sources (fetched first with `builder fetch`), so nothing is a hit unless it should be.
@@ -108,9 +109,7 @@ def plain_pip_wheel(work: Path, sdist: Path, patch_file: str) -> dict[str, objec
 
 
 def bench_causal(work: Path, baseline: bool) -> list[str]:
-    spec = load_recipe("causal-conv1d").versions["1.7.0"]
-    assert spec.file is not None
-    sdist = ROOT / "cache" / "sources" / spec.file
+    sdist = causal_sdist()
     cache = work / "causal-cache"
     (cache / "sources").mkdir(parents=True)
     shutil.copy2(sdist, cache / "sources")
@@ -129,6 +128,35 @@ def bench_causal(work: Path, baseline: bool) -> list[str]:
         f"| **builder / plain** | **{ratio(ours, plain, 'wall_s')}** wall, **{ratio(ours, plain, 'cpu_s')}** "
         f"CPU, **{ratio(ours, plain, 'max_process_rss_gb')}** peak RSS |",
     ]
+
+
+def bench_sccache(work: Path) -> list[str]:
+    """causal-conv1d for sm_86 under --ccache: a cold build (empty sccache store), then --force (all hits)."""
+    cache = work / "sccache-cache"
+    (cache / "sources").mkdir(parents=True)
+    shutil.copy2(causal_sdist(), cache / "sources")
+    args = ("causal-conv1d", "--arch", "86", "--no-install", "--ccache")
+    cold, cold_result = timed_build(cache, *args)
+    warm, warm_result = timed_build(cache, *args, "--force")
+
+    def compiled(result: dict[str, object]) -> str:
+        stats = result["sccache"]
+        assert isinstance(stats, dict) and isinstance(result["timings"], dict)
+        return (f"compile step {result['timings']['compile']} s; sccache {stats['compile_requests']} requests, "
+                f"{stats['hits']} hits, {stats['misses']} misses")
+    return [
+        f"| causal-conv1d 1.7.0, sm_86, `--ccache`, cold (empty store) | {cold['wall_s']} s wall, "
+        f"{cold['cpu_s']} CPU-s; {compiled(cold_result)} |",
+        f"| the same, `--force` (warm store) | {warm['wall_s']} s wall, {warm['cpu_s']} CPU-s; "
+        f"{compiled(warm_result)} |",
+        f"| **cold / warm** | **{ratio(cold, warm, 'wall_s')}** wall, **{ratio(cold, warm, 'cpu_s')}** CPU |",
+    ]
+
+
+def causal_sdist() -> Path:
+    spec = load_recipe("causal-conv1d").versions["1.7.0"]
+    assert spec.file is not None
+    return ROOT / "cache" / "sources" / spec.file
 
 
 def ratio(a: dict[str, object], b: dict[str, object], key: str) -> str:
@@ -161,10 +189,12 @@ def main() -> int:
     parser.add_argument("--baseline", action="store_true",
                         help="with --upstream: also plain `pip wheel` of causal-conv1d with its nine default archs "
                              "(~40 min on 2 cores)")
+    parser.add_argument("--sccache", action="store_true", help="also causal-conv1d cold vs warm under --ccache")
     parser.add_argument("--results", type=Path, default=ROOT / "bench" / "RESULTS.md")
     args = parser.parse_args()
-    if args.upstream:
+    if args.upstream or args.sccache:
         subprocess.run(builder("fetch", "causal-conv1d"), check=True)
+    if args.upstream:
         subprocess.run(builder("fetch", "flash-attn", "--version", "2.8.3"), check=True)
     with tempfile.TemporaryDirectory(prefix="builder-bench-") as tmp:
         work = Path(tmp)
@@ -174,10 +204,12 @@ def main() -> int:
         if args.upstream:
             rows += bench_causal(work, args.baseline)
             rows += bench_flash_attn(work)
+        if args.sccache:
+            rows += bench_sccache(work)
     machine = f"{platform.node()}: {psutil.cpu_count()} cores, {psutil.virtual_memory().total / 1024**3:.0f} GB"
+    flags = "".join(f" --{flag}" for flag in ("upstream", "baseline", "sccache") if getattr(args, flag))
     section = "\n".join([
-        f"\n### {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} — `python bench/run.py"
-        f"{' --upstream' if args.upstream else ''}{' --baseline' if args.baseline else ''}` on {machine}\n",
+        f"\n### {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} — `python bench/run.py{flags}` on {machine}\n",
         "| what | measured |", "| --- | --- |", *rows, ""])
     with args.results.open("a") as results:
         results.write(section)
