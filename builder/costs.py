@@ -139,6 +139,15 @@ def _script(path: Path, command: list[str]) -> str:
     return str(path)
 
 
+def host_compiler_gate(tools: Path, cxx: str) -> str:
+    """The gate in front of the host compiler, as one executable for torch's CXX (its ninja rule runs
+    `$cxx`, and it checks CXX's path for "g++"/"clang", so the wrapper keeps the compiler's name).
+    In a folder of its own, off PATH: nothing looking for `g++` by name finds it."""
+    folder = tools / "host"
+    folder.mkdir(exist_ok=True)
+    return _script(folder / Path(cxx).name, [sys.executable, str(HERE / "gate.py"), cxx])
+
+
 def instrument(plan: Plan, cache: Cache, work: Path, source_dir: Path, env: Mapping[str, str]) -> dict[str, str]:
     """The build's environment with the gate and the ordering ninja in place, seeded with the last
     build's records for this key."""
@@ -154,6 +163,8 @@ def instrument(plan: Plan, cache: Cache, work: Path, source_dir: Path, env: Mapp
            "BUILDER_GATE_JOB_MB": str(plan.recipe.build.job_memory_gb * MB_PER_GB), "BUILDER_GATE": gate}
     nvcc = env.get("PYTORCH_NVCC", str(plan.toolkit.nvcc))
     out["PYTORCH_NVCC"] = f"{gate} {nvcc}"
+    if plan.backend == "torch-ext" and not plan.ccache and env.get("CXX"):
+        out["CXX"] = host_compiler_gate(tools, env["CXX"])
     launcher = f"{gate};{env['BUILDER_SCCACHE']}" if plan.ccache else gate
     for language in ("C", "CXX", "CUDA"):
         out[f"CMAKE_{language}_COMPILER_LAUNCHER"] = launcher

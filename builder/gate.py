@@ -1,5 +1,5 @@
 """The compile gate: a wrapper builder puts in front of every compiler a build runs (PYTORCH_NVCC
-for torch extensions, the Makefile's NVCC, CMake's compiler launchers). For one compile it
+and CXX for torch extensions, the Makefile's NVCC, CMake's compiler launchers). For one compile it
 
 1. waits until the compile's expected peak memory fits in the build's memory budget beside the
    compiles already running (always admitted when none runs, so a build never deadlocks);
@@ -35,6 +35,9 @@ SAMPLE_SECONDS = 0.05
 WAIT_SECONDS = 0.1
 # A recorded peak is a sample; the next build of the file is expected a little above it.
 RECORD_MARGIN = 1.15
+# Set for the compiler the gate runs: a gated compiler it starts in turn (nvcc's host compiler, were
+# it wrapped too) passes straight through instead of waiting for room its parent holds.
+INSIDE = "BUILDER_GATE_INSIDE"
 MB = 1024 * 1024
 
 
@@ -93,7 +96,7 @@ def tree_rss(process: psutil.Process) -> int:
 
 def run_sampled(args: list[str]) -> tuple[int, float, int]:
     """Run the compiler; returns its exit code, CPU seconds (the whole tree's) and peak tree RSS."""
-    child = subprocess.Popen(args)
+    child = subprocess.Popen(args, env={**os.environ, INSIDE: "1"})
     process = psutil.Process(child.pid)
     peak = 0
     while child.poll() is None:
@@ -109,7 +112,7 @@ def run_sampled(args: list[str]) -> tuple[int, float, int]:
 def main(args: list[str]) -> int:
     gate_dir = Path(os.environ.get("BUILDER_GATE_DIR", ""))
     file = source_file(args, os.environ.get("BUILDER_GATE_SOURCE_ROOT", ""))
-    if not args or file is None or not gate_dir.is_dir():
+    if not args or file is None or not gate_dir.is_dir() or os.environ.get(INSIDE):
         return subprocess.call(args) if args else 2
     budget_mb = float(os.environ.get("BUILDER_GATE_BUDGET_MB", "inf"))
     need_mb, basis = expected_mb(file, gate_dir, float(os.environ.get("BUILDER_GATE_JOB_MB", "0")))

@@ -116,6 +116,15 @@ def test_a_compile_larger_than_the_budget_still_runs_alone(tmp_path: Path) -> No
     assert first["end"] <= second["start"]  # one at a time, and nobody waited forever
 
 
+def test_a_compiler_started_by_a_gated_compiler_is_not_gated_again(tmp_path: Path) -> None:
+    # The outer compile holds the only room the budget has; a gated inner one must not wait for it.
+    (tmp_path / "unit.c").write_text("")
+    inner = f"{' '.join(GATE)} {sys.executable} {HOG} 1 0.1 -c unit.c -o unit.o"
+    env = gate_env(tmp_path / "gate", tmp_path, budget_mb=10, job_mb=10)
+    subprocess.run([*GATE, "sh", "-c", inner, "-c", "unit.c"], cwd=tmp_path, env=env, check=True, timeout=60)
+    assert [r["file"] for r in records(tmp_path / "gate")] == ["unit.c"]  # the outer one only
+
+
 def test_ninja_starts_ties_in_file_order_and_the_wrapper_puts_the_heaviest_first(tmp_path: Path) -> None:
     build = hog_build(tmp_path, {"a": (1, 0.1), "b": (1, 0.1), "c": (1, 0.1)})
     gate_dir = tmp_path / "gate"
@@ -151,11 +160,13 @@ def test_a_build_records_its_costs_and_the_next_starts_the_heaviest_first(tmp_pa
     cache, recipe = str(tmp_path / "cache"), str(COSTLY / "costly-ext.toml")
     first = builder_json("build", recipe, "--arch", "86", "--jobs", "1", "--no-install", "--cache", cache)
     assert compile_order(first["log"]) == ["cheap.cu", "costly.cu"]  # sorted, as setuptools passes them
-    assert first["costs"]["files"] == 2
+    assert first["costs"]["files"] == 3  # the two nvcc compiles and the host compile of binding.cpp
 
     stats = builder_json("stats", "costly-ext", "--cache", cache)
     [latest] = stats
-    assert [f["file"] for f in latest["slowest"]] == ["csrc/costly.cu", "csrc/cheap.cu"]
+    slowest = [f["file"] for f in latest["slowest"]]
+    assert sorted(slowest) == ["csrc/binding.cpp", "csrc/cheap.cu", "csrc/costly.cu"]
+    assert slowest.index("csrc/costly.cu") < slowest.index("csrc/cheap.cu")
     assert latest["archs"] == ["86"] and latest["peak_mb"] > 0 and 0 < latest["core_use"] <= 1
     shown = run_builder("stats", "costly-ext", "--cache", cache)
     assert "csrc/costly.cu" in shown.stdout and "core use" in shown.stdout
