@@ -111,3 +111,16 @@ class EnvironmentSetupError(BuilderError):
     """A build environment (venv with a pinned torch) that could not be made."""
 
     exit_code = 12
+
+
+class FileAccessError(BuilderError):
+    """A file or folder builder cannot read or write: permissions, a full disk, a path that is not
+    a directory."""
+
+    exit_code = 13
+
+
+class SettingsError(BuilderError):
+    """A config file or BUILDER_* variable with an unknown key or a value of the wrong type."""
+
+    exit_code = 14

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import site
@@ -14,9 +15,31 @@ from pathlib import Path
 
 import pytest
 
+from builder.planning.labels import local_version_label
+
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 TORCHEXT = FIXTURES / "torchext"
+
+
+@functools.cache
+def _running_torch() -> tuple[str, str, bool]:
+    """(torch version, its CUDA, its C++ ABI) of the interpreter running the tests."""
+    import torch
+
+    return torch.__version__, str(torch.version.cuda), bool(torch._C._GLIBCXX_USE_CXX11_ABI)
+
+
+def running_torch_version() -> str:
+    """The running torch's version as torch reports it ("2.14.1+cu130")."""
+    return _running_torch()[0]
+
+
+def label(*archs: str, variants: tuple[str, ...] = ()) -> str:
+    """The local version a build against the running torch (and a toolkit of torch's CUDA) gets:
+    derived, never hard-coded, so the tests hold for whatever torch the machine has."""
+    torch, cuda, abi = _running_torch()
+    return local_version_label(cuda=cuda, torch=torch, cxx11_abi=abi, archs=list(archs), variants=variants)
 
 
 def run_builder(*args: str, env: dict[str, str] | None = None, check: bool = False,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from builder.archs import Arch, parse_arch, parse_archs, torch_arch_list
 from builder.errors import UsageError
+from builder.planning.archs import Arch, parse_arch, parse_archs, torch_arch_list
 
 
 @pytest.mark.parametrize("text", ["86", "8.6", "sm_86", "sm86", "SM_86", "compute_86", " 86 "])

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from builder.source import sha256_of
+from builder.files import sha256_of
 from tests.conftest import TORCHEXT, run_builder, write_recipe
 
 ARCHS_11_8 = "35 37 50 52 53 60 61 62 70 72 75 80 86 87 89 90"
@@ -142,7 +142,7 @@ def test_patch_that_does_not_apply(tmp_path: Path) -> None:
 @pytest.mark.parametrize("jobs", ["0", "-3"])
 def test_bad_jobs(tmp_path: Path, jobs: str) -> None:
     result = run_builder("plan", "flash-attn", "--arch", "86", "--jobs", jobs)
-    assert_refused(result, 2, "--jobs must be at least 1")
+    assert_refused(result, 2, f"--jobs '{jobs}'", "at least 1")
 
 
 def test_cache_path_with_a_comma_is_refused_before_compiling(fixture_recipe: Path, tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ import json
 import time
 from pathlib import Path
 
-from builder.cache import Cache
+from builder.store.cache import Cache
 from tests.conftest import builder_json, run_builder
 
 

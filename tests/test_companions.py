@@ -7,9 +7,9 @@ import subprocess
 import textwrap
 from pathlib import Path
 
-from tests.conftest import FIXTURES, TORCHEXT, builder_json, make_venv, run_builder, write_recipe
+from tests.conftest import FIXTURES, TORCHEXT, builder_json, label, make_venv, run_builder, write_recipe
 
-PINNED = "0.1.0+cu130torch2.14cxx11abiTRUE.sm86"
+PINNED = f"0.1.0+{label('86')}"
 
 
 def app_recipe(directory: Path) -> Path:
@@ -60,7 +60,7 @@ def test_the_companion_is_built_installed_and_pinned_first(tmp_path: Path) -> No
     [companion] = built["companions"]
     assert companion["plan"]["recipe"] == "fixture-ext" and companion["installed_into"] == str(venv)
     assert companion["verified"]["cubins"] == {"fixture_ext_cuda": ["86"]}
-    assert built["plan"]["local_version"] == "cu130torch2.14cxx11abiTRUE.sm86"
+    assert built["plan"]["local_version"] == label("86")
     assert f"fixture-ext=={PINNED}" in requires(venv, "fixture-app")
     assert installed_version(venv, "fixture-ext") == PINNED  # what the pin asks for is what is installed
     assert built["verified"]["imports"] == ["fixture_app"]
@@ -78,7 +78,7 @@ def test_no_companions_drops_the_requirement(tmp_path: Path) -> None:
     assert plan["companions"] == {"fixture-ext": "dropped"} and plan["archs"] == []
     venv = make_venv(tmp_path / "venv")
     built = builder_json("build", str(recipe), "--no-companions", "--no-install", "--cache", cache)
-    assert built["companions"] == [] and built["plan"]["local_version"] == "cu130torch2.14cxx11abiTRUE"
+    assert built["companions"] == [] and built["plan"]["local_version"] == label()
     install = run_builder("install", built["wheel"], "--python", str(venv), "--cache", cache)
     assert install.returncode == 0, install.stderr
     assert not [line for line in requires(venv, "fixture-app") if line.startswith("fixture-ext")]

@@ -20,11 +20,11 @@ from pathlib import Path
 import psutil
 import pytest
 
-from builder.costs import BuildCosts, FileCost
+from builder.building.costs import BuildCosts, FileCost
+from builder.building.ninja_order import reorder
+from builder.delivery.verify import run_gpu_check
 from builder.errors import VerifyError
-from builder.ninja_order import reorder
-from builder.verify import run_gpu_check
-from tests.conftest import FIXTURES, ROOT, builder_json, make_venv, run_builder
+from tests.conftest import FIXTURES, ROOT, builder_json, label, make_venv, run_builder
 
 NINJA = str(Path(sys.executable).parent / "ninja")
 GATE = [sys.executable, str(ROOT / "builder" / "gate.py")]
@@ -185,13 +185,13 @@ def test_variants_change_the_key_the_local_version_and_the_files_compiled(tmp_pa
     assert both["cache_key"] == default["cache_key"] and both["variants"] == {}  # all of them: the default
     cheap = builder_json("plan", recipe, "--arch", "86", "--variant", "kernels=cheap", "--cache", cache)
     assert cheap["cache_key"] != default["cache_key"] and cheap["variants"] == {"kernels": "cheap"}
-    assert cheap["local_version"] == "cu130torch2.14cxx11abiTRUE.sm86.kernelscheap"
+    assert cheap["local_version"] == label("86", variants=("kernelscheap",))
     assert cheap["env"]["COSTLY_KERNELS"] == "cheap"
 
     venv = make_venv(tmp_path / "venv")
     built = builder_json("build", recipe, "--arch", "86", "--variant", "kernels=cheap", "--variant", "tag=marked",
                          "--python", str(venv), "--cache", cache)
-    assert built["plan"]["local_version"] == "cu130torch2.14cxx11abiTRUE.sm86.kernelscheap.tagmarked"
+    assert built["plan"]["local_version"] == label("86", variants=("kernelscheap", "tagmarked"))
     assert compile_order(built["log"]) == ["cheap.cu"]
     tag = subprocess.run([venv, "-c", "import torch, costly_ext; print(costly_ext.tag())"],
                          capture_output=True, text=True)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from builder.errors import RecipeError, UsageError
-from builder.matrix import (
+from builder.fleet.matrix import (
     GITHUB_MAX_JOBS,
     TABLE_HEADER,
     Cell,

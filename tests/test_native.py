@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from builder.cache import Cache
-from tests.conftest import FIXTURES, builder_json, make_venv, read_only_dir, run_builder
+from builder.store.cache import Cache
+from tests.conftest import FIXTURES, builder_json, label, make_venv, read_only_dir, run_builder
 
 RECIPE = FIXTURES / "bnbfix.toml"
 
@@ -40,7 +40,7 @@ def test_makefile_era_libraries_replace_an_installed_package_and_uninstall_resto
     first = build(cache, "--version", "0.41.0", "--arch", "80", "--python", str(venv))
     assert first["installed_into"] == str(venv)  # not installed yet: a complete wheel
     assert first["verified"]["cubins"] == {"libbnbfix_cuda130.so": ["80"], "libbnbfix_cuda130_nocublaslt.so": ["80"]}
-    assert Path(first["wheel"]).name.startswith("bnbfix-0.41.0+cu130torch2.14cxx11abiTRUE.sm80-")
+    assert Path(first["wheel"]).name.startswith(f"bnbfix-0.41.0+{label('80')}-")
     folder = package_dir(venv)
     before = snapshot(folder)
 

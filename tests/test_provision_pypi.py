@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from builder.errors import ToolchainError
-from builder.provision_pypi import provision_from_pypi, provisioned_roots
-from builder.toolchain import probe_toolkit
+from builder.planning.provision_pypi import provision_from_pypi, provisioned_roots
+from builder.planning.toolchain import probe_toolkit
 
 KERNEL = """\
 #include <cuda_runtime.h>

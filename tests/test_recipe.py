@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 
 from builder.errors import RecipeError
-from builder.recipe import load_recipe, recipe_names
+from builder.planning.recipe import RecipeBook, load_recipe
 from tests.conftest import builder_json, run_builder
 
 
 def test_every_shipped_recipe_loads() -> None:
-    names = recipe_names()
+    names = list(RecipeBook().available())
     assert {"flash-attn", "causal-conv1d"} <= set(names)
     for name in names:
         recipe = load_recipe(name)
@@ -62,7 +62,7 @@ def test_unknown_key_gets_did_you_mean(tmp_path: Path) -> None:
 
 
 def test_unknown_template_field(tmp_path: Path) -> None:
-    with pytest.raises(RecipeError, match=r"unknown template field \{arch\} \(did you mean \{archs\}\?\)"):
+    with pytest.raises(RecipeError, match=r"unknown template field \{arch\} \(did you mean 'archs'\?\)"):
         load_recipe(str(_write(tmp_path, BASE + '[build]\nenv = { X = "{arch}" }\n')))
 
 

@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from builder.cache import Cache, Entry
-from builder.source import sha256_of
+from builder.files import sha256_of
+from builder.store.cache import Cache, Entry
 from tests.conftest import ROOT, TORCHEXT, builder_json, make_venv, run_builder, write_recipe
 
 boto3 = pytest.importorskip("boto3")

@@ -21,9 +21,11 @@ from pathlib import Path
 
 import pytest
 
-from builder import source
-from builder.errors import SourceError
-from builder.source import SourceSpec, extract, fetch, sha256_of
+from builder import index_client
+from builder.building.source import extract, fetch
+from builder.errors import FileAccessError, SourceError
+from builder.files import sha256_of
+from builder.planning.source_spec import SourceSpec
 
 FILE = "tiny_ext-1.0.tar.gz"
 
@@ -334,7 +336,8 @@ def test_fetch_pypi_resolves_downloads_and_verifies(
     assert got == tmp_path / "sources" / FILE
     assert got.read_bytes() == archive_data
     assert os.listdir(tmp_path / "sources") == [FILE]
-    assert index.requests[0] == ("/simple/tiny-ext/", "application/vnd.pypi.simple.v1+json")
+    path, accept = index.requests[0]
+    assert path == "/simple/tiny-ext/" and accept.startswith("application/vnd.pypi.simple.v1+json")
     assert index.requests[1][0] == f"/files/{FILE}"
     assert extract(got, tmp_path / "work").name == "tiny_ext-1.0"
 
@@ -429,7 +432,7 @@ def test_fetch_network_errors_name_the_url(tmp_path: Path, index: Index) -> None
 def test_fetch_honours_the_timeout(
     tmp_path: Path, index: Index, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(source, "TIMEOUT_S", 0.2)
+    monkeypatch.setattr(index_client, "TIMEOUT_S", 0.2)
     with pytest.raises(SourceError, match="/slow"):
         fetch(SourceSpec(url=f"{index.base}/slow", file="s.tar", sha256="5" * 64), tmp_path)
     assert os.listdir(tmp_path) == []
@@ -479,5 +482,5 @@ def test_fetch_refuses_bad_specs(tmp_path: Path, spec: SourceSpec, message: str)
 def test_sha256_of(tmp_path: Path) -> None:
     (tmp_path / "f").write_bytes(b"abc" * 100_000)
     assert sha256_of(tmp_path / "f") == sha(b"abc" * 100_000)
-    with pytest.raises(SourceError, match="cannot read"):
+    with pytest.raises(FileAccessError, match="cannot read"):
         sha256_of(tmp_path / "missing")

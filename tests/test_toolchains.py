@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from builder.buildpython import choose_torch_index
 from builder.errors import ToolchainError
+from builder.planning.buildpython import choose_torch_index
 from tests.conftest import builder_json, run_builder
 from tests.test_bad_input import ARCHS_11_8, assert_refused, fake_toolkit
 
@@ -110,7 +110,7 @@ def test_flash_attn_plan_for_cuda_11_8_resolves_completely() -> None:
     assert plan["gencode"] == ["-gencode=arch=compute_86,code=sm_86"]
     assert plan["env"]["BUILDER_CXX_STD"] == "c++17" and plan["env"]["CUDA_HOME"] == "/usr"
     assert plan["env"]["FLASH_ATTENTION_FORCE_BUILD"] == "TRUE"
-    assert plan["local_version"] == "cu118torch2.0cxx11abiFALSE.sm86"
+    assert plan["local_version"] == "cu118torch2.0.1cxx11abiFALSE.sm86"
     assert [p["file"] for p in plan["patches"]] == ["flash-attn/2.6-any-arch.patch", "flash-attn/2.6-cxx-std.patch"]
 
 
@@ -172,4 +172,4 @@ def test_fixture_builds_with_cuda_11_8_and_torch_2_0_1(fixture_recipe: Path, tmp
                           "--cache", str(tmp_path / "cache"))
     assert result["plan"]["host_compiler"]["gcc_major"] == 11
     assert result["verified"]["cubins"] == {"fixture_ext_cuda": ["86"]}
-    assert "+cu118torch2.0cxx11abiFALSE.sm86-" in result["wheel"]
+    assert "+cu118torch2.0.1cxx11abiFALSE.sm86-" in result["wheel"]

@@ -17,20 +17,19 @@ from pathlib import Path
 import pytest
 
 from builder.errors import BuilderError, UsageError
-from builder.wheel import (
-    RequirementRules,
+from builder.planning.labels import local_version_label
+from builder.planning.requirements import RequirementRules
+from builder.store.retag import (
     _rewrite_metadata,  # the byte-exact part, tested on its own
-    check_record,
-    local_version_label,
-    read_metadata,
     read_provenance,
     retag,
 )
+from builder.wheelfile import check_record, read_metadata
 
 REPO = Path(__file__).resolve().parents[1]
 REQUIRES = ["torch>=2.0", "einops", 'numpy; python_version>"3"']
 LABEL = "cu130torch2.14cxx11abiTRUE.sm86"
-RULES = RequirementRules(drop=("torch",), pin={"einops": "0.8.1", "ninja": "1.11.1.4"})
+RULES = RequirementRules.make(("torch",), {"einops": "0.8.1", "ninja": "1.11.1.4"})
 PROVENANCE = {"recipe": "tiny", "cuda": "13.0", "archs": ["86"], "dirty": False}
 SETUP_PY = """\
 from setuptools import setup
@@ -106,12 +105,12 @@ def _metadata_bytes(wheel: Path) -> bytes:
 @pytest.mark.parametrize(
     ("archs", "variants", "expected"),
     [
-        (["86"], (), "cu130torch2.14cxx11abiTRUE.sm86"),
-        (["80", "90"], (), "cu130torch2.14cxx11abiTRUE.sm80.sm90"),
-        (["86+PTX"], (), "cu130torch2.14cxx11abiTRUE.sm86ptx"),
-        (["90a"], (), "cu130torch2.14cxx11abiTRUE.sm90a"),
-        (["8.6", "10.0a", "86"], (), "cu130torch2.14cxx11abiTRUE.sm86.sm100a"),
-        (["90"], ("backwardoff", "hdim64x128"), "cu130torch2.14cxx11abiTRUE.sm90.backwardoff.hdim64x128"),
+        (["86"], (), "cu130torch2.14.1cxx11abiTRUE.sm86"),
+        (["80", "90"], (), "cu130torch2.14.1cxx11abiTRUE.sm80.sm90"),
+        (["86+PTX"], (), "cu130torch2.14.1cxx11abiTRUE.sm86ptx"),
+        (["90a"], (), "cu130torch2.14.1cxx11abiTRUE.sm90a"),
+        (["8.6", "10.0a", "86"], (), "cu130torch2.14.1cxx11abiTRUE.sm86.sm100a"),
+        (["90"], ("backwardoff", "hdim64x128"), "cu130torch2.14.1cxx11abiTRUE.sm90.backwardoff.hdim64x128"),
     ],
 )
 def test_local_version_label(archs: list[str], variants: tuple[str, ...], expected: str) -> None:
@@ -136,7 +135,7 @@ def test_local_version_label_rejects(kwargs: dict[str, object]) -> None:
 
 def test_rules_refuse_drop_and_pin_of_one_name() -> None:
     with pytest.raises(UsageError):
-        RequirementRules(drop=("torch",), pin={"Torch": "2.14.1"})
+        RequirementRules.make(("torch",), {"Torch": "2.14.1"})
 
 
 def test_retag_rewrites_name_version_requirements_and_record(built: dict[str, Path], tmp_path: Path) -> None:
@@ -194,7 +193,7 @@ def test_rewrite_metadata_leaves_folded_headers_and_the_body_alone() -> None:
 def test_retag_replaces_an_existing_local_version(built: dict[str, Path], tmp_path: Path) -> None:
     original = built["1.0+cu121"]
     assert read_metadata(original)["Version"] == "1.0+cu121"
-    out = retag(original, tmp_path, local="cu130.sm90", rules=RequirementRules(), provenance={})
+    out = retag(original, tmp_path, local="cu130.sm90", rules=RequirementRules.make(), provenance={})
     assert out.name == "tiny_pkg-1.0+cu130.sm90-py3-none-any.whl"
     assert read_metadata(out)["Version"] == "1.0+cu130.sm90"
     assert read_metadata(out).get_all("Requires-Dist") == read_metadata(original).get_all("Requires-Dist")

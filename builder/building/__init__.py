@@ -1,0 +1,1 @@
+"""Building: a Plan turned into a wheel (source, patches, pins, backends, compile gate, costs)."""

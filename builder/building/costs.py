@@ -1,0 +1,170 @@
+"""Per-file compile costs: recorded by the compile gate on every build, kept in the cache, and fed
+back to the next build of the same kind (memory admission and heaviest-first order).
+
+A build's records are keyed by what decides a file's cost: recipe, version, arch set, toolkit and
+host compiler. The store keeps them (builder/store/records.py).
+
+The build's tools folder (work/tools) holds the wrappers builder puts in place:
+  gate    the compile gate (builder/gate.py) in front of nvcc (PYTORCH_NVCC, make's NVCC) and
+          CMake's compiler launchers (CMAKE_<LANG>_COMPILER_LAUNCHER, read from the environment)
+  ninja   the real ninja after reordering build.ninja heaviest first (builder/ninja_order.py),
+          first on PATH (torch's cpp_extension runs `ninja`) and CMake's CMAKE_MAKE_PROGRAM
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shlex
+import shutil
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from builder.planning.plan import Plan
+
+HERE = Path(__file__).resolve().parent
+MB_PER_GB = 1024
+
+
+@dataclass(frozen=True)
+class FileCost:
+    file: str
+    wall_s: float
+    cpu_s: float
+    peak_mb: float
+    start: float = 0.0
+    end: float = 0.0
+    expected_mb: float = 0.0
+    basis: str = "estimate"
+    waited_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class BuildCosts:
+    """One build's records and what it ran with."""
+
+    key: str
+    recipe: str
+    version: str
+    archs: list[str]
+    cuda: str
+    host: str
+    jobs: int
+    cores: int
+    memory_budget_gb: float
+    files: list[FileCost] = field(default_factory=list)
+    created: float = 0.0
+
+    @property
+    def wall_s(self) -> float:
+        return max(f.end for f in self.files) - min(f.start for f in self.files) if self.files else 0.0
+
+    @property
+    def cpu_s(self) -> float:
+        return sum(f.cpu_s for f in self.files)
+
+    @property
+    def core_use(self) -> float:
+        """CPU seconds over the cores' seconds while compiles ran: 1.0 is every core busy throughout."""
+        return self.cpu_s / (self.wall_s * self.cores) if self.wall_s > 0 and self.cores else 0.0
+
+    @property
+    def peak_mb(self) -> float:
+        return max((f.peak_mb for f in self.files), default=0.0)
+
+    def concurrent_peak_mb(self) -> float:
+        """The most the running compiles' peaks added up to at any start (a bound on their RSS)."""
+        return max((sum(o.peak_mb for o in self.files if o.start <= f.start < o.end) for f in self.files),
+                   default=0.0)
+
+    def hints(self) -> dict[str, dict[str, float]]:
+        return {f.file: {"wall_s": f.wall_s, "peak_mb": f.peak_mb} for f in self.files}
+
+    def summary(self) -> dict[str, Any]:
+        return {"wall_s": round(self.wall_s, 1), "cpu_s": round(self.cpu_s, 1),
+                "core_use": round(self.core_use, 3), "files": len(self.files),
+                "peak_mb": round(self.peak_mb, 1), "concurrent_peak_mb": round(self.concurrent_peak_mb(), 1)}
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "summary": self.summary()}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> BuildCosts:
+        fields = {k: v for k, v in data.items() if k in cls.__dataclass_fields__ and k != "files"}
+        return cls(**fields, files=[FileCost(**f) for f in data.get("files", ())])
+
+
+def costs_key(plan: Plan) -> str:
+    what = {"recipe": plan.recipe.name, "version": plan.version, "archs": [str(a) for a in plan.archs],
+            "cuda": plan.toolkit.version, "host": f"{Path(plan.host.cxx).name} {plan.host.major}"}
+    return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _script(path: Path, command: list[str]) -> str:
+    path.write_text(f"#!/bin/sh\nexec {shlex.join(command)} \"$@\"\n")
+    path.chmod(0o755)
+    return str(path)
+
+
+def host_compiler_gate(tools: Path, cxx: str) -> str:
+    """The gate in front of the host compiler, as one executable for torch's CXX (its ninja rule runs
+    `$cxx`, and it checks CXX's path for "g++"/"clang", so the wrapper keeps the compiler's name).
+    In a folder of its own, off PATH: nothing looking for `g++` by name finds it."""
+    folder = tools / "host"
+    folder.mkdir(exist_ok=True)
+    return _script(folder / Path(cxx).name, [sys.executable, str(HERE / "gate.py"), cxx])
+
+
+def instrument(plan: Plan, work: Path, source_dir: Path, env: Mapping[str, str], *,
+               previous: BuildCosts | None, gates_host_compiler: bool) -> dict[str, str]:
+    """The build's environment with the gate and the ordering ninja in place, seeded with the
+    `previous` build's records of this kind."""
+    tools, gate_dir = work / "tools", work / "gate"
+    tools.mkdir(parents=True, exist_ok=True)
+    gate_dir.mkdir(parents=True, exist_ok=True)
+    if previous is not None:
+        (gate_dir / "hints.json").write_text(json.dumps(previous.hints()))
+    gate = _script(tools / "gate", [sys.executable, str(HERE / "gate.py")])
+    out = {**env, "BUILDER_GATE_DIR": str(gate_dir), "BUILDER_GATE_SOURCE_ROOT": str(source_dir.resolve()),
+           "BUILDER_GATE_BUDGET_MB": str(plan.jobs.memory_budget_gb * MB_PER_GB),
+           "BUILDER_GATE_JOB_MB": str(plan.recipe.build.job_memory_gb * MB_PER_GB), "BUILDER_GATE": gate}
+    nvcc = env.get("PYTORCH_NVCC", str(plan.toolkit.nvcc))
+    out["PYTORCH_NVCC"] = f"{gate} {nvcc}"
+    if gates_host_compiler and not plan.ccache and env.get("CXX"):
+        out["CXX"] = host_compiler_gate(tools, env["CXX"])
+    launcher = f"{gate};{env['BUILDER_SCCACHE']}" if plan.ccache else gate
+    for language in ("C", "CXX", "CUDA"):
+        out[f"CMAKE_{language}_COMPILER_LAUNCHER"] = launcher
+    path = env.get("PATH", "")
+    real_ninja = shutil.which("ninja", path=os.pathsep.join([str(plan.target.python_exe.parent), path]))
+    if real_ninja is not None:
+        out["BUILDER_NINJA"] = _script(tools / "ninja", [sys.executable, str(HERE / "ninja_order.py"), real_ninja])
+        out["PATH"] = os.pathsep.join([str(tools), path])
+    return out
+
+
+def collect(plan: Plan, work: Path) -> BuildCosts | None:
+    """The gate's records of this build, or None when nothing compiled through it."""
+    records = work / "gate" / "records.jsonl"
+    if not records.is_file():
+        return None
+    files = [FileCost(**{k: v for k, v in json.loads(line).items() if k != "returncode"})
+             for line in records.read_text().splitlines() if line.strip()]
+    if not files:
+        return None
+    return BuildCosts(key=costs_key(plan), recipe=plan.recipe.name, version=plan.version,
+                      archs=[str(a) for a in plan.archs], cuda=plan.toolkit.version,
+                      host=f"{Path(plan.host.cxx).name} {plan.host.major}", jobs=plan.jobs.jobs,
+                      cores=plan.jobs.cores, memory_budget_gb=plan.jobs.memory_budget_gb, files=files,
+                      created=time.time())
+
+
+def describe(costs: BuildCosts) -> str:
+    s = costs.summary()
+    return (f"{s['files']} compile(s): {s['wall_s']:g} s, core use {s['core_use']:.0%}, "
+            f"peak {s['peak_mb']:.0f} MB per compile, {s['concurrent_peak_mb']:.0f} MB together")

@@ -1,0 +1,58 @@
+"""The command line: a thin layer over the library (builder.api and the stages' modules).
+
+`main` parses the arguments, resolves the settings cascade once (the options are its last layer),
+runs the command and renders its answer. Errors arrive as BuilderError and leave as one line (plus
+a hint) and the error's exit code, the traceback only with --debug; --json prints one JSON
+document on stdout (for a failure: {"error", "kind", "exit_code", ...}).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from builder.cli.commands import (
+    cmd_build,
+    cmd_config,
+    cmd_doctor,
+    cmd_fetch,
+    cmd_install,
+    cmd_plan,
+    cmd_recipes,
+    cmd_stats,
+    cmd_toolchain,
+    cmd_uninstall,
+)
+from builder.cli.display import Output, RichReporter, report_error
+from builder.cli.fleet_commands import cmd_ci, cmd_matrix
+from builder.cli.parser import build_parser, command_line_settings
+from builder.cli.store_commands import cmd_cache
+from builder.errors import BuilderError
+from builder.settings import load_settings
+from builder.workspace import Workspace
+
+Command = Callable[[argparse.Namespace, Workspace, Output], int]
+COMMANDS: dict[str, Command] = {
+    "build": cmd_build, "plan": cmd_plan, "recipes": cmd_recipes, "config": cmd_config, "fetch": cmd_fetch,
+    "matrix": cmd_matrix, "ci": cmd_ci, "cache": cmd_cache, "install": cmd_install, "uninstall": cmd_uninstall,
+    "stats": cmd_stats, "doctor": cmd_doctor, "toolchain": cmd_toolchain,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    out = Output(getattr(args, "json", False))
+    try:
+        settings = load_settings(command_line_settings(args))
+        ws = Workspace.open(settings, reporter=RichReporter(quiet=out.as_json))
+        return COMMANDS[args.command](args, ws, out)
+    except BuilderError as exc:
+        if getattr(args, "debug", False):
+            raise
+        report_error(exc)
+        out.emit(exc.to_json())
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

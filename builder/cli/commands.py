@@ -1,0 +1,213 @@
+"""The commands that build, plan, explain and install: each turns its arguments into a library
+call and renders the answer (text, or one JSON document with --json)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+from rich.markup import escape
+from rich.table import Table
+
+from builder import api
+from builder.cli.display import Output
+from builder.delivery.artifacts import package_folder, uninstall_artifacts
+from builder.delivery.install import install_wheel
+from builder.errors import ToolchainError, UsageError
+from builder.planning.doctor import diagnose
+from builder.planning.provision import install_toolchain
+from builder.planning.request import Request
+from builder.planning.toolchain import probe_toolkit
+from builder.store import records
+from builder.store.retag import read_provenance
+from builder.workspace import Workspace
+
+
+def request_from(args: argparse.Namespace, *, install: bool) -> Request:
+    """The build request the arguments make; the options that are settings reach the build
+    through the workspace's settings instead (Workspace.complete)."""
+    return Request(recipe=args.recipe, version=args.pkg_version, cuda=args.cuda, torch=args.torch,
+                   python=args.python, cxx11_abi=args.cxx11_abi, source=args.source, provision=args.provision,
+                   force=getattr(args, "force", False), install=install,
+                   install_mode=getattr(args, "install_mode", "auto"), install_dir=getattr(args, "install_dir", None),
+                   companions=not getattr(args, "no_companions", False), variants=tuple(args.variant))
+
+
+def cmd_build(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
+    result = api.build(request_from(args, install=not args.no_install), ws=ws)
+
+    def render() -> None:
+        for done in [*result.companions, result]:
+            out.line(f"{'cache hit' if done.cache_hit else 'built'}: {done.entry.wheel}")
+        if result.installed_into:
+            out.line(f"installed into {result.installed_into}; verified: {json.dumps(result.verified)}")
+    out.emit(result.to_json(), render)
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
+    data = api.plan(request_from(args, install=False), ws=ws).to_json()
+
+    def render() -> None:
+        for key in ("recipe", "version", "backend", "cache_key", "cache_hit", "local_version", "cxx_std"):
+            out.line(f"{key:15} {data[key]}")
+        for key in ("source", "target", "build_env", "toolkit", "host_compiler", "jobs"):
+            out.line(f"{key:15} {json.dumps(data[key])}")
+        out.line(f"{'archs':15} {' '.join(data['archs'])}   gencode: {' '.join(data['gencode'])}")
+        if data["variants"]:
+            out.line(f"{'variants':15} " + " ".join(f"{k}={v}" for k, v in data["variants"].items()))
+        out.line("patches:" + "".join(
+            f"\n  {p['file']} (" + (f"variant {p['variants']}" if "variants" in p else f"when {p['when']}") + ")"
+            for p in data["patches"]))
+        out.line("env:" + "".join(f"\n  {k}={v}" for k, v in data["env"].items()))
+        if data["companions"]:
+            out.line("companions (built first):" + "".join(
+                f"\n  {name} {version}" for name, version in data["companions"].items()))
+        if data["pin_rewrites"]:
+            out.line("pin rewrites:" + "".join(f"\n  {c}" for c in data["pin_rewrites"]))
+        out.line("commands:" + "".join(f"\n  {' '.join(c)}" for c in data["commands"]))
+    out.emit(data, render)
+    return 0
+
+
+def cmd_recipes(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
+    infos = api.recipes(ws=ws)
+
+    def render() -> None:
+        table = Table("recipe", "backend", "versions (default first)", "variants (default)", "from", "description")
+        for info in infos:
+            r = info.recipe
+            others = [v for v in sorted(r.versions) if v != r.default_version]
+            variants = "\n".join(f"{v.name}={'|'.join(v.choices)}{' (list)' if v.multi else ''} ({v.default})"
+                                 for v in r.variants.values())
+            table.add_row(r.name, r.backend, ", ".join([r.default_version, *others]), escape(variants),
+                          escape(info.origin), escape(r.description))
+        out.console.print(table)
+    out.emit([info.to_json() for info in infos], render)
+    return 0
+
+
+def cmd_config(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
+    rows = ws.settings.describe()
+
+    def render() -> None:
+        out.line(f"config file: {ws.settings.config_file}"
+                 + ("" if ws.settings.config_file and ws.settings.config_file.is_file() else " (none)"))
+        table = Table("setting", "value", "from")
+        for row in rows:
+            value = row["value"]
+            shown = json.dumps(value) if isinstance(value, (list, dict)) else ("" if value is None else str(value))
+            table.add_row(row["name"], escape(shown), escape(row["origin"]))
+        out.console.print(table)
+    out.emit({"config_file": str(ws.settings.config_file), "settings": rows}, render)
+    return 0
+
+
+def cmd_fetch(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
+    recipe = ws.recipes.load(args.recipe)
+    versions = [recipe.source_for(args.pkg_version)[0]] if args.pkg_version else sorted(recipe.versions)
+    fetched = {version: str(ws.fetch(recipe.versions[version])) for version in versions}
+    out.emit(fetched, lambda: out.line("\n".join(f"{version}: {path}" for version, path in fetched.items())))
+    return 0
+
+
+def cmd_install(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
+    cache = ws.cache
+    path = Path(args.wheel)
+    wheel = path if path.suffix == ".whl" and path.is_file() else cache.verified_wheel(cache.find(args.wheel))
+    python = Path(args.python) if args.python else Path(sys.executable)
+    install_wheel(wheel, python, log_path=cache.dir("logs") / "install.log")
+    if (entry := cache.entry_of(wheel)) is not None:
+        cache.record_install(python, entry)
+    data = {"installed": str(wheel), "python": str(python), "provenance": read_provenance(wheel)}
+    out.emit(data, lambda: out.line(f"installed {wheel.name} into {python}"))
+    return 0
+
+
+def cmd_uninstall(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
+    recipe = ws.recipes.load(args.recipe)
+    if args.dir:
+        directory = Path(args.dir).expanduser().resolve()
+    elif recipe.artifacts is not None and recipe.artifacts.package:
+        directory = package_folder(Path(args.python) if args.python else Path(sys.executable),
+                                   recipe.artifacts.package)
+    else:
+        raise UsageError(f"{recipe.name} installs no artifacts into a package", hint="pass --dir DIR")
+    names = uninstall_artifacts(directory, recipe.name)
+    data = {"recipe": recipe.name, "dir": str(directory), "restored_or_removed": names}
+    out.emit(data, lambda: out.line(f"uninstalled {recipe.name} from {directory}: {', '.join(names)}"))
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
+    report = diagnose(Path(args.python) if args.python else None, environ=ws.environ,
+                      toolkits=ws.toolkits())
+    marks = {"ok": "[green]ok[/green]   ", "warn": "[yellow]warn[/yellow] ", "error": "[red]error[/red]"}
+
+    def render() -> None:
+        data = report.to_json()
+        out.line(f"driver      {report.driver.summary()}")
+        torch = data["torch"]
+        out.line(f"torch       {torch['version']} (CUDA {torch['cuda']}, cxx11 ABI {torch['cxx11_abi']}, "
+                 f"CUDA usable: {torch['cuda_available']}) in {torch['python']}")
+        for toolkit in report.toolkits:
+            out.line(f"toolkit     CUDA {toolkit.version} at {toolkit.root} (nvcc {toolkit.nvcc})")
+        out.line("compilers   " + ", ".join(f"{c.cxx} ({c.major})" for c in report.compilers))
+        for verdict in report.verdicts:
+            out.console.print(f"{marks[verdict.level]} {escape(verdict.text)}", markup=True)
+            if verdict.fix:
+                out.line(f"      fix: {verdict.fix}")
+    out.emit(report.to_json(), render)
+    return 1 if any(v.level == "error" for v in report.verdicts) else 0
+
+
+def cmd_toolchain(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
+    cache = ws.cache
+    if args.toolchain_command == "install":
+        root = install_toolchain(args.cuda, cache.dir("toolchains"), cache.dir("logs") / f"toolchain-{args.cuda}.log")
+        toolkit = probe_toolkit(root)
+        if toolkit is None:
+            raise ToolchainError(f"the toolkit installed at {root} does not answer as a CUDA toolkit")
+        data = {"version": toolkit.version, "root": str(root), "archs": list(toolkit.archs)}
+        out.emit(data, lambda: out.line(f"CUDA {toolkit.version} ready at {root}"))
+        return 0
+    rows = [{"version": t.version, "root": str(t.root), "provisioned": cache.root in t.root.parents,
+             "archs": list(t.archs)} for t in ws.toolkits()]
+
+    def render() -> None:
+        table = Table("CUDA", "root", "provisioned", "archs")
+        for row in rows:
+            table.add_row(str(row["version"]), str(row["root"]), "yes" if row["provisioned"] else "",
+                          " ".join(row["archs"]))  # type: ignore[arg-type]
+        out.console.print(table if rows else "no CUDA toolkit found; try `builder toolchain install 13.0`")
+    out.emit(rows, render)
+    return 0
+
+
+def cmd_stats(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
+    found = records.for_recipe(ws.cache, args.recipe)
+    if not found:
+        raise UsageError(f"no compile records for {args.recipe} in {ws.cache.root}",
+                         hint=f"builder build {args.recipe} records them (builds with --ccache do not)")
+    shown = found if args.all else found[:1]
+    data = [{**c.summary(), "key": c.key, "version": c.version, "archs": c.archs, "cuda": c.cuda, "host": c.host,
+             "jobs": c.jobs, "cores": c.cores, "memory_budget_gb": c.memory_budget_gb,
+             "slowest": [asdict(f) for f in sorted(c.files, key=lambda f: -f.wall_s)[:args.top]]} for c in shown]
+
+    def render() -> None:
+        from builder.building.costs import describe
+
+        for c, d in zip(shown, data, strict=True):
+            out.line(f"{args.recipe} {c.version} for sm_{','.join(c.archs) or '-'}, CUDA {c.cuda}, {c.host}: "
+                     f"{describe(c)}; {c.cpu_s:.0f} CPU-s on {c.jobs} job(s) of {c.cores} cores, "
+                     f"budget {c.memory_budget_gb:g} GB")
+            table = Table("file", "wall s", "CPU s", "peak MB", "waited s")
+            for f in d["slowest"]:
+                table.add_row(f["file"], f"{f['wall_s']:.1f}", f"{f['cpu_s']:.1f}", f"{f['peak_mb']:.0f}",
+                              f"{f['waited_s']:.1f}")
+            out.console.print(table)
+    out.emit(data, render)
+    return 0

@@ -1,0 +1,98 @@
+"""`builder cache ...`: inspect, prune, verify, share and serve the wheel cache."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict
+
+from rich.table import Table
+
+from builder.cli.display import Output
+from builder.errors import CacheError, UsageError
+from builder.store import maintenance
+from builder.store.cache import Cache
+from builder.store.remote import find_key, open_store, pull, push, sync
+from builder.store.serve import make_server
+from builder.workspace import Workspace
+
+
+def cmd_cache(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
+    cache = ws.cache
+    action = args.cache_command
+    if action == "list":
+        return cache_list(cache, out)
+    if action == "gc":
+        max_bytes = maintenance.parse_size(args.max_size) if args.max_size else None
+        report = maintenance.gc(cache, keep=args.keep, max_bytes=max_bytes, dry_run=args.dry_run)
+        out.emit(asdict(report), lambda: out.line(
+            f"{'would remove' if args.dry_run else 'removed'} {len(report.removed)} entries "
+            f"({report.freed_bytes / 1024**2:.1f} MB); kept {len(report.kept_installed)} still installed"))
+        return 0
+    if action == "verify":
+        verified = maintenance.verify(cache)
+        out.emit(verified, lambda: out.line(
+            f"{len(verified['ok'])} entries ok; quarantined: {', '.join(verified['quarantined']) or 'none'}"))
+        return CacheError.exit_code if verified["quarantined"] else 0
+    if action in ("push", "pull", "sync"):
+        return cache_remote(args, ws, out)
+    if action == "serve":
+        return cache_serve(args, cache)
+    entry = cache.find(args.key)
+    if action == "show":
+        data = {**entry.meta, "path": str(entry.path)}
+        out.emit(data, lambda: out.console.print_json(json.dumps(data, default=str)))
+        return 0
+    cache.remove(entry)
+    out.emit({"removed": entry.key}, lambda: out.line(f"removed {entry.key}"))
+    return 0
+
+
+def cache_list(cache: Cache, out: Output) -> int:
+    entries = cache.entries()
+    rows = [{"key": e.key, "recipe": e.meta.get("recipe"), "version": e.meta.get("version"),
+             "wheel": e.meta.get("wheel"), "size": e.meta.get("size"), "created": e.meta.get("created")}
+            for e in entries]
+
+    def render() -> None:
+        table = Table("key", "recipe", "version", "wheel", "created")
+        for e in entries:
+            table.add_row(e.key[:12], *(str(e.meta.get(k)) for k in ("recipe", "version", "wheel", "created")))
+        out.console.print(table if entries else f"the cache at {cache.root} is empty")
+    out.emit(rows, render)
+    return 0
+
+
+def cache_remote(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
+    url = ws.settings.cache_url
+    if not url:
+        raise UsageError(f"cache {args.cache_command} needs a shared cache",
+                         hint="pass --cache-url URL, or set cache-url in the config file or BUILDER_CACHE_URL")
+    store, cache = open_store(url), ws.cache
+    moved: dict[str, list[str]] = {"pushed": [], "pulled": []}
+    if args.cache_command == "sync":
+        moved = sync(store, cache)
+    elif args.cache_command == "push":
+        entries = [cache.find(k) for k in args.keys] if args.keys else cache.entries()
+        moved["pushed"] = [e.key for e in entries if push(store, e, cache)]
+    else:
+        keys = [find_key(store, k) for k in args.keys] if args.keys else store.list_keys()
+        moved["pulled"] = [k for k in keys if cache.get(k) is None and pull(store, k, cache) is not None]
+    out.emit({**moved, "url": store.url}, lambda: out.line(
+        f"pushed {len(moved['pushed'])}, pulled {len(moved['pulled'])} ({store.url})"))
+    return 0
+
+
+def cache_serve(args: argparse.Namespace, cache: Cache) -> int:
+    try:
+        server = make_server(cache, args.host, args.port)
+    except OSError as exc:
+        raise UsageError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from exc
+    host, port = str(server.server_address[0]), server.server_address[1]
+    print(f"serving {cache.root} at http://{host}:{port}/simple/ (Ctrl-C stops)", file=sys.stderr, flush=True)
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+    return 0

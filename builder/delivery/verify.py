@@ -1,0 +1,196 @@
+"""Proof that an install works: imports in a fresh process, the cubins inside, a GPU check.
+
+The import runs in a new interpreter so an `undefined symbol` surfaces here and not in the
+user's program. `cuobjdump --list-elf` names the cubins each extension holds; they must be
+exactly the requested archs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from builder.errors import VerifyError
+from builder.planning.archs import Arch
+from builder.planning.plan import Plan
+from builder.planning.target import probe_interpreter
+from builder.process import capture
+from builder.resources import shipped_dir
+
+_CUBIN_RE = re.compile(r"\bsm_(\d+[af]?)\b")
+
+_FIND_ORIGINS = """
+import importlib.util, json, sys
+print(json.dumps({m: (importlib.util.find_spec(m) or None) and importlib.util.find_spec(m).origin
+                  for m in sys.argv[1:]}))
+"""
+
+
+def find_cuobjdump(python: Path, toolkit_bin: Path | None = None) -> Path | None:
+    """cuobjdump from the toolkit, else the copy triton ships beside torch, else PATH."""
+    candidates = []
+    if toolkit_bin is not None:
+        candidates.append(toolkit_bin / "cuobjdump")
+    result = capture([python, "-c", "import triton, os; print(os.path.dirname(triton.__file__))"])
+    if result.returncode == 0 and result.stdout.strip():
+        candidates.append(Path(result.stdout.strip()) / "backends" / "nvidia" / "bin" / "cuobjdump")
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    found = shutil.which("cuobjdump")
+    return Path(found) if found else None
+
+
+def check_imports(python: Path, modules: Sequence[str]) -> None:
+    """Import each module in a fresh `python`; the first failure's last line is the error."""
+    if not modules:
+        return
+    # torch first, as every user program does: its extensions link against libc10/libtorch,
+    # which only torch's own import puts in the process.
+    code = ("import importlib, sys\ntry:\n    import torch\nexcept ImportError:\n    pass\n"
+            "for m in sys.argv[1:]: importlib.import_module(m)")
+    result = capture([python, "-c", code, *modules], timeout=600)
+    if result.returncode != 0:
+        last = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        raise VerifyError(f"import failed in {python}: {last}")
+
+
+def list_cubins(cuobjdump: Path, library: Path) -> list[str]:
+    """Arch names ("86", "90a") of the cubins embedded in a shared object."""
+    result = capture([cuobjdump, "--list-elf", library])
+    if result.returncode != 0:
+        if "does not contain device code" in result.stderr + result.stdout:
+            return []
+        raise VerifyError(f"cuobjdump failed on {library}: {result.stderr.strip()}")
+    return sorted({m[1] for m in _CUBIN_RE.finditer(result.stdout)})
+
+
+def extension_files(python: Path, modules: Sequence[str]) -> dict[str, Path]:
+    """Where each module would load from in `python`, without importing it."""
+    result = capture([python, "-c", _FIND_ORIGINS, *modules])
+    if result.returncode != 0:
+        raise VerifyError(f"cannot locate {', '.join(modules)} in {python}: {result.stderr.strip()}")
+    origins = json.loads(result.stdout)
+    missing = [m for m, origin in origins.items() if not origin]
+    if missing:
+        raise VerifyError(f"{', '.join(missing)} not found in {python}")
+    return {m: Path(origin) for m, origin in origins.items()}
+
+
+def check_cubins(cuobjdump: Path, libraries: dict[str, Path], archs: Iterable[Arch]) -> dict[str, list[str]]:
+    """Each library must hold cubins for exactly `archs`; returns what each holds."""
+    wanted = sorted(arch.name for arch in archs)
+    found = {name: list_cubins(cuobjdump, path) for name, path in libraries.items()}
+    for name, cubins in found.items():
+        if cubins != wanted:
+            raise VerifyError(f"{name} holds cubins for {', '.join(cubins) or 'no arch'}, "
+                              f"expected exactly {', '.join(wanted)}")
+    return found
+
+
+def run_gpu_check(python: Path, code: str, variants: Mapping[str, str]) -> None:
+    """Runs the recipe's check; BUILDER_VARIANTS (JSON) tells it the variants built, e.g. a subset."""
+    env = {**os.environ, "BUILDER_VARIANTS": json.dumps(dict(variants))}
+    result = capture([python, "-c", code], env=env, timeout=1200)
+    if result.returncode != 0:
+        last = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        raise VerifyError(f"GPU check failed: {last}")
+
+
+def verify_install(plan: Plan, python: Path) -> dict[str, Any]:
+    """Imports in a fresh process, the exact cubins, and the GPU check where a GPU is visible."""
+    spec = plan.recipe.verify
+    check_imports(python, spec.imports)
+    report: dict[str, Any] = {"imports": list(spec.imports)}
+    if spec.extensions:
+        cuobjdump = find_cuobjdump(python, plan.toolkit.bin_dir())
+        if cuobjdump is None:
+            raise VerifyError("cuobjdump not found: cannot check the cubins",
+                               hint="pip install nvidia-cuda-cuobjdump, or use a full toolkit")
+        report["cubins"] = check_cubins(cuobjdump, extension_files(python, spec.extensions),
+                                        plan.archs)
+    target = probe_interpreter(python)
+    if not spec.gpu_check:
+        report["gpu_check"] = "none in recipe"
+    elif not target.cuda_available:
+        report["gpu_check"] = "skipped: no GPU visible"
+    else:
+        run_gpu_check(python, spec.gpu_check, plan.variants)
+        report["gpu_check"] = "passed"
+    return report
+
+
+# Runs `python -m MODULE` in-process, then lists the shared objects the process has mapped.
+_RUN_MAIN = """
+import json, runpy, sys
+module, report = sys.argv[1], sys.argv[2]
+sys.argv = [module]
+code = 0
+try:
+    runpy.run_module(module, run_name="__main__", alter_sys=True)
+except SystemExit as exc:
+    code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+with open("/proc/self/maps") as maps:
+    loaded = sorted({line.split(None, 5)[5].strip() for line in maps if len(line.split(None, 5)) == 6})
+with open(report, "w") as out:
+    json.dump({"code": code, "loaded": [p for p in loaded if p.startswith("/")]}, out)
+sys.exit(code)
+"""
+
+
+def verify_libraries(plan: Plan, python: Path, libraries: Sequence[Path]) -> dict[str, Any]:
+    """Installed native libraries: cubins for exactly the requested archs, and the recipe's
+    `python -m` self-check loading these files and no other copies of them."""
+    report: dict[str, Any] = {}
+    if plan.archs:
+        cuobjdump = find_cuobjdump(python, plan.toolkit.bin_dir())
+        if cuobjdump is None:
+            raise VerifyError("cuobjdump not found: cannot check the cubins",
+                              hint="pip install nvidia-cuda-cuobjdump, or use a full toolkit")
+        report["cubins"] = check_cubins(cuobjdump, {p.name: p for p in libraries}, plan.archs)
+    if plan.recipe.verify.main_module:
+        gpu = probe_interpreter(python).cuda_available
+        report["main_module"] = check_main_module(python, plan.recipe.verify.main_module, libraries, gpu=gpu)
+    return report
+
+
+def check_main_module(python: Path, module: str, libraries: Sequence[Path], *, gpu: bool) -> dict[str, Any]:
+    """`python -m module` must exit 0 having loaded one of `libraries`, and no file of the same
+    name from anywhere else (a stale copy on LD_LIBRARY_PATH, another site-packages). Without a
+    GPU a package may rightly load none (bitsandbytes then takes its CPU library)."""
+    with tempfile.TemporaryDirectory(prefix="builder-main-") as tmp:
+        report_path = Path(tmp) / "report.json"
+        result = capture([python, "-c", _RUN_MAIN, module, str(report_path)], timeout=600)
+        report = json.loads(report_path.read_text()) if report_path.is_file() else None
+    if result.returncode != 0 or report is None:
+        last = ((result.stderr or result.stdout).strip().splitlines() or [f"exit status {result.returncode}"])[-1]
+        raise VerifyError(f"`python -m {module}` failed in {python}: {last}")
+    installed = {p.resolve() for p in libraries}
+    names = {p.name for p in libraries}
+    loaded = [Path(p) for p in report["loaded"] if Path(p).name in names]
+    strays = [str(p) for p in loaded if p.resolve() not in installed]
+    if strays:
+        raise VerifyError(f"`python -m {module}` loaded {', '.join(strays)}, not the library builder installed")
+    if not loaded and gpu:
+        raise VerifyError(f"`python -m {module}` loaded none of {', '.join(sorted(names))}")
+    return {"exit": 0, "loaded": [str(p) for p in loaded], **({} if gpu else {"gpu": "none visible"})}
+
+
+def run_check_script(plan: Plan, python: Path, args: Sequence[str]) -> str:
+    """The recipe's check script (beside the recipe) run by the target with `args` (the installed
+    libraries, or --module NAME); it exits non-zero on a wrong result."""
+    script = plan.recipe.verify.artifact_check
+    if not script:
+        return "none in recipe"
+    base = plan.recipe.path.parent if plan.recipe.path else shipped_dir("recipes")
+    result = capture([python, str(base / script), *args], timeout=600)
+    if result.returncode != 0:
+        lines = (result.stderr or result.stdout).strip().splitlines()
+        raise VerifyError(f"the install fails {script}: {lines[-1] if lines else result.returncode}")
+    return "passed"

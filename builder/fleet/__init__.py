@@ -1,0 +1,1 @@
+"""Fleet: many Plans at once (build matrices, matrix builds on this machine, CI workflows)."""

@@ -1,0 +1,108 @@
+"""The interpreter a build is for: its Python and platform tags, its torch, and the visible GPUs.
+
+Everything is read by running a small probe in that interpreter, so the answer is the target's,
+not builder's own (builder may run under another Python than the one it builds for).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from builder.errors import EnvironmentSetupError
+from builder.planning.driver import list_gpus
+from builder.process import capture
+
+_PROBE = r"""
+import json, sys, sysconfig
+from packaging import tags
+info = {
+    "python": "%d.%d" % sys.version_info[:2],
+    "python_tag": next(iter(tags.sys_tags())).interpreter,
+    "platform": sysconfig.get_platform().replace("-", "_").replace(".", "_"),
+    "torch": None, "torch_cuda": None, "cxx11_abi": None, "cuda_available": False,
+    "gpu_capabilities": [], "torch_error": None,
+}
+try:
+    import torch
+    info["torch"] = torch.__version__
+    info["torch_cuda"] = torch.version.cuda
+    info["cxx11_abi"] = bool(torch._C._GLIBCXX_USE_CXX11_ABI)
+    info["cuda_available"] = bool(torch.cuda.is_available())
+    if info["cuda_available"]:
+        info["gpu_capabilities"] = sorted({
+            "%d%d" % torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())
+        })
+except Exception as exc:
+    info["torch_error"] = "%s: %s" % (type(exc).__name__, exc)
+print(json.dumps(info))
+"""
+
+_PROBE_NO_PACKAGING = _PROBE.replace(
+    "from packaging import tags", "tags = None"
+).replace(
+    "next(iter(tags.sys_tags())).interpreter", "'cp%d%d' % sys.version_info[:2]"
+)
+
+
+@dataclass(frozen=True)
+class TargetInfo:
+    """What the target interpreter has, as it reported it."""
+
+    python_exe: Path
+    python: str
+    python_tag: str
+    platform: str
+    torch: str | None
+    torch_cuda: str | None
+    cxx11_abi: bool | None
+    cuda_available: bool
+    gpu_capabilities: tuple[str, ...]
+    torch_error: str | None = None
+
+    @property
+    def torch_public(self) -> str | None:
+        """torch's version without its local label: "2.14.1+cu130" -> "2.14.1"."""
+        return self.torch.split("+")[0] if self.torch else None
+
+
+def probe_interpreter(python_exe: Path | str | None = None) -> TargetInfo:
+    """Run the probe in `python_exe` (default: this interpreter) and parse its report."""
+    exe = Path(python_exe) if python_exe else Path(sys.executable)
+    result = capture([exe, "-c", _PROBE], timeout=300)
+    if result.returncode != 0 and "packaging" in result.stderr:
+        result = capture([exe, "-c", _PROBE_NO_PACKAGING], timeout=300)
+    if result.returncode != 0:
+        last = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        raise EnvironmentSetupError(f"cannot run the target interpreter {exe}: {last}")
+    data = json.loads(result.stdout.strip().splitlines()[-1])
+    return TargetInfo(
+        python_exe=exe,
+        python=data["python"],
+        python_tag=data["python_tag"],
+        platform=data["platform"],
+        torch=data["torch"],
+        torch_cuda=data["torch_cuda"],
+        cxx11_abi=data["cxx11_abi"],
+        cuda_available=data["cuda_available"],
+        gpu_capabilities=tuple(data["gpu_capabilities"]),
+        torch_error=data["torch_error"],
+    )
+
+
+def visible_gpu_capabilities(info: TargetInfo) -> tuple[str, ...]:
+    """Compute capabilities of the visible GPUs: torch's answer, else nvidia-smi's."""
+    if info.gpu_capabilities:
+        return info.gpu_capabilities
+    return tuple(sorted({gpu.capability for gpu in list_gpus()}))
+
+
+def running_torch() -> str | None:
+    """The torch release of the interpreter running builder ("2.14.1"), or None without torch."""
+    try:
+        return importlib.metadata.version("torch").split("+")[0]
+    except importlib.metadata.PackageNotFoundError:
+        return None

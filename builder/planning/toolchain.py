@@ -1,0 +1,179 @@
+"""CUDA toolkits and host compilers: find them by their real trees, ask them what they can do.
+
+A toolkit is found through CUDA_HOME / CUDA_PATH, /usr/local/cuda*, the nvcc on PATH (often a
+wrapper script: `nvcc --dryrun` names its real TOP), and /usr for Debian's package. Each is asked
+for its version (`nvcc --version`) and its targets (`nvcc --list-gpu-arch`), with compat's table
+as the fallback.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from builder.errors import ToolchainError
+from builder.planning import compat
+from builder.planning.archs import Arch
+from builder.process import capture
+
+_RELEASE_RE = re.compile(r"release (\d+)\.(\d+), V(\d+\.\d+\.\d+)")
+_TOP_RE = re.compile(r"^#\$ TOP=(.+)$", re.M)
+
+
+@dataclass(frozen=True)
+class Toolkit:
+    """One CUDA toolkit: where it is, what version, which archs it can target."""
+
+    root: Path
+    nvcc: Path
+    version: str
+    """Full nvcc version, e.g. "13.0.88"."""
+    archs: tuple[str, ...]
+
+    @property
+    def major_minor(self) -> tuple[int, int]:
+        major, minor = self.version.split(".")[:2]
+        return int(major), int(minor)
+
+    @property
+    def short(self) -> str:
+        return "{}.{}".format(*self.major_minor)
+
+    def can_target(self, arch: Arch) -> bool:
+        """`nvcc --list-gpu-arch` lists plain numbers; an `a`/`f` form rides on its number."""
+        return arch.name in self.archs or (bool(arch.suffix) and str(arch.number) in self.archs)
+
+    def bin_dir(self) -> Path:
+        return self.nvcc.parent
+
+
+@dataclass(frozen=True)
+class HostCompiler:
+    """A C/C++ compiler pair nvcc accepts as host compiler."""
+
+    cc: str
+    cxx: str
+    major: int
+
+    def env(self) -> dict[str, str]:
+        """Variables that make every backend use it: torch reads CC (as -ccbin) and CXX,
+        CMake reads CUDAHOSTCXX, nvcc itself reads NVCC_CCBIN."""
+        return {"CC": self.cc, "CXX": self.cxx, "CUDAHOSTCXX": self.cxx, "NVCC_CCBIN": self.cxx}
+
+
+def _candidate_roots(environ: Mapping[str, str]) -> list[Path]:
+    roots: list[Path] = []
+    for var in ("CUDA_HOME", "CUDA_PATH"):
+        if environ.get(var):
+            roots.append(Path(environ[var]))
+    roots.extend(sorted(Path("/usr/local").glob("cuda*")))
+    on_path = shutil.which("nvcc", path=environ.get("PATH"))
+    if on_path:
+        roots.append(_real_root(Path(on_path)))
+    roots.append(Path("/usr"))
+    return roots
+
+
+def _real_root(nvcc: Path) -> Path:
+    """The tree an nvcc, or a wrapper script around one, really belongs to (`#$ TOP=`)."""
+    result = capture([nvcc, "--dryrun", "-x", "cu", "-c", os.devnull, "-o", os.devnull], timeout=30)
+    match = _TOP_RE.search(result.stderr + result.stdout)
+    if match:
+        return Path(match[1].strip().strip('"')).resolve()
+    return nvcc.resolve().parent.parent
+
+
+def _has_headers(root: Path) -> bool:
+    return (root / "include" / "cuda_runtime_api.h").is_file() or any(
+        root.glob("targets/*/include/cuda_runtime_api.h"))
+
+
+def probe_toolkit(root: Path) -> Toolkit | None:
+    """Ask the nvcc of a tree for its version and archs; None when it is no usable toolkit."""
+    nvcc = root / "bin" / "nvcc"
+    if not nvcc.is_file() or not _has_headers(root):
+        return None
+    version_out = capture([nvcc, "--version"], timeout=30).stdout
+    match = _RELEASE_RE.search(version_out)
+    if match is None:
+        return None
+    version = match[3]
+    listed = capture([nvcc, "--list-gpu-arch"], timeout=30)
+    archs = tuple(line.strip().removeprefix("compute_") for line in listed.stdout.split()
+                  if line.startswith("compute_"))
+    if listed.returncode != 0 or not archs:
+        archs = compat.known_archs((int(match[1]), int(match[2]))) or ()
+    return Toolkit(root=root, nvcc=nvcc, version=version, archs=archs)
+
+
+def discover_toolkits(environ: Mapping[str, str] | None = None, extra_roots: Sequence[Path] = ()) -> list[Toolkit]:
+    """Every distinct toolkit on this machine (and in `extra_roots`, e.g. provisioned ones)."""
+    env = os.environ if environ is None else environ
+    found: dict[Path, Toolkit] = {}
+    seen: set[Path] = set()
+    for root in [*_candidate_roots(env), *extra_roots]:
+        real = root.resolve()
+        if real in seen:
+            continue
+        seen.add(real)
+        toolkit = probe_toolkit(real)
+        if toolkit is not None and toolkit.nvcc.resolve() not in {t.nvcc.resolve() for t in found.values()}:
+            found[real] = toolkit
+    return list(found.values())
+
+
+def select_toolkit(cuda: str, toolkits: list[Toolkit]) -> Toolkit:
+    """The first toolkit whose major.minor equals `cuda`; a clear error listing what was found."""
+    wanted = ".".join(cuda.split(".")[:2])
+    for toolkit in toolkits:
+        if toolkit.short == wanted:
+            return toolkit
+    where = ", ".join(f"{t.short} at {t.root}" for t in toolkits) or "none"
+    raise ToolchainError(
+        f"no CUDA {wanted} toolkit found (found: {where})",
+        hint=f"looked in CUDA_HOME, CUDA_PATH, /usr/local/cuda*, nvcc on PATH and /usr; install CUDA {wanted} "
+             f"under /usr/local/cuda-{wanted} and/or set CUDA_HOME to its root (`builder toolchain install` "
+             "provides 13.x from PyPI and 11.8 from Debian)",
+    )
+
+
+def _gcc_major(program: str) -> int | None:
+    result = capture([program, "-dumpversion"], timeout=30)
+    text = result.stdout.strip()
+    return int(text.split(".")[0]) if result.returncode == 0 and text[:1].isdigit() else None
+
+
+def host_compilers(environ: Mapping[str, str] | None = None) -> list[HostCompiler]:
+    """g++ and every g++-N on PATH with its gcc twin, default first then newest first."""
+    env = os.environ if environ is None else environ
+    path = env.get("PATH")
+    names = ["g++"]
+    for directory in (path or "").split(os.pathsep):
+        if os.path.isdir(directory):
+            names += [entry for entry in os.listdir(directory) if re.fullmatch(r"g\+\+-\d+", entry)]
+    compilers: list[HostCompiler] = []
+    for cxx in dict.fromkeys(names):
+        cxx_path = shutil.which(cxx, path=path)
+        cc_path = shutil.which(cxx.replace("g++", "gcc"), path=path)
+        major = _gcc_major(cxx_path) if cxx_path else None
+        if cxx_path and cc_path and major is not None:
+            compilers.append(HostCompiler(cc=cc_path, cxx=cxx_path, major=major))
+    default, rest = compilers[:1], sorted(compilers[1:], key=lambda c: -c.major)
+    return default + rest
+
+
+def select_host_compiler(toolkit: Toolkit, compilers: list[HostCompiler]) -> HostCompiler:
+    """The default g++ when nvcc accepts it, else the newest g++-N within nvcc's limit."""
+    limit = compat.newest_gcc(toolkit.major_minor)
+    for compiler in compilers:
+        if limit is None or compiler.major <= limit:
+            return compiler
+    found = ", ".join(f"g++ {c.major}" for c in compilers) or "no g++"
+    raise ToolchainError(
+        f"nvcc {toolkit.short} accepts gcc up to {limit}, found {found}",
+        hint=f"install a supported compiler, e.g. apt-get install g++-{limit}",
+    )

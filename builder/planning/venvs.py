@@ -1,0 +1,75 @@
+"""Build environments: a venv holding exactly one torch plus a recipe's build requirements.
+
+Made once per (torch, index, requirements, base Python) under cache/envs/<key>/ and reused.
+pip runs with the user's own configuration; torch is pinned by a constraint while the other
+requirements install, so nothing can replace it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from filelock import FileLock
+
+from builder.errors import BuildError, EnvironmentSetupError
+from builder.process import call
+
+_COMPLETE = ".builder-env-complete"
+
+
+def env_key(torch: str, index_url: str | None, requirements: Sequence[str], base_python: Path) -> str:
+    text = json.dumps([torch, index_url, sorted(requirements), str(base_python)])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def env_python(env_dir: Path) -> Path:
+    return env_dir / "bin" / "python"
+
+
+def ensure_env(
+    *,
+    torch: str,
+    index_url: str | None,
+    requirements: Sequence[str],
+    envs_dir: Path,
+    log_path: Path,
+    base_python: Path | None = None,
+) -> Path:
+    """Python of a ready build environment with torch==`torch`; made on first use."""
+    base = base_python or Path(sys.executable)
+    env_dir = envs_dir / env_key(torch, index_url, requirements, base)
+    envs_dir.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(env_dir) + ".lock"):
+        if (env_dir / _COMPLETE).is_file():
+            return env_python(env_dir)
+        shutil.rmtree(env_dir, ignore_errors=True)
+        try:
+            _create(env_dir, base, torch, index_url, requirements, log_path)
+        except BuildError as exc:
+            shutil.rmtree(env_dir, ignore_errors=True)
+            raise EnvironmentSetupError(
+                f"could not make a build environment with torch=={torch}: "
+                f"{exc.first_error or exc.message}",
+                hint=f"see {log_path}; pass --torch-index URL for a CUDA build PyPI does not carry",
+            ) from exc
+        (env_dir / _COMPLETE).write_text(json.dumps({"torch": torch, "index_url": index_url}))
+    return env_python(env_dir)
+
+
+def _create(env_dir: Path, base: Path, torch: str, index_url: str | None,
+            requirements: Sequence[str], log_path: Path) -> None:
+    call([base, "-m", "venv", env_dir], log_path=log_path, what="python -m venv")
+    python = env_python(env_dir)
+    index = ["--index-url", index_url, "--extra-index-url", "https://pypi.org/simple"] if index_url else []
+    call([python, "-m", "pip", "install", f"torch=={torch}", *index],
+         log_path=log_path, what=f"pip install torch=={torch}")
+    constraints = env_dir / "torch-constraint.txt"
+    constraints.write_text(f"torch=={torch}\n")
+    if requirements:
+        call([python, "-m", "pip", "install", "-c", constraints, *requirements],
+             log_path=log_path, what="pip install of the build requirements")

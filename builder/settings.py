@@ -1,0 +1,295 @@
+"""builder's settings, resolved once in one cascade (cibuildwheel's model), lowest first:
+
+  1. defaults                                   (the `default` of each row of SETTINGS)
+  2. the user config file                       (<user config dir>/builder/config.toml, or BUILDER_CONFIG)
+  3. environment variables                      (BUILDER_*, and the few others a row names)
+  4. the command line                           (the flags a row names)
+
+`load_settings` returns frozen Settings with the origin of every value; nothing downstream reads
+the config file or these variables again. `builder config` prints each value and where it came
+from. An unknown key or a value of the wrong type is one SettingsError naming the file or variable.
+
+The config file is TOML with the settings' names as keys:
+
+    cache-dir = "~/big-disk/builder"
+    cache-url = "s3://team-wheels/builder"
+    archs = ["86", "90"]
+    jobs = 8
+    memory-budget = 40
+    index-url = "https://mirrors.example.org/pypi/simple"
+    url-mirrors = { "https://github.com/" = "https://ghproxy.example.org/https://github.com/" }
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import sys
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+
+from builder.errors import BuilderError, SettingsError, UsageError
+from builder.index_client import PYPI_SIMPLE
+from builder.planning.archs import parse_archs
+from builder.process import capture
+from builder.tables import check_keys
+
+APP = "builder"
+
+
+
+def _path(value: Any) -> Path:
+    if not isinstance(value, (str, Path)) or not str(value):
+        raise ValueError("expected a path")
+    return Path(value).expanduser()
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("expected a non-empty string")
+    return value.strip()
+
+
+def _positive_int(value: Any) -> int:
+    number = int(value) if isinstance(value, str) and value.strip().isdigit() else value
+    if isinstance(number, bool) or not isinstance(number, int) or number < 1:
+        raise ValueError("expected a whole number of at least 1")
+    return number
+
+
+def _positive_float(value: Any) -> float:
+    try:
+        number = float(value) if not isinstance(value, bool) else -1.0
+    except (TypeError, ValueError):
+        number = -1.0
+    if not number > 0 or number == float("inf"):
+        raise ValueError("expected a positive number")
+    return number
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError("expected true or false (1/0, yes/no)")
+
+
+def _paths(value: Any) -> tuple[Path, ...]:
+    """A list of folders; from a variable, an os.pathsep-separated list (like PATH)."""
+    items = value.split(os.pathsep) if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)):
+        raise ValueError("expected a list of folders")
+    return tuple(_path(item) for item in items if str(item))
+
+
+def _archs(value: Any) -> tuple[str, ...]:
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or not all(isinstance(i, (str, int)) for i in items):
+        raise ValueError("expected archs like [\"86\", \"90\"]")
+    return tuple(str(arch) for arch in parse_archs(str(i) for i in items))
+
+
+def _mirrors(value: Any) -> tuple[tuple[str, str], ...]:
+    """URL prefix rewrites; from a variable, `FROM=TO` pairs separated by spaces."""
+    if isinstance(value, str):
+        pairs = [item.split("=", 1) for item in value.split()]
+        if any(len(pair) != 2 for pair in pairs):
+            raise ValueError("expected FROM=TO pairs separated by spaces")
+        value = dict(pairs)
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) and k and v
+                                              for k, v in value.items()):
+        raise ValueError('expected a table of URL prefixes, e.g. { "https://github.com/" = "https://mirror/gh/" }')
+    return tuple(value.items())
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One row of the cascade: its name (the config file's key), how a value is read, where it may
+    come from and what it means."""
+
+    name: str
+    parse: Callable[[Any], Any]
+    help: str
+    env: tuple[str, ...] = ()
+    """Variables that set it, the first set one winning."""
+    flag: str | None = None
+    """The command-line option that sets it (its value arrives already parsed by argparse)."""
+    default: Callable[[], Any] = lambda: None
+
+    @property
+    def attribute(self) -> str:
+        return self.name.replace("-", "_")
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("cache-dir", _path, "the local cache: built wheels, sources, logs, build envs, toolchains",
+            env=("BUILDER_CACHE_DIR",), flag="--cache",
+            default=lambda: Path(platformdirs.user_cache_dir(APP))),
+    Setting("cache-url", _text, "a shared cache (directory, s3://bucket/prefix, http(s)://...) looked up before "
+            "building and uploaded to after", env=("BUILDER_CACHE_URL",), flag="--cache-url"),
+    Setting("recipe-path", _paths, "folders of your own recipes, searched before the shipped ones",
+            env=("BUILDER_RECIPE_PATH",), default=tuple),
+    Setting("archs", _archs, "GPU archs to build for when --arch is not given (default: the visible GPUs)",
+            env=("BUILDER_ARCHS",), flag="--arch", default=tuple),
+    Setting("jobs", _positive_int, "the most compile jobs at once (MAX_JOBS, as torch's builds read it, is "
+            "honoured as this cap)", env=("BUILDER_JOBS", "MAX_JOBS"), flag="--jobs"),
+    Setting("memory-budget", _positive_float, "GB the running compiles may use together (default: 80% of "
+            "the memory available)", env=("BUILDER_MEMORY_BUDGET",), flag="--memory-budget"),
+    Setting("ccache", _bool, "compile through sccache", env=("BUILDER_CCACHE",), flag="--ccache",
+            default=lambda: False),
+    Setting("torch-index", _text, "the index --torch takes torch from (default: chosen per CUDA)",
+            env=("BUILDER_TORCH_INDEX",), flag="--torch-index"),
+    Setting("index-url", _text, "the package index source downloads use (default: pip's configured index, "
+            "else PyPI)", env=("BUILDER_INDEX_URL", "PIP_INDEX_URL", "UV_DEFAULT_INDEX", "UV_INDEX_URL"),
+            flag="--index-url"),
+    Setting("url-mirrors", _mirrors, "URL prefixes rewritten for downloads of URL sources (GitHub archives), "
+            "e.g. through a mirror; the sha256 check stays", env=("BUILDER_URL_MIRRORS",), default=tuple),
+)
+BY_NAME = {setting.name: setting for setting in SETTINGS}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The effective settings; `origins` says where each came from."""
+
+    cache_dir: Path
+    cache_url: str | None
+    recipe_path: tuple[Path, ...]
+    archs: tuple[str, ...]
+    jobs: int | None
+    memory_budget: float | None
+    ccache: bool
+    torch_index: str | None
+    index_url: str | None
+    """None: pip's configured index (`source_index`)."""
+    url_mirrors: tuple[tuple[str, str], ...]
+    origins: Mapping[str, str] = field(default_factory=dict)
+    config_file: Path | None = None
+
+    @cached_property
+    def source_index(self) -> str:
+        """The index source downloads use: the index-url setting, else pip's configured one, else PyPI."""
+        return self.index_url or pip_index_url() or PYPI_SIMPLE
+
+    def mirrored(self, url: str) -> str:
+        """`url` through the first url-mirrors prefix that matches it."""
+        for prefix, replacement in self.url_mirrors:
+            if url.startswith(prefix):
+                return replacement + url[len(prefix):]
+        return url
+
+    def describe(self) -> list[dict[str, Any]]:
+        """Each setting's value and origin, in the order of SETTINGS (what `builder config` prints)."""
+        rows = []
+        for setting in SETTINGS:
+            value = getattr(self, setting.attribute)
+            origin = self.origins.get(setting.name, "default")
+            if setting.name == "index-url" and value is None:
+                value, origin = self.source_index, "pip's configuration" if pip_index_url() else "default"
+            rows.append({"name": setting.name, "value": _shown(value), "origin": origin, "help": setting.help})
+        return rows
+
+
+def _shown(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, tuple):
+        return [_shown(v) if not isinstance(v, tuple) else list(v) for v in value]
+    return value
+
+
+def config_path(environ: Mapping[str, str]) -> Path:
+    """The user config file: BUILDER_CONFIG, else <user config dir>/builder/config.toml."""
+    if environ.get("BUILDER_CONFIG"):
+        return Path(environ["BUILDER_CONFIG"]).expanduser()
+    return Path(platformdirs.user_config_dir(APP)) / "config.toml"
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    """The config file's table (empty when there is none), keys checked."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise SettingsError(f"cannot read the config file {path}: {exc.strerror or exc}") from exc
+    try:
+        data = tomllib.loads(text)
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise SettingsError(f"{path}: not valid TOML: {exc}") from exc
+    check_keys(data, BY_NAME, str(path), SettingsError)
+    return data
+
+
+def _parsed(setting: Setting, value: Any, where: str, error: type[BuilderError] = SettingsError) -> Any:
+    """The value read; a bad one is `error` naming where it came from."""
+    try:
+        return setting.parse(value)
+    except BuilderError as exc:
+        raise error(f"{where}: {exc.message}", hint=exc.hint) from None
+    except (ValueError, TypeError) as exc:
+        shown = f"{where} {value!r}" if where.startswith("--") else f"{where}: {setting.name} = {value!r}"
+        raise error(f"{shown}: {exc}", hint=f"{setting.name}: {setting.help}") from None
+
+
+def load_settings(command_line: Mapping[str, Any] | None = None,
+                  environ: Mapping[str, str] | None = None) -> Settings:
+    """Resolve every setting once: defaults, config file, environment, command line.
+
+    `command_line` maps setting names to values the CLI was given (None or absent: not given).
+    """
+    env = os.environ if environ is None else environ
+    path = config_path(env)
+    config = read_config(path)
+    values: dict[str, Any] = {}
+    origins: dict[str, str] = {}
+    for setting in SETTINGS:
+        values[setting.attribute] = setting.default()
+        if setting.name in config:
+            values[setting.attribute] = _parsed(setting, config[setting.name], str(path))
+            origins[setting.name] = f"config file {path}"
+        for variable in setting.env:
+            if env.get(variable):
+                values[setting.attribute] = _parsed(setting, env[variable], f"environment variable {variable}")
+                origins[setting.name] = f"environment variable {variable}"
+                break
+        given = (command_line or {}).get(setting.name)
+        if given not in (None, (), [], False):
+            values[setting.attribute] = _parsed(setting, given, str(setting.flag), UsageError)
+            origins[setting.name] = f"command line {setting.flag}"
+    return Settings(**values, origins=origins, config_file=path)
+
+
+def pip_index_url() -> str | None:
+    """The index-url pip is configured with (its config files and PIP_* variables, as `pip config
+    list` reports them), or None where there is none or no pip."""
+    return _pip_config().get("index-url")
+
+
+_PIP_LINE = re.compile(r"^(?P<section>[^.]*)\.(?P<key>[\w-]+)='(?P<value>.*)'$")
+# pip reads a command's own section before [global]; downloads use `pip download`'s or `install`'s.
+_PIP_SECTIONS = (":env:", "download", "install", "global")
+
+
+@functools.cache
+def _pip_config() -> dict[str, str]:
+    """pip's effective configuration (`pip config list` of the interpreter running builder)."""
+    result = capture([sys.executable, "-m", "pip", "config", "list"], timeout=60)
+    found: dict[str, dict[str, str]] = {}
+    for line in result.stdout.splitlines() if result.returncode == 0 else []:
+        match = _PIP_LINE.match(line.strip())
+        if match:
+            found.setdefault(match["key"], {})[match["section"]] = match["value"]
+    return {key: next(by[s] for s in _PIP_SECTIONS if s in by)
+            for key, by in found.items() if any(s in by for s in _PIP_SECTIONS)}

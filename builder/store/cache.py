@@ -1,0 +1,175 @@
+"""The local wheel cache: content-addressed entries, atomic writes, a lock per key.
+
+Layout under the cache root:
+  entries/<key>/         one finished build: the wheel and entry.json (written to a temp dir,
+                         then renamed, so a build killed midway leaves no entry)
+  wheels/<file>.whl      a hard link to the newest entry with that file name (pip --find-links)
+  simple/<project>/      a PEP 503 index over the entries (pip --index-url file://.../simple)
+  index.json             every entry's key, wheel and sha256 (how a shared store is listed)
+  sources/ logs/ envs/ build/ locks/
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock
+
+from builder.errors import CacheError
+from builder.files import sha256_of, write_text_atomic
+from builder.store import index
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One stored build."""
+
+    key: str
+    path: Path
+    meta: Mapping[str, Any]
+
+    @property
+    def wheel(self) -> Path:
+        return self.path / str(self.meta["wheel"])
+
+    @property
+    def sha256(self) -> str:
+        return str(self.meta["sha256"])
+
+
+def match_key(keys: list[str], prefix: str, where: str) -> str:
+    """The one key of `keys` that starts with `prefix` (a whole key or a unique beginning)."""
+    matches = [key for key in keys if key.startswith(prefix)]
+    if len(matches) != 1:
+        raise CacheError(f"{len(matches) or 'no'} cache entries in {where} match {prefix!r}",
+                         hint="`builder cache list` shows the keys")
+    return matches[0]
+
+
+class Cache:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def dir(self, name: str) -> Path:
+        path = self.root / name
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    @contextmanager
+    def lock(self, key: str) -> Iterator[None]:
+        """Held while one key is looked up, built and stored, so concurrent builds compile once."""
+        with FileLock(str(self.dir("locks") / f"{key}.lock")):
+            yield
+
+    def get(self, key: str) -> Entry | None:
+        path = self.root / "entries" / key
+        meta_file = path / "entry.json"
+        if not meta_file.is_file():
+            return None
+        return Entry(key, path, json.loads(meta_file.read_text()))
+
+    def entries(self) -> list[Entry]:
+        root = self.root / "entries"
+        found = [self.get(p.name) for p in sorted(root.iterdir())] if root.is_dir() else []
+        return sorted((e for e in found if e is not None), key=lambda e: str(e.meta.get("created", "")))
+
+    def find(self, key_or_prefix: str) -> Entry:
+        """An entry by its key or a unique key prefix."""
+        key = match_key([e.key for e in self.entries()], key_or_prefix, str(self.root))
+        entry = self.get(key)
+        assert entry is not None
+        return entry
+
+    def entry_of(self, wheel: Path) -> Entry | None:
+        """The entry a wheel file is stored in, when it is one of this cache's."""
+        folder = wheel.resolve().parent
+        return self.get(folder.name) if folder.parent == (self.root / "entries").resolve() else None
+
+    def store(self, key: str, wheel: Path, meta: Mapping[str, Any]) -> Entry:
+        """Store a finished wheel under `key`, atomically; returns the new entry."""
+        entries = self.dir("entries")
+        staging = Path(tempfile.mkdtemp(prefix=f".tmp-{key}-", dir=entries))
+        try:
+            stored = staging / wheel.name
+            shutil.copy2(wheel, stored)
+            record = {**meta, "key": key, "wheel": wheel.name, "sha256": sha256_of(stored),
+                      "size": stored.stat().st_size,
+                      "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            (staging / "entry.json").write_text(json.dumps(record, indent=2, sort_keys=True))
+            final = entries / key
+            if final.exists():
+                shutil.rmtree(final)
+            os.rename(staging, final)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        entry = Entry(key, final, record)
+        self._publish(entry)
+        return entry
+
+    def remove(self, entry: Entry, *, move_to: Path | None = None) -> None:
+        """Drop an entry (or move it to `move_to`, e.g. quarantine), its wheels/ link and index page."""
+        link = self.root / "wheels" / entry.wheel.name
+        if link.exists() and entry.wheel.exists() and link.samefile(entry.wheel):
+            link.unlink()
+        if move_to is None:
+            shutil.rmtree(entry.path)
+        else:
+            move_to.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(entry.path, move_to)
+        self.write_index()
+
+    def record_install(self, python: Path, entry: Entry) -> None:
+        """Remember that `python` has this entry installed, so gc keeps it."""
+        path = self.root / "installs.json"
+        with FileLock(str(self.dir("locks") / "installs.lock")):
+            installs = json.loads(path.read_text()) if path.is_file() else {}
+            installs.setdefault(str(python), {})[str(entry.meta.get("recipe", entry.key))] = entry.key
+            write_text_atomic(path, json.dumps(installs, indent=2, sort_keys=True))
+
+    def installed_keys(self) -> set[str]:
+        path = self.root / "installs.json"
+        installs = json.loads(path.read_text()) if path.is_file() else {}
+        return {key for by_recipe in installs.values() for key in by_recipe.values()}
+
+    def verified_wheel(self, entry: Entry) -> Path:
+        """The entry's wheel after its sha256 matched what was stored; refuses a corrupt one."""
+        actual = sha256_of(entry.wheel) if entry.wheel.is_file() else "missing"
+        if actual != entry.sha256:
+            raise CacheError(f"cache entry {entry.key} is corrupt: {entry.wheel.name} has "
+                             f"sha256 {actual}, stored {entry.sha256}",
+                             hint=f"remove it with `builder cache rm {entry.key}` and build again")
+        return entry.wheel
+
+    def _publish(self, entry: Entry) -> None:
+        """Link the wheel into wheels/ and rewrite the PEP 503 tree."""
+        wheels = self.dir("wheels")
+        tmp = wheels / f".{entry.wheel.name}.{os.getpid()}.tmp"
+        tmp.unlink(missing_ok=True)
+        os.link(entry.wheel, tmp)
+        os.replace(tmp, wheels / entry.wheel.name)
+        self.write_index()
+
+    def write_index(self) -> None:
+        """index.json and the PEP 503 pages, each file replaced atomically, under one lock so
+        concurrent writers (a shared directory) never interleave their rewrites."""
+        with FileLock(str(self.dir("locks") / "index.lock")):
+            metas = [e.meta for e in self.entries()]
+            projects = index.project_files(metas, lambda m: f"../../entries/{m['key']}/{m['wheel']}")
+            simple = self.dir("simple")
+            for project, files in projects.items():
+                write_text_atomic(simple / project / "index.html", index.project_html(files))
+            for stale in simple.iterdir():
+                if stale.is_dir() and stale.name not in projects:
+                    shutil.rmtree(stale)
+            write_text_atomic(simple / "index.html", index.root_html(projects))
+            write_text_atomic(self.root / "index.json", index.entries_json(metas))

@@ -1,0 +1,89 @@
+"""Keeping a cache healthy: `builder cache gc` (prune) and `builder cache verify` (re-hash).
+
+gc keeps the newest N entries per recipe and/or fits a size cap, oldest first out, and never
+removes an entry that an install recorded in installs.json still uses. verify re-hashes every
+wheel against its entry.json and moves a corrupt entry to quarantine/, out of every index.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from builder.errors import UsageError
+from builder.files import sha256_of
+from builder.store.cache import Cache, Entry
+
+
+@dataclass
+class GcReport:
+    removed: list[str] = field(default_factory=list)
+    kept_installed: list[str] = field(default_factory=list)
+    freed_bytes: int = 0
+    size_after: int = 0
+
+
+def _size(entry: Entry) -> int:
+    return sum(p.stat().st_size for p in entry.path.iterdir() if p.is_file())
+
+
+def gc(cache: Cache, *, keep: int | None = None, max_bytes: int | None = None, dry_run: bool = False) -> GcReport:
+    """Remove entries beyond the newest `keep` per recipe, then oldest first until under `max_bytes`."""
+    if keep is None and max_bytes is None:
+        raise UsageError("cache gc needs --keep N and/or --max-size SIZE")
+    if keep is not None and keep < 0:
+        raise UsageError("--keep must be 0 or more")
+    entries = cache.entries()  # oldest first
+    protected = cache.installed_keys()
+    doomed: list[Entry] = []
+    if keep is not None:
+        by_recipe: dict[str, list[Entry]] = {}
+        for entry in entries:
+            by_recipe.setdefault(str(entry.meta.get("recipe")), []).append(entry)
+        for group in by_recipe.values():
+            doomed += group[: max(0, len(group) - keep)]
+    if max_bytes is not None:
+        total = sum(_size(e) for e in entries if e not in doomed)
+        for entry in entries:
+            if total <= max_bytes:
+                break
+            if entry not in doomed and entry.key not in protected:
+                doomed.append(entry)
+                total -= _size(entry)
+    report = GcReport()
+    for entry in doomed:
+        if entry.key in protected:
+            report.kept_installed.append(entry.key)
+            continue
+        report.freed_bytes += _size(entry)
+        report.removed.append(entry.key)
+        if not dry_run:
+            cache.remove(entry)
+    report.size_after = sum(_size(e) for e in cache.entries())
+    return report
+
+
+def verify(cache: Cache) -> dict[str, list[str]]:
+    """Re-hash every stored wheel; quarantine the corrupt. Returns {"ok": [...], "quarantined": [...]}."""
+    report: dict[str, list[str]] = {"ok": [], "quarantined": []}
+    for entry in cache.entries():
+        actual = sha256_of(entry.wheel) if entry.wheel.is_file() else "missing"
+        if actual == entry.sha256:
+            report["ok"].append(entry.key)
+            continue
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        cache.remove(entry, move_to=cache.root / "quarantine" / f"{entry.key}-{stamp}")
+        report["quarantined"].append(entry.key)
+    return report
+
+
+def parse_size(text: str) -> int:
+    """"500M", "2G", "1.5T", "1048576" -> bytes."""
+    units = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+    number, unit = text.strip().upper().rstrip("B"), ""
+    if number and number[-1] in units:
+        number, unit = number[:-1], number[-1]
+    try:
+        return int(float(number) * units[unit])
+    except ValueError:
+        raise UsageError(f"malformed size {text!r}", hint="write it like 500M, 20G or 1.5T") from None

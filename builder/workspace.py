@@ -1,0 +1,67 @@
+"""What every command works in: the settings, the cache they name, the recipes they can find, the
+user's environment as builder started, and where progress goes. Made once per command (or per
+library call) and passed down; nothing below it reads settings or the environment again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from builder.building.source import fetch
+from builder.planning.provision_pypi import provisioned_roots
+from builder.planning.recipe import RecipeBook
+from builder.planning.request import Request
+from builder.planning.source_spec import SourceSpec
+from builder.planning.toolchain import Toolkit, discover_toolkits
+from builder.reporting import LoggingReporter, Reporter
+from builder.settings import Settings, load_settings
+from builder.store.cache import Cache
+
+
+@dataclass(frozen=True)
+class Workspace:
+    settings: Settings
+    cache: Cache
+    recipes: RecipeBook
+    environ: Mapping[str, str]
+    """The user's environment when builder started (builds get a filtered copy of it)."""
+    reporter: Reporter
+
+    @classmethod
+    def open(cls, settings: Settings | None = None, *, reporter: Reporter | None = None,
+             environ: Mapping[str, str] | None = None) -> Workspace:
+        """A workspace over `settings` (default: the cascade without a command line)."""
+        env = dict(os.environ if environ is None else environ)
+        settings = settings or load_settings(environ=env)
+        return cls(settings, Cache(settings.cache_dir), RecipeBook(settings.recipe_path), env,
+                   reporter or LoggingReporter())
+
+    def with_reporter(self, reporter: Reporter) -> Workspace:
+        return dataclasses.replace(self, reporter=reporter)
+
+    def fetch(self, spec: SourceSpec) -> Path:
+        """A recipe's source, verified, from the configured index or through the URL mirrors."""
+        return fetch(spec, self.cache.dir("sources"), index_url=self.settings.source_index,
+                     mirrored=self.settings.mirrored)
+
+    def toolkits(self) -> list[Toolkit]:
+        """The toolkits on this machine plus those provisioned into the cache."""
+        return discover_toolkits(self.environ, extra_roots=provisioned_roots(self.cache.dir("toolchains")))
+
+    def complete(self, request: Request) -> Request:
+        """The request with what it leaves open taken from the settings."""
+        settings = self.settings
+        return dataclasses.replace(
+            request,
+            archs=request.archs or settings.archs,
+            jobs=request.jobs if request.jobs is not None else settings.jobs,
+            jobs_origin="--jobs" if request.jobs is not None else settings.origins.get("jobs", "default"),
+            memory_budget=request.memory_budget if request.memory_budget is not None else settings.memory_budget,
+            ccache=request.ccache or settings.ccache,
+            torch_index=request.torch_index or settings.torch_index,
+            cache_url=request.cache_url or settings.cache_url,
+        )

@@ -1,0 +1,1 @@
+"""Patches shipped with builder: package data, read through builder.resources."""

@@ -1,0 +1,1 @@
+"""Recipes shipped with builder: package data, read through builder.resources."""
