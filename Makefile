@@ -7,6 +7,8 @@ RECIPE ?= causal-conv1d
 ARCH   ?= 86
 CUDA   ?=
 PYTEST := $(PY) -m pytest
+# A checkout keeps its cache in ./cache (an installed builder uses the user cache dir).
+export BUILDER_CACHE_DIR ?= $(CURDIR)/cache
 
 .PHONY: setup demo build test test-slow test-full test-all toolchain-11.8 bench lint clean
 
