@@ -3,7 +3,8 @@
 has none.
 
 A toolkit made of the compiler alone is common (the CPU machines' /usr/local/cuda holds nvcc,
-cudart and CCCL; DESIGN.md), while the torch the build targets always brings these libraries
+cudart and CCCL: `ls /usr/local/cuda/lib64 /usr/local/cuda/include | grep -ci -E 'cublas|cusparse'`
+prints 0 there), while the torch the build targets always brings these libraries
 as wheels: `nvidia/cu13/{include,lib}` for CUDA 13 torch, `nvidia/<name>/{include,lib}` for
 CUDA 12 and older. The wheels ship only versioned names (libcublas.so.13), so builder links
 unversioned names to them in a folder of its own; the compilers and CMake are pointed at it

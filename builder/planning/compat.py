@@ -40,9 +40,9 @@ ARCHS_FOR_CUDA: dict[tuple[int, int], tuple[str, ...]] = {
     (13, 0): _ARCHS_13_0,
 }
 
-# C++ standard torch's headers need: torch/csrc/api/include/torch/all.h says "C++17 or later" in
-# 2.13.0 and "C++20 or later" in 2.14.1 (c10/util/intrusive_ptr.h uses std::strong_ordering);
-# torch 2.0 built with C++14/17 and 2.1-2.13 with C++17 (DESIGN.md).
+# C++ standard torch's headers need: torch/csrc/api/include/torch/all.h says "C++14 or later" in v2.0.1
+# (whose cpp_extension.py passes -std=c++17), "C++17 or later" from v2.1.0 (pytorch/pytorch#100557) to
+# v2.13.0, "C++20 or later" in v2.14.1 (pytorch/pytorch#178150; c10/util/intrusive_ptr.h uses std::strong_ordering).
 def cxx_standard_for_torch(torch_version: str) -> str:
     """The -std value a package must pass to compile against this torch's headers."""
     return "c++20" if Version(torch_version).release[:2] >= (2, 14) else "c++17"
@@ -68,7 +68,8 @@ MIN_DRIVER_FOR_CUDA_MAJOR: dict[int, str] = {11: "450.80.02", 12: "525.60.13", 1
 
 
 # CUDA builds of torch on PyTorch's own per-CUDA indexes (download.pytorch.org/whl/cuXYZ) that
-# PyPI lacks, as (first, last) torch minor releases: cu118 for 2.0-2.7 (DESIGN.md).
+# PyPI lacks, as (first, last) torch minor releases: cu118 for 2.0-2.7 (pytorch/pytorch RELEASE.md@v2.11.0,
+# "Release Compatibility Matrix": CUDA 11.8 experimental in 2.0, stable in 2.1-2.7, absent from 2.8 on).
 PYTORCH_INDEX_BUILDS: dict[str, tuple[tuple[int, int], tuple[int, int]]] = {"11.8": ((2, 0), (2, 7))}
 PYTORCH_INDEX_URL = "https://download.pytorch.org/whl/{tag}"
 
@@ -81,7 +82,8 @@ def pypi_torch_cuda(torch: str) -> str | None:
 
 def pypi_torch_cxx11_abi(torch: str) -> bool:
     """PyPI's torch wheels are pre-cxx11 ABI up to 2.6 (manylinux1) and cxx11 ABI from 2.7
-    (manylinux_2_28) (DESIGN.md, read from the wheels' tags)."""
+    (manylinux_2_28): https://github.com/pytorch/pytorch/issues/123649; the wheels' tags on
+    https://pypi.org/simple/torch/ and share/cmake/Torch/TorchConfig.cmake in them (2.6.0: ABI=0, 2.7.0: =1)."""
     return Version(torch).release[:2] >= (2, 7)
 
 
