@@ -78,7 +78,7 @@ def prepare(request: Request, ws: Workspace, *, make_env: bool) -> Plan:
     version, spec = recipe.source_for(request.version)
     spec = with_override(spec, request.source, f"{recipe.name} {version}")
     python = build_python(request, recipe, ws.cache.dir("envs"), ws.cache.dir("logs"), make_env=make_env,
-                          say=ws.reporter.say)
+                          package_index=lambda: ws.settings.source_index, environ=ws.environ, say=ws.reporter.say)
     toolkits = ws.toolkits()
     wanted = request.cuda or python.target.torch_cuda
     if make_env and request.provision and wanted and not any(t.short == wanted for t in toolkits):

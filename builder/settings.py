@@ -8,6 +8,8 @@
 `load_settings` returns frozen Settings with the origin of every value; nothing downstream reads
 the config file or these variables again. `builder config` prints each value and where it came
 from. An unknown key or a value of the wrong type is one SettingsError naming the file or variable.
+An index-url that no layer sets follows pip's own configuration (builder/pip_config.py), read only
+when something needs it.
 
 The config file is TOML with the settings' names as keys:
 
@@ -22,10 +24,7 @@ The config file is TOML with the settings' names as keys:
 
 from __future__ import annotations
 
-import functools
 import os
-import re
-import sys
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -37,8 +36,8 @@ import platformdirs
 
 from builder.errors import BuilderError, SettingsError, UsageError
 from builder.index_client import PYPI_SIMPLE
+from builder.pip_config import PipSetting, pip_setting
 from builder.planning.archs import parse_archs
-from builder.process import capture
 from builder.tables import check_keys
 
 APP = "builder"
@@ -150,9 +149,9 @@ SETTINGS: tuple[Setting, ...] = (
             default=lambda: False),
     Setting("torch-index", _text, "the index --torch takes torch from (default: chosen per CUDA)",
             env=("BUILDER_TORCH_INDEX",), flag="--torch-index"),
-    Setting("index-url", _text, "the package index source downloads use (default: pip's configured index, "
-            "else PyPI)", env=("BUILDER_INDEX_URL", "PIP_INDEX_URL", "UV_DEFAULT_INDEX", "UV_INDEX_URL"),
-            flag="--index-url"),
+    Setting("index-url", _text, "the package index source downloads and --torch build environments use "
+            "(default: the index-url of pip's configuration, else PyPI)",
+            env=("BUILDER_INDEX_URL", "PIP_INDEX_URL", "UV_DEFAULT_INDEX", "UV_INDEX_URL"), flag="--index-url"),
     Setting("url-mirrors", _mirrors, "URL prefixes rewritten for downloads of URL sources (GitHub archives), "
             "e.g. through a mirror; the sha256 check stays", env=("BUILDER_URL_MIRRORS",), default=tuple),
 )
@@ -176,11 +175,22 @@ class Settings:
     url_mirrors: tuple[tuple[str, str], ...]
     origins: Mapping[str, str] = field(default_factory=dict)
     config_file: Path | None = None
+    environ: Mapping[str, str] | None = field(default=None, compare=False, repr=False)
+    """The environment the settings were read from; pip's configuration is read in it too (None:
+    this process's)."""
 
     @cached_property
     def source_index(self) -> str:
-        """The index source downloads use: the index-url setting, else pip's configured one, else PyPI."""
-        return self.index_url or pip_index_url() or PYPI_SIMPLE
+        """The index source downloads and build environments use: the index-url setting, else the
+        index-url of pip's configuration, else PyPI."""
+        if self.index_url:
+            return self.index_url
+        return self._pip_index.value if self._pip_index else PYPI_SIMPLE
+
+    @cached_property
+    def _pip_index(self) -> PipSetting | None:
+        """pip's configured index-url (`pip config debug` runs only when the setting leaves it open)."""
+        return None if self.index_url else pip_setting("index-url", self.environ)
 
     def mirrored(self, url: str) -> str:
         """`url` through the first url-mirrors prefix that matches it."""
@@ -196,7 +206,8 @@ class Settings:
             value = getattr(self, setting.attribute)
             origin = self.origins.get(setting.name, "default")
             if setting.name == "index-url" and value is None:
-                value, origin = self.source_index, "pip's configuration" if pip_index_url() else "default"
+                value = self.source_index
+                origin = f"pip's configuration ({self._pip_index.where})" if self._pip_index else "default"
             rows.append({"name": setting.name, "value": _shown(value), "origin": origin, "help": setting.help})
         return rows
 
@@ -268,28 +279,4 @@ def load_settings(command_line: Mapping[str, Any] | None = None,
         if given not in (None, (), [], False):
             values[setting.attribute] = _parsed(setting, given, str(setting.flag), UsageError)
             origins[setting.name] = f"command line {setting.flag}"
-    return Settings(**values, origins=origins, config_file=path)
-
-
-def pip_index_url() -> str | None:
-    """The index-url pip is configured with (its config files and PIP_* variables, as `pip config
-    list` reports them), or None where there is none or no pip."""
-    return _pip_config().get("index-url")
-
-
-_PIP_LINE = re.compile(r"^(?P<section>[^.]*)\.(?P<key>[\w-]+)='(?P<value>.*)'$")
-# pip reads a command's own section before [global]; downloads use `pip download`'s or `install`'s.
-_PIP_SECTIONS = (":env:", "download", "install", "global")
-
-
-@functools.cache
-def _pip_config() -> dict[str, str]:
-    """pip's effective configuration (`pip config list` of the interpreter running builder)."""
-    result = capture([sys.executable, "-m", "pip", "config", "list"], timeout=60)
-    found: dict[str, dict[str, str]] = {}
-    for line in result.stdout.splitlines() if result.returncode == 0 else []:
-        match = _PIP_LINE.match(line.strip())
-        if match:
-            found.setdefault(match["key"], {})[match["section"]] = match["value"]
-    return {key: next(by[s] for s in _PIP_SECTIONS if s in by)
-            for key, by in found.items() if any(s in by for s in _PIP_SECTIONS)}
+    return Settings(**values, origins=origins, config_file=path, environ=dict(env))

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from builder.planning.labels import local_version_label
+from tests.index_servers import Index, StaticMirror
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -78,6 +79,20 @@ def write_recipe(directory: Path, name: str, source: str, *, extra: str = "",
         {verify}
         """) + extra)
     return path
+
+
+@pytest.fixture
+def index() -> Iterator[Index]:
+    """A PEP 691 JSON index on 127.0.0.1 (tests/index_servers.py)."""
+    with Index().running() as served:
+        yield served
+
+
+@pytest.fixture
+def static_mirror(tmp_path: Path) -> Iterator[StaticMirror]:
+    """A static PEP 503 mirror (a folder behind http.server) on 127.0.0.1 (tests/index_servers.py)."""
+    with StaticMirror(root=tmp_path / "mirror").running() as served:
+        yield served
 
 
 @pytest.fixture

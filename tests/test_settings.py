@@ -97,7 +97,7 @@ def test_bad_variables_and_options_name_their_source(tmp_path: Path) -> None:
 
 def test_the_table_and_the_settings_fields_agree() -> None:
     names = {setting.attribute for setting in SETTINGS}
-    assert names == set(Settings.__dataclass_fields__) - {"origins", "config_file"}
+    assert names == set(Settings.__dataclass_fields__) - {"origins", "config_file", "environ"}
 
 
 def test_builder_config_prints_values_and_origins(tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
-"""Tests for builder.source: real archives on disk, a real HTTP index on 127.0.0.1."""
+"""Tests for builder.source: real archives on disk, a real HTTP index on 127.0.0.1 (the `index`
+fixture, tests/index_servers.py)."""
 
 from __future__ import annotations
 
@@ -6,17 +7,12 @@ import bz2
 import gzip
 import hashlib
 import io
-import json
 import lzma
 import os
 import re
 import tarfile
-import threading
-import time
 import zipfile
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -26,6 +22,7 @@ from builder.building.source import extract, fetch
 from builder.errors import FileAccessError, SourceError
 from builder.files import sha256_of
 from builder.planning.source_spec import SourceSpec
+from tests.index_servers import Index
 
 FILE = "tiny_ext-1.0.tar.gz"
 
@@ -97,75 +94,6 @@ def assert_refused(archive: Path, tmp_path: Path, member: str) -> None:
     assert member in err.value.message
     assert not dest.exists()
     assert all_files(tmp_path) - before <= {"out"}  # nothing else written, staging removed
-
-
-# --- a real HTTP index ---------------------------------------------------------------------
-
-
-@dataclass
-class Index:
-    """A PEP 691 index served by http.server on 127.0.0.1, with a request log."""
-
-    routes: dict[str, tuple[str, bytes]] = field(default_factory=dict)
-    requests: list[tuple[str, str | None]] = field(default_factory=list)
-    server: ThreadingHTTPServer | None = None
-    thread: threading.Thread | None = None
-
-    @property
-    def base(self) -> str:
-        assert self.server is not None
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def publish(self, project: str, file: str, data: bytes, *, listed: str | None) -> None:
-        """Serve `data` at /files/<file> and list it on /simple/<project>/ (relative URL)."""
-        hashes = {} if listed is None else {"sha256": listed}
-        entry = {"filename": file, "url": f"../../files/{file}", "hashes": hashes}
-        page = {"meta": {"api-version": "1.0"}, "name": project, "files": [entry]}
-        self.routes[f"/simple/{project}/"] = (
-            "application/vnd.pypi.simple.v1+json",
-            json.dumps(page).encode(),
-        )
-        self.routes[f"/files/{file}"] = ("application/octet-stream", data)
-
-    def stop(self) -> None:
-        if self.server is not None and self.thread is not None:
-            self.server.shutdown()
-            self.server.server_close()
-            self.thread.join()
-            self.server = None
-
-
-def make_handler(index: Index) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            index.requests.append((self.path, self.headers.get("Accept")))
-            if self.path == "/slow":
-                time.sleep(1.0)
-            route = index.routes.get(self.path)
-            if route is None:
-                self.send_error(404)
-                return
-            content_type, body = route
-            self.send_response(200)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    return Handler
-
-
-@pytest.fixture
-def index() -> Iterator[Index]:
-    idx = Index()
-    idx.server = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(idx))
-    idx.thread = threading.Thread(target=idx.server.serve_forever, daemon=True)
-    idx.thread.start()
-    yield idx
-    idx.stop()
 
 
 @pytest.fixture

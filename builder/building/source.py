@@ -1,7 +1,9 @@
 """Get a recipe's source onto disk, checked: fetch a sha256-verified archive, extract it safely.
 
-`fetch` resolves a file through the PEP 691 JSON simple API (or a URL, or a local path), keeps it
-only once its sha256 matches, and reuses a stored archive offline. `extract` refuses any member
+`fetch` resolves a file on the configured package index (PEP 691 JSON or PEP 503 HTML: PyPI or a
+mirror of it), or takes a URL (through the url-mirrors rewrites) or a local path; it keeps a
+download only once its sha256 matches the recipe's, whoever served it, and reuses a stored archive
+offline. `extract` refuses any member
 that would land outside the destination.
 """
 
@@ -25,9 +27,6 @@ from builder.files import atomic_writer, sha256_of
 from builder.index_client import PYPI_SIMPLE, open_url, project_files, project_page
 from builder.planning.source_spec import SourceSpec
 
-TIMEOUT_S = 60.0  # seconds a connect or read may stall before a fetch fails
-
-_SIMPLE_JSON = "application/vnd.pypi.simple.v1+json"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _TAR_SUFFIXES = (".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz", ".tar")
 
@@ -59,9 +58,14 @@ def fetch(
             f"{name} is not in {sources_dir} and builder is offline: "
             "run `builder fetch <recipe>` first or pass --source PATH"
         )
-    url = mirrored(spec.url) if spec.url else _resolve_pypi(spec.pypi or "", name, index_url, expected)
+    if spec.url:
+        url = mirrored(spec.url)
+        served_by = f"the url-mirrors setting sent {spec.url} to {url}" if url != spec.url else None
+    else:
+        url = _resolve_pypi(spec.pypi or "", name, index_url, expected)
+        served_by = f"the index {index_url} served it" if index_url.rstrip("/") != PYPI_SIMPLE else None
     sources_dir.mkdir(parents=True, exist_ok=True)
-    _download(url, target, expected)
+    _download(url, target, expected, served_by)
     return target
 
 
@@ -116,15 +120,17 @@ def _resolve_pypi(project: str, file: str, index_url: str, expected: str) -> str
                       hint="is the index a full mirror? BUILDER_INDEX_URL or pip's index-url sets it")
 
 
-def _download(url: str, target: Path, expected: str) -> None:
-    """Stream `url` into place beside `target`; it replaces `target` only if its hash matches."""
+def _download(url: str, target: Path, expected: str, served_by: str | None = None) -> None:
+    """Stream `url` into place beside `target`; it replaces `target` only if its hash matches.
+    `served_by` says which mirror served it, for the hint of a mismatch."""
     with atomic_writer(target) as out, open_url(url) as response:
         digest = hashlib.sha256()
         while chunk := response.read(1 << 20):
             digest.update(chunk)
             out.write(chunk)
         if (actual := digest.hexdigest()) != expected:
-            raise SourceError(f"sha256 mismatch for {url}: expected {expected}, got {actual}")
+            hint = f"{served_by}; the recipe's sha256 guards every download: nothing was stored" if served_by else None
+            raise SourceError(f"sha256 mismatch for {url}: expected {expected}, got {actual}", hint=hint)
 
 
 def extract(archive: Path, dest: Path) -> Path:

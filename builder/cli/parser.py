@@ -65,7 +65,8 @@ def _add_target_args(parser: argparse.ArgumentParser) -> None:
                         help="install the CUDA toolkit for --cuda when none is found (see `builder toolchain`)")
     parser.add_argument("--cache-url", help="shared cache (a directory, s3://bucket/prefix or http(s)://...): looked "
                                             "up before building, uploaded to after (default: the cache-url setting)")
-    parser.add_argument("--index-url", help="package index for source downloads (default: pip's configured index)")
+    parser.add_argument("-i", "--index-url", help="package index for source downloads and --torch build environments, "
+                        "for this command, as pip's -i (default: the index-url setting, else pip's configured index)")
 
 
 def _add_matrix_args(parser: argparse.ArgumentParser) -> None:
@@ -119,7 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     fetch_cmd = sub.add_parser("fetch", parents=[common], help="download a recipe's sources for offline use")
     fetch_cmd.add_argument("recipe")
     fetch_cmd.add_argument("--version", dest="pkg_version", help="one version (default: all)")
-    fetch_cmd.add_argument("--index-url", help="package index (default: pip's configured index)")
+    fetch_cmd.add_argument("-i", "--index-url", help="package index for this command, as pip's -i (default: the "
+                           "index-url setting, else pip's configured index)")
 
     _add_cache_commands(sub, common)
 

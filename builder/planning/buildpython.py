@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,7 +78,10 @@ def base_interpreter(python: Path) -> Path:
 
 
 def build_python(request: Request, recipe: Recipe, envs_dir: Path, logs_dir: Path, *, make_env: bool,
+                 package_index: Callable[[], str], environ: Mapping[str, str] | None = None,
                  say: Callable[[str], None] | None = None) -> BuildPython:
+    """The build interpreter; with make_env, a --torch venv made from `package_index()` (asked only
+    then: the index-url setting, which may run pip to read its configuration) in `environ`."""
     given = Path(request.python) if request.python else Path(sys.executable)
     if not request.torch:
         return BuildPython(probe_interpreter(given), "existing", given)
@@ -91,8 +94,8 @@ def build_python(request: Request, recipe: Recipe, envs_dir: Path, logs_dir: Pat
         return BuildPython(predicted, "venv", given if request.python else None, request.torch, index)
     if say:
         say(f"==> build environment with torch=={request.torch}" + (f" from {index}" if index else ""))
-    python = ensure_env(torch=request.torch, index_url=index,
+    python = ensure_env(torch=request.torch, index_url=index, package_index=package_index(),
                         requirements=recipe.build.requirements, envs_dir=envs_dir,
                         log_path=logs_dir / f"env-torch-{request.torch}.log",
-                        base_python=base_interpreter(given))
+                        base_python=base_interpreter(given), environ=environ)
     return BuildPython(probe_interpreter(python), "venv", given if request.python else python, request.torch, index)
