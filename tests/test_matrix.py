@@ -20,7 +20,7 @@ from builder.fleet.matrix import (
     github_matrices,
 )
 from builder.planning.recipe import RecipeBook
-from tests.conftest import TORCHEXT, builder_json, run_builder, write_recipe
+from tests.conftest import TORCHEXT, FixtureBuild, builder_json, run_builder, write_recipe
 
 GOOD_AXES = 'recipe = ["flash-attn"]\npython = ["3.12"]\ntorch = ["2.7.1"]\ncuda = ["12.8"]\n'
 
@@ -177,13 +177,15 @@ def test_matrix_cli_github_format_and_json(tmp_path: Path) -> None:
     assert [len(m["include"]) for m in github] == [8]
 
 
-def test_a_local_matrix_of_fixture_builds_then_a_rerun_of_cache_hits(tmp_path: Path) -> None:
+def test_a_local_matrix_of_fixture_builds_then_a_rerun_of_cache_hits(tmp_path: Path,
+                                                                    fixture_build: FixtureBuild) -> None:
     recipe = write_recipe(tmp_path, "fixture-ext", f'{{ path = "{TORCHEXT}" }}')
-    args = ["matrix", "build", "--recipe", str(recipe), "--cuda", "13.0", "--arch", "86,80,35",
-            "--cache", str(tmp_path / "cache")]
+    cache = fixture_build.copy_cache(tmp_path / "cache")  # holds the session's sm_86 build
+    args = ["matrix", "build", "--recipe", str(recipe), "--cuda", "13.0", "--arch", "86,80,35", "--cache", str(cache)]
     first = builder_json(*args)
     by_arch = {o["cell"]["arch"]: o for o in first}
-    assert by_arch["86"]["status"] == by_arch["80"]["status"] == "built"
+    assert by_arch["80"]["status"] == "built"
+    assert by_arch["86"]["status"] == "cache hit" and by_arch["86"]["cache_key"] == fixture_build.result["cache_key"]
     assert by_arch["35"]["status"] == "skipped"
     assert by_arch["35"]["detail"] == "CUDA 13.0 cannot target sm_35 (its archs start at sm_75)"
     second = builder_json(*args)

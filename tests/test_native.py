@@ -34,10 +34,24 @@ def build(cache: Path, *args: str, recipe: Path = RECIPE) -> dict:
     return builder_json("build", str(recipe), "--cache", str(cache), *args)
 
 
-def test_makefile_era_libraries_replace_an_installed_package_and_uninstall_restores(venv: Path,
-                                                                                   tmp_path: Path) -> None:
-    cache = tmp_path / "c"
-    first = build(cache, "--version", "0.41.0", "--arch", "80", "--python", str(venv))
+@pytest.fixture(scope="module")
+def make_era_sm80(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A cache holding the one build of the Makefile era (0.41.0) for sm_80 that two tests install;
+    each takes a copy (`cache_with`)."""
+    cache = tmp_path_factory.mktemp("make-era-sm80") / "c"
+    build(cache, "--version", "0.41.0", "--arch", "80", "--no-install")
+    return cache
+
+
+def cache_with(built: Path, dest: Path) -> Path:
+    shutil.copytree(built, dest, ignore=shutil.ignore_patterns("locks", "build", "staging"))
+    return dest
+
+
+def test_makefile_era_libraries_replace_an_installed_package_and_uninstall_restores(
+        venv: Path, tmp_path: Path, make_era_sm80: Path) -> None:
+    cache = cache_with(make_era_sm80, tmp_path / "c")
+    first = build(cache, "--version", "0.41.0", "--arch", "80", "--python", str(venv))  # found in the cache
     assert first["installed_into"] == str(venv)  # not installed yet: a complete wheel
     assert first["verified"]["cubins"] == {"libbnbfix_cuda130.so": ["80"], "libbnbfix_cuda130_nocublaslt.so": ["80"]}
     assert Path(first["wheel"]).name.startswith(f"bnbfix-0.41.0+{label('80')}-")
@@ -91,8 +105,9 @@ def broken_copy(tmp_path: Path, *, targets: str | None = None, break_kernel: boo
     return recipe
 
 
-def test_a_build_failing_midway_installs_nothing_and_caches_nothing(venv: Path, tmp_path: Path) -> None:
-    build(tmp_path / "first", "--version", "0.41.0", "--arch", "80", "--python", str(venv))
+def test_a_build_failing_midway_installs_nothing_and_caches_nothing(venv: Path, tmp_path: Path,
+                                                                    make_era_sm80: Path) -> None:
+    build(cache_with(make_era_sm80, tmp_path / "first"), "--version", "0.41.0", "--arch", "80", "--python", str(venv))
     before = snapshot(package_dir(venv))
     recipe = broken_copy(tmp_path, break_kernel=True)
     result = run_builder("build", str(recipe), "--version", "0.41.0", "--arch", "86", "--python", str(venv),

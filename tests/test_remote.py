@@ -20,7 +20,7 @@ import pytest
 
 from builder.files import sha256_of
 from builder.store.cache import Cache, Entry
-from tests.conftest import ROOT, TORCHEXT, builder_json, make_venv, run_builder, write_recipe
+from tests.conftest import ROOT, FixtureBuild, builder_json, make_venv, run_builder
 
 boto3 = pytest.importorskip("boto3")
 pytest.importorskip("moto")
@@ -81,16 +81,12 @@ def moto_server() -> Iterator[dict[str, dict[str, str]]]:
         process.wait(timeout=30)
 
 
-@pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """One real sm_86 build of the fixture, made with --cache-url pointing at a shared directory
-    (a miss there: it compiles, stores locally, uploads)."""
-    root = tmp_path_factory.mktemp("remote")
-    recipe = write_recipe(root, "fixture-ext", f'{{ path = "{TORCHEXT}" }}')
-    shared = root / "shared"
-    result = builder_json("build", str(recipe), "--arch", "86", "--no-install", "--cache", str(root / "local"),
-                          "--cache-url", str(shared))
-    return {"root": root, "recipe": recipe, "local": root / "local", "shared": shared, "result": result}
+@pytest.fixture
+def built(fixture_build: FixtureBuild) -> dict[str, Any]:
+    """The session's one real sm_86 build of the fixture (tests/conftest.py), made with --cache-url
+    pointing at a shared directory (a miss there: it compiled, stored locally, uploaded)."""
+    return {"root": fixture_build.root, "recipe": fixture_build.recipe, "local": fixture_build.cache,
+            "shared": fixture_build.shared, "result": fixture_build.result}
 
 
 def copy_cache(source: Path, dest: Path) -> Cache:

@@ -20,7 +20,7 @@ from builder.building.patching import apply_patches
 from builder.building.source import extract
 from builder.delivery.verify import list_cubins
 from builder.planning.recipe import load_recipe
-from tests.conftest import builder_json, make_venv, run_builder
+from tests.conftest import builder_json, make_venv, run_builder, running_torch_cuda
 from tests.conftest import label as running_label
 from tests.test_build_fixture import CUOBJDUMP
 
@@ -54,7 +54,7 @@ def test_every_patch_applies_to_the_real_sdist(sources: Path, tmp_path: Path, re
 
 
 def test_flash_attn_plan_carries_gencode_and_env(sources: Path) -> None:
-    plan = builder_json("plan", "flash-attn", "--cuda", "13.0", "--arch", "86", "--cache", str(sources))
+    plan = builder_json("plan", "flash-attn", "--cuda", running_torch_cuda(), "--arch", "86", "--cache", str(sources))
     assert plan["gencode"] == ["-gencode=arch=compute_86,code=sm_86"]
     env = plan["env"]
     assert env["FLASH_ATTENTION_FORCE_BUILD"] == "TRUE"
@@ -111,7 +111,7 @@ CUDA_11_8_READY = Path("/usr/bin/nvcc").is_file() and shutil.which("g++-11") is 
 def test_one_flash_attn_kernel_compiles_with_the_planned_flags(
         sources: Path, tmp_path: Path, version: str, keep: str, toolchain: list[str], label: str | None) -> None:
     """flash_api.cpp plus one kernel file, through the real recipe, its patches and flags: with the
-    default toolchain (CUDA 13.0, torch 2.14.1, C++20), and with Debian's CUDA 11.8, g++-11, torch 2.0.1."""
+    default toolchain (the running torch, a toolkit of its CUDA), and with Debian's CUDA 11.8, g++-11, torch 2.0.1."""
     spec = load_recipe("flash-attn").versions[version]
     assert spec.file is not None
     tree = trimmed_flash_attn(sources / "sources" / spec.file, tmp_path / "src", keep)
