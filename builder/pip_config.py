@@ -55,30 +55,32 @@ def pip_setting(key: str, environ: Mapping[str, str] | None = None) -> PipSettin
 @functools.cache
 def _configuration(environ: tuple[tuple[str, str], ...] | None) -> dict[tuple[str, str], PipSetting]:
     """(section, key) -> value and origin, merged in pip's override order."""
-    env = dict(environ) if environ is not None else None
-    output = _debug_output(env)
-    kinds: dict[str, list[str]] = {}
-    values: dict[str, dict[tuple[str, str], str]] = {}
+    files, values = _parse(_debug_output(dict(environ) if environ is not None else None))
+    merged: dict[tuple[str, str], PipSetting] = {}
+    for kind in OVERRIDE_ORDER:
+        for (section, key), (value, variable) in values.get(kind, {}).items():
+            where = variable or _defining_file(files.get(kind, []), section, key)
+            merged[section, key] = PipSetting(value, where)
+    return merged
+
+
+def _parse(output: str) -> tuple[dict[str, list[str]], dict[str, dict[tuple[str, str], tuple[str, str | None]]]]:
+    """`pip config debug`'s existing files per kind, and its values per kind: (section, key) ->
+    (value, the PIP_* variable that set it, if one did)."""
+    files: dict[str, list[str]] = {}
+    values: dict[str, dict[tuple[str, str], tuple[str, str | None]]] = {}
     kind = ""
     for line in output.splitlines():
         if match := _KIND.match(line):
             kind = match["kind"]
-            kinds.setdefault(kind, [])
         elif (match := _FILE.match(line)) and match["exists"] == "True":
-            kinds[kind].append(match["path"])
+            files.setdefault(kind, []).append(match["path"])
         elif match := _VALUE.match(line):
-            values.setdefault(kind, {})[match["section"], match["key"]] = match["value"]
+            values.setdefault(kind, {})[match["section"], match["key"]] = (match["value"], None)
         elif (match := _VARIABLE.match(line)) and kind == "env_var":
-            name = match["name"].lower().replace("_", "-")
-            values.setdefault(kind, {})[":env:", name] = match["value"]
-            kinds[kind].append(f"PIP_{match['name']}")
-    merged: dict[tuple[str, str], PipSetting] = {}
-    for kind in OVERRIDE_ORDER:
-        for (section, key), value in values.get(kind, {}).items():
-            where = (f"PIP_{key.upper().replace('-', '_')}" if kind == "env_var"
-                     else _defining_file(kinds.get(kind, []), section, key))
-            merged[section, key] = PipSetting(value, where)
-    return merged
+            key = match["name"].lower().replace("_", "-")
+            values.setdefault(kind, {})[":env:", key] = (match["value"], f"PIP_{match['name']}")
+    return files, values
 
 
 def _debug_output(env: Mapping[str, str] | None) -> str:
