@@ -18,10 +18,11 @@ from packaging.version import Version
 from builder import __version__
 from builder.building import costs
 from builder.building.backends import Backend, get_backend
-from builder.building.compile import Compiled, build_env, compile_wheel, workdir
+from builder.building.compile import Compiled, build_env, compile_wheel
 from builder.building.patching import apply_patches
 from builder.building.pins import PinChange, preview, read_text, rewrite_tree
 from builder.building.source import extract
+from builder.building.workdir import workdir
 from builder.delivery.destination import Destination, choose_destination, install_and_verify
 from builder.errors import BuilderError, BuildError, CacheError
 from builder.planning.buildpython import build_python
