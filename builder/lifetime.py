@@ -9,8 +9,8 @@ src/subprocess-posix.cc, POSIX_SPAWN_SETPGROUP) inside the same session. A child
 session does not see the terminal's Ctrl-C, so builder alone decides when it stops.
 
 `children_end_with_builder()` is the guard around a command (the CLI wraps every command in it; a
-library user can too): in the main thread it turns SIGINT and SIGTERM into `Interrupted`, a
-KeyboardInterrupt, so both unwind the same way (context managers remove temp dirs, the build
+library user can too): in the main thread it turns SIGINT, SIGTERM and SIGHUP into `Interrupted`,
+a KeyboardInterrupt, so all unwind the same way (context managers remove temp dirs, the build
 directory is kept), after sending SIGTERM to every live session at once so that builds running in
 other threads (`builder matrix`) stop too; a second signal sends SIGKILL. On its way out it ends
 every session still live.
@@ -38,11 +38,12 @@ GRACE_SECONDS = 5.0
 """How long children have after SIGTERM before SIGKILL."""
 POLL_SECONDS = 0.1
 KILL_ROUNDS = 10
-HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# SIGHUP too: when the terminal closes, children in sessions of their own are not told.
+HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 class Interrupted(KeyboardInterrupt):
-    """SIGINT or SIGTERM, raised in the main thread; a KeyboardInterrupt, so code that cleans up
+    """SIGINT, SIGTERM or SIGHUP, raised in the main thread; a KeyboardInterrupt, so code that cleans up
     after Ctrl-C cleans up after SIGTERM the same way."""
 
     def __init__(self, signum: int) -> None:
@@ -51,7 +52,7 @@ class Interrupted(KeyboardInterrupt):
 
     @property
     def exit_code(self) -> int:
-        """The shell's convention for death by a signal: 128 + its number (130, 143)."""
+        """The shell's convention for death by a signal: 128 + its number (130, 143, 129)."""
         return 128 + self.signum
 
 
@@ -216,7 +217,7 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
 
 @contextmanager
 def children_end_with_builder() -> Iterator[None]:
-    """Around a command: SIGINT and SIGTERM raise Interrupted in the main thread (handlers are
+    """Around a command: SIGINT, SIGTERM and SIGHUP raise Interrupted in the main thread (handlers are
     installed only there, where Python allows it), and on every way out each child session still
     live is ended."""
     installed: dict[int, Callable[[int, FrameType | None], object] | int | None] = {}

@@ -73,11 +73,18 @@ def output_lines(process: subprocess.Popen[bytes], *, quiet_after_exit: float = 
         chunk = os.read(fd, 65536)
         if not chunk:
             break
-        *lines, pending = (pending + decoder.decode(chunk)).replace("\r\n", "\n").split("\n")
+        text = pending + decoder.decode(chunk)
+        held = "\r" if text.endswith("\r") else ""  # half of a \r\n, perhaps
+        *lines, pending = _universal_newlines(text.removesuffix("\r") if held else text).split("\n")
+        pending += held
         yield from (line + "\n" for line in lines)
-    pending += decoder.decode(b"", final=True)
-    if pending:
-        yield pending + "\n"
+    pending = _universal_newlines(pending + decoder.decode(b"", final=True))
+    yield from (line + "\n" for line in pending.split("\n") if line)
+
+
+def _universal_newlines(text: str) -> str:
+    """\r\n and \r as \n, as a text-mode pipe reads them."""
+    return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
 def call(

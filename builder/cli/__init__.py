@@ -4,8 +4,8 @@
 runs the command and renders its answer. Errors arrive as BuilderError and leave as one line (plus
 a hint) and the error's exit code, the traceback only with --debug; --json prints one JSON
 document on stdout (for a failure: {"error", "kind", "exit_code", ...}). Every command runs inside
-children_end_with_builder (builder/lifetime.py): Ctrl-C and SIGTERM end the compilers it started
-and exit with 130 / 143.
+children_end_with_builder (builder/lifetime.py): Ctrl-C, SIGTERM and SIGHUP end the compilers it
+started and exit with 128 + the signal's number (130, 143, 129).
 """
 
 from __future__ import annotations
@@ -58,9 +58,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         report_error(exc)
         out.emit(exc.to_json())
         return exc.exit_code
-    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (Interrupted): the children have ended
+    except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM, SIGHUP (Interrupted): the children have ended
         signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
         name = signal.Signals(signum).name
-        print(f"interrupted ({name}); the compilers builder started have ended", file=sys.stderr)
+        print(f"interrupted ({name})", file=sys.stderr)
         out.emit({"error": f"interrupted ({name})", "kind": "Interrupted", "exit_code": 128 + signum})
         return 128 + signum
