@@ -43,7 +43,7 @@ class Owner:
         """This process, taking hold now."""
         process = psutil.Process()
         return cls(pid=process.pid, started=process.create_time(), host=socket.gethostname(),
-                   command=" ".join(process.cmdline())[:COMMAND_CHARS], since=time.time())
+                   command=short_command(process.cmdline()), since=time.time())
 
     def with_group(self, pgid: int) -> Owner:
         return replace(self, groups=(*self.groups, pgid))
@@ -75,6 +75,13 @@ class Owner:
         return cls(pid=int(data["pid"]), started=float(data["started"]), host=str(data["host"]),
                    command=str(data.get("command", "")), since=float(data.get("since", 0.0)),
                    groups=tuple(int(g) for g in data.get("groups", ())))
+
+
+def short_command(argv: list[str]) -> str:
+    """e.g. "python -m builder build flash-attn --arch 86": the program's name, not its path, and
+    an ellipsis past COMMAND_CHARS."""
+    text = " ".join([Path(argv[0]).name, *argv[1:]]) if argv else "?"
+    return text if len(text) <= COMMAND_CHARS else text[:COMMAND_CHARS - 3] + "..."
 
 
 def read_owner(path: Path) -> Owner | None:
