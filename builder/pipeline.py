@@ -18,10 +18,11 @@ from packaging.version import Version
 from builder import __version__
 from builder.building import costs
 from builder.building.backends import Backend, get_backend
-from builder.building.compile import Compiled, build_env, compile_wheel, workdir
+from builder.building.compile import Compiled, build_env, compile_wheel
 from builder.building.patching import apply_patches
 from builder.building.pins import PinChange, preview, read_text, rewrite_tree
 from builder.building.source import extract
+from builder.building.workdir import workdir
 from builder.delivery.destination import Destination, choose_destination, install_and_verify
 from builder.errors import BuilderError, BuildError, CacheError
 from builder.planning.buildpython import build_python
@@ -192,18 +193,24 @@ def build(request: Request, ws: Workspace) -> BuildResult:
                   for name, version in plan.companions.items() if version is not None]
     log_path: Path | None = None
     remote: dict[str, Any] = {"url": store.url} if store else {}
-    with ws.cache.lock(plan.key):
-        entry = None if plan.force else ws.cache.get(plan.key)
-        origin = "local cache" if entry else None
-        if entry is None and store is not None and not plan.force:
-            entry = pull_or_warn(store, plan.key, ws, steps, remote)
-            origin = store.url if entry else None
-        if entry is None:
-            log_path = log_path_for(plan, ws)
-            entry = compile_and_store(plan, backend, ws, steps, log_path)
-            ws.reporter.say(f"    stored {entry.wheel.name} (key {plan.key})")
-        else:
-            ws.reporter.say(f"==> cache hit ({origin}): {entry.wheel.name} (key {plan.key})")
+    # A local hit is read without the lock (entries appear by one rename), so a cache this user
+    # cannot write still serves what it holds; anything else happens under the key's lock.
+    entry = None if plan.force else ws.cache.get(plan.key)
+    origin = "local cache" if entry else None
+    if entry is None:
+        ws.cache.check_writable()
+        with ws.cache.lock(plan.key, say=ws.reporter.say):
+            entry = None if plan.force else ws.cache.get(plan.key)  # built meanwhile by the lock's holder
+            origin = "local cache" if entry else None
+            if entry is None and store is not None and not plan.force:
+                entry = pull_or_warn(store, plan.key, ws, steps, remote)
+                origin = store.url if entry else None
+            if entry is None:
+                log_path = log_path_for(plan, ws)
+                entry = compile_and_store(plan, backend, ws, steps, log_path)
+                ws.reporter.say(f"    stored {entry.wheel.name} (key {plan.key})")
+    if origin is not None:
+        ws.reporter.say(f"==> cache hit ({origin}): {entry.wheel.name} (key {plan.key})")
     result = BuildResult(plan=plan, entry=entry, cache_hit=origin is not None, log_path=log_path,
                          origin=origin, remote=remote, companions=companions)
     if destination is not None:

@@ -2,20 +2,25 @@
 
 `call` writes `+ cmd`, the environment changes and all output to a log file; on failure it
 raises BuildError carrying the command, the exit code, the first compiler error line and the
-log path. `capture` runs a short query (nvcc --version, a python probe) and returns its stdout.
+log path. The child runs in a session of its own that ends with the call, whichever way the
+call ends (builder/lifetime.py). `capture` runs a short query (nvcc --version, a python probe)
+and returns its stdout.
 """
 
 from __future__ import annotations
 
+import codecs
 import os
 import re
+import select
 import shlex
 import shutil
 import subprocess
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 from builder.errors import BuilderError, BuildError
+from builder.lifetime import SESSIONS, end_session, signals_deferred
 
 # Lines that name the first real problem in a compiler or build-tool log, most specific first.
 _ERROR_PATTERNS = [
@@ -51,6 +56,37 @@ def env_changes(env: Mapping[str, str] | None) -> dict[str, str]:
     return {key: value for key, value in env.items() if os.environ.get(key) != value}
 
 
+def output_lines(process: subprocess.Popen[bytes], *, quiet_after_exit: float = 0.5) -> Iterator[str]:
+    """The child's stdout, line by line as it comes, until its end; or, once the child has exited,
+    until nothing more comes for `quiet_after_exit` seconds: a process it left running (a daemon)
+    may hold the pipe open for ever, and the call ends it anyway."""
+    assert process.stdout is not None
+    fd = process.stdout.fileno()
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    pending = ""
+    while True:
+        ready, _, _ = select.select([fd], [], [], quiet_after_exit)
+        if not ready:
+            if process.poll() is not None:
+                break
+            continue
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break
+        text = pending + decoder.decode(chunk)
+        held = "\r" if text.endswith("\r") else ""  # half of a \r\n, perhaps
+        *lines, pending = _universal_newlines(text.removesuffix("\r") if held else text).split("\n")
+        pending += held
+        yield from (line + "\n" for line in lines)
+    pending = _universal_newlines(pending + decoder.decode(b"", final=True))
+    yield from (line + "\n" for line in pending.split("\n") if line)
+
+
+def _universal_newlines(text: str) -> str:
+    """\r\n and \r as \n, as a text-mode pipe reads them."""
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
 def call(
     cmd: Sequence[str | os.PathLike[str]],
     *,
@@ -72,25 +108,32 @@ def call(
             log.write(f"  {key}={value}\n")
         log.flush()
         try:
-            process = subprocess.Popen(
-                argv,
-                cwd=cwd,
-                env=dict(env) if env is not None else None,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-                errors="replace",
-            )
+            with signals_deferred():
+                process = subprocess.Popen(
+                    argv,
+                    cwd=cwd,
+                    env=dict(env) if env is not None else None,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,  # its own session: builder alone decides when it ends
+                )
+                SESSIONS.add(process.pid)
         except FileNotFoundError as exc:
             raise BuildError(f"{argv[0]} was not found", command=argv, log_path=log_path) from exc
-        with process:
-            assert process.stdout is not None
-            for line in process.stdout:
+        try:
+            for line in output_lines(process):
                 log.write(line)
                 tail.append(line.rstrip("\n"))
                 if on_line is not None:
                     on_line(line.rstrip("\n"))
             returncode = process.wait()
+        finally:  # whichever way out, what the child left running ends with it
+            end_session(process.pid, reap=process.poll)
+            SESSIONS.discard(process.pid)
+            if process.stdout is not None:
+                process.stdout.close()
+            process.wait()
         log.write(f"# exit code {returncode}\n")
     if returncode != 0:
         label = what or Path(argv[0]).name

@@ -1,23 +1,23 @@
 """One compile of a planned build in its work directory: the backend's build behind the compile
 gate (and through sccache with --ccache), with the build's environment composed once.
 
-The work directory is removed when the build succeeds and kept, and named, when it fails.
+The work directory (builder/building/workdir.py) is removed when the build succeeds and kept, and
+named, when it fails; the build's TMPDIR is its tmp/, so pip's, nvcc's and gcc's temp files stay
+inside it.
 """
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from builder.building import costs, sccache
 from builder.building.backends import Backend
-from builder.errors import UsageError
+from builder.building.workdir import TMP_DIR
 from builder.planning.plan import Plan
-from builder.reporting import Reporter, Steps, compile_line_parser
+from builder.reporting import Steps, compile_line_parser
 
 
 @dataclass
@@ -29,31 +29,10 @@ class Compiled:
     sccache: dict[str, Any] = field(default_factory=dict)
 
 
-@contextmanager
-def workdir(path: Path, reporter: Reporter) -> Iterator[Path]:
-    """A fresh build directory: removed on success, kept (and named) on failure."""
-    check_build_path(path)
-    shutil.rmtree(path, ignore_errors=True)
-    path.mkdir(parents=True)
-    try:
-        yield path
-    except BaseException:
-        reporter.say(f"    build directory kept for inspection: {path}")
-        raise
-    shutil.rmtree(path, ignore_errors=True)
-
-
-def check_build_path(path: Path) -> None:
-    """nvcc splits option values at commas (-I paths included), so a build under such a path fails
-    late with a missing header; refuse it up front."""
-    if "," in str(path.resolve()):
-        raise UsageError(f"the build directory {path} contains a comma, which nvcc takes as a list separator",
-                         hint="use a cache directory whose path has no comma")
-
-
 def build_env(plan: Plan, inherited: Mapping[str, str], sccache_dir: Path, work: Path) -> dict[str, str]:
-    """The inherited environment plus the plan's variables (and sccache with --ccache)."""
-    env = {**inherited, **plan.env, "PYTHONUNBUFFERED": "1"}
+    """The inherited environment plus the plan's variables, TMPDIR inside the work directory (and
+    sccache with --ccache)."""
+    env = {**inherited, **plan.env, "PYTHONUNBUFFERED": "1", "TMPDIR": str(work / TMP_DIR)}
     if plan.ccache:
         env = sccache.sccache_env(plan.env["BUILDER_SCCACHE"], sccache_dir, work, env)
     return env

@@ -20,11 +20,18 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+# A Unix socket's path fits in sockaddr_un.sun_path: 108 bytes on Linux, the last one a NUL
+# (man 7 unix).
+MAX_SOCKET_PATH = 107
+
 
 def sccache_env(sccache: str, store: Path, work: Path, env: Mapping[str, str]) -> dict[str, str]:
     """The build's environment with a private sccache server over the shared store; paths under the
-    build's own folder (which is named by its cache key) are hashed relative to it."""
-    socket = Path(tempfile.gettempdir()) / f"builder-sccache-{work.name[:12]}-{os.getpid()}.sock"
+    build's own folder (which is named by its cache key) are hashed relative to it. The server's
+    socket is in the build's TMPDIR when its path fits."""
+    socket = Path(env.get("TMPDIR") or tempfile.gettempdir()) / "sccache.sock"
+    if len(str(socket)) > MAX_SOCKET_PATH:  # a deep build directory: the socket goes to /tmp
+        socket = Path(tempfile.gettempdir()) / f"builder-sccache-{work.name[:12]}-{os.getpid()}.sock"
     return {**env, "SCCACHE_DIR": str(store), "SCCACHE_SERVER_UDS": str(socket), "SCCACHE_BASEDIRS": str(work),
             "TORCH_EXTENSION_SKIP_NVCC_GEN_DEPENDENCIES": "1",
             "PATH": os.pathsep.join([str(Path(sccache).parent), env.get("PATH", "")])}

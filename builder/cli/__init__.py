@@ -3,12 +3,15 @@
 `main` parses the arguments, resolves the settings cascade once (the options are its last layer),
 runs the command and renders its answer. Errors arrive as BuilderError and leave as one line (plus
 a hint) and the error's exit code, the traceback only with --debug; --json prints one JSON
-document on stdout (for a failure: {"error", "kind", "exit_code", ...}).
+document on stdout (for a failure: {"error", "kind", "exit_code", ...}). Every command runs inside
+children_end_with_builder (builder/lifetime.py): Ctrl-C, SIGTERM and SIGHUP end the compilers it
+started and exit with 128 + the signal's number (130, 143, 129).
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Callable, Sequence
 
@@ -29,6 +32,7 @@ from builder.cli.fleet_commands import cmd_ci, cmd_matrix
 from builder.cli.parser import build_parser, command_line_settings
 from builder.cli.store_commands import cmd_cache
 from builder.errors import BuilderError
+from builder.lifetime import Interrupted, children_end_with_builder
 from builder.settings import load_settings
 from builder.workspace import Workspace
 
@@ -44,15 +48,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     out = Output(getattr(args, "json", False))
     try:
-        settings = load_settings(command_line_settings(args))
-        ws = Workspace.open(settings, reporter=RichReporter(quiet=out.as_json))
-        return COMMANDS[args.command](args, ws, out)
+        with children_end_with_builder():
+            settings = load_settings(command_line_settings(args))
+            ws = Workspace.open(settings, reporter=RichReporter(quiet=out.as_json))
+            return COMMANDS[args.command](args, ws, out)
     except BuilderError as exc:
         if getattr(args, "debug", False):
             raise
         report_error(exc)
         out.emit(exc.to_json())
         return exc.exit_code
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM, SIGHUP (Interrupted): the children have ended
+        signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
+        name = signal.Signals(signum).name
+        print(f"interrupted ({name})", file=sys.stderr)
+        out.emit({"error": f"interrupted ({name})", "kind": "Interrupted", "exit_code": 128 + signum})
+        return 128 + signum

@@ -6,7 +6,8 @@ Layout under the cache root:
   wheels/<file>.whl      a hard link to the newest entry with that file name (pip --find-links)
   simple/<project>/      a PEP 503 index over the entries (pip --index-url file://.../simple)
   index.json             every entry's key, wheel and sha256 (how a shared store is listed)
-  sources/ logs/ envs/ build/ locks/
+  sources/ logs/ envs/ build/
+  locks/<key>.lock       held while a key is looked up, built and stored; <key>.owner.json says by whom
 """
 
 from __future__ import annotations
@@ -16,16 +17,17 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
-from builder.errors import CacheError
+from builder.errors import CacheError, FileAccessError
 from builder.files import sha256_of, write_text_atomic
+from builder.owner import Owner, read_owner, wait_reporting, write_owner
 from builder.store import index
 
 
@@ -55,6 +57,15 @@ def match_key(keys: list[str], prefix: str, where: str) -> str:
     return matches[0]
 
 
+def acquired(lock: FileLock, timeout: float) -> bool:
+    """Whether `lock` was taken within `timeout` seconds."""
+    try:
+        lock.acquire(timeout=timeout)
+    except Timeout:
+        return False
+    return True
+
+
 class Cache:
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -64,11 +75,38 @@ class Cache:
         path.mkdir(parents=True, exist_ok=True)
         return path
 
+    def check_writable(self) -> None:
+        """Refuse, in one line, a cache this process cannot write (a read-only mount, another
+        user's directory): a build must store there; a cache hit needs no write."""
+        try:
+            locks = self.dir("locks")
+        except OSError:
+            locks = self.root
+        if not os.access(locks, os.W_OK):
+            raise FileAccessError(f"the cache {self.root} is read-only here, so nothing new can be built into it",
+                                  hint="point builder at a writable cache with --cache DIR or BUILDER_CACHE_DIR "
+                                       "(a read-only cache still serves the builds it holds)")
+
     @contextmanager
-    def lock(self, key: str) -> Iterator[None]:
-        """Held while one key is looked up, built and stored, so concurrent builds compile once."""
-        with FileLock(str(self.dir("locks") / f"{key}.lock")):
+    def lock(self, key: str, *, say: Callable[[str], None] | None = None) -> Iterator[None]:
+        """Held while one key is looked up, built and stored, so concurrent builds compile once.
+        Its holder is recorded beside it (locks/<key>.owner.json); a build that has to wait says
+        who holds the key and since when, and then every REPORT_EVERY seconds how long it waited."""
+        locks = self.dir("locks")
+        lock, holder_file = FileLock(str(locks / f"{key}.lock")), locks / f"{key}.owner.json"
+        if not acquired(lock, 0):
+            holder = read_owner(holder_file)
+            tell = say or (lambda message: None)
+            who = holder.describe() if holder is not None else "a process that did not record itself"
+            tell(f"==> waiting for another build of key {key}: {who} holds {lock.lock_file}")
+            wait_reporting(lambda timeout: acquired(lock, timeout), tell,
+                           f"pid {holder.pid}" if holder is not None else "the lock")
+        try:
+            write_owner(holder_file, Owner.me())
             yield
+        finally:
+            holder_file.unlink(missing_ok=True)
+            lock.release()
 
     def get(self, key: str) -> Entry | None:
         path = self.root / "entries" / key

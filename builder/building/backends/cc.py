@@ -36,7 +36,7 @@ def check_openmp(cc: str, flags: tuple[str, ...], env: Mapping[str, str]) -> Non
     """Refuse a compiler that cannot build and link an OpenMP program with these flags."""
     if "-fopenmp" not in flags:
         return
-    with tempfile.TemporaryDirectory(prefix="builder-omp-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="builder-omp-", dir=env.get("TMPDIR")) as tmp:  # the build's own
         source = Path(tmp) / "probe.c"
         source.write_text(OPENMP_PROBE)
         link_flags = [f for f in flags if f != "-shared"]

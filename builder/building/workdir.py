@@ -1,0 +1,122 @@
+"""A build's work directory (cache/build/<key>): fresh for each build, owned while the build runs,
+kept for inspection when it fails, never shared.
+
+owner.json in it names the builder working there (builder/owner.py) and the sessions its
+compilers run in; the builder removes it when it leaves the directory in order (success, a
+failure, Ctrl-C, SIGTERM: its compilers have ended by then). Found by a later build, it means:
+
+- a live owner: another builder works here although this one holds the key's lock (a lock file
+  removed, a shared directory whose locks do not hold): wait until it is gone, and say so;
+- a dead owner (kill -9, a crash, a power cut) or one on another host: its compilers may still be
+  writing here. End them (the sessions it recorded, and whatever else runs inside the directory),
+  move the directory aside (<key>.stale-<time>, kept for inspection) and start afresh, so two
+  builds never share one directory.
+
+The build's temp dir (TMPDIR for pip, nvcc and gcc) is tmp/ inside it and goes whenever the build
+ends, so nothing is left under the user's /tmp.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import psutil
+
+from builder.errors import UsageError
+from builder.lifetime import SESSIONS, end_processes, session_members
+from builder.owner import Owner, read_owner, wait_reporting, write_owner
+from builder.reporting import Reporter
+
+OWNER_FILE = "owner.json"
+TMP_DIR = "tmp"
+
+
+@contextmanager
+def workdir(path: Path, reporter: Reporter) -> Iterator[Path]:
+    """A fresh build directory owned by this process: removed on success, kept (and named) on
+    failure; its tmp/ goes either way."""
+    check_build_path(path)
+    take_over(path, reporter)
+    path.mkdir(parents=True)
+    owner = Owner.me()
+    write_owner(path / OWNER_FILE, owner)
+    (path / TMP_DIR).mkdir()
+
+    def record(sid: int) -> None:
+        nonlocal owner
+        owner = owner.with_group(sid)
+        write_owner(path / OWNER_FILE, owner)
+
+    try:
+        with SESSIONS.watch(record):
+            yield path
+    except BaseException:
+        reporter.say(f"    build directory kept for inspection: {path}")
+        raise
+    finally:
+        shutil.rmtree(path / TMP_DIR, ignore_errors=True)
+        (path / OWNER_FILE).unlink(missing_ok=True)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def check_build_path(path: Path) -> None:
+    """nvcc splits option values at commas (-I paths included), so a build under such a path fails
+    late with a missing header; refuse it up front."""
+    if "," in str(path.resolve()):
+        raise UsageError(f"the build directory {path} contains a comma, which nvcc takes as a list separator",
+                         hint="use a cache directory whose path has no comma")
+
+
+def take_over(path: Path, reporter: Reporter) -> None:
+    """Clear the way for a build in `path`: a directory left in order is removed; one in use is
+    waited for; one left by a builder that died is moved aside after its compilers are ended."""
+    owner_file = path / OWNER_FILE
+    owner = read_owner(owner_file)
+    if owner is not None and owner.alive() and not owner.is_me():
+        wait_for(owner, path, reporter)
+    if not owner_file.exists():
+        shutil.rmtree(path, ignore_errors=True)
+        return
+    ended = end_processes(lambda: left_running(owner, path)) if owner is not None else 0
+    aside = path.with_name(f"{path.name}.stale-{time.strftime('%Y%m%d-%H%M%S')}")
+    os.rename(path, aside)
+    who = owner.describe() if owner is not None else "a builder that left no readable owner.json"
+    running = f"ended {ended} process(es) it left running; " if ended else ""
+    reporter.say(f"    {path.name} was left by {who}, which is gone: {running}moved it aside to {aside}")
+
+
+def wait_for(owner: Owner, path: Path, reporter: Reporter) -> None:
+    """Wait until the live `owner` of `path` has ended, saying so now and every so often."""
+    reporter.say(f"==> waiting: the build directory {path} is in use by {owner.describe()}")
+
+    def gone(timeout: float) -> bool:
+        try:
+            psutil.Process(owner.pid).wait(timeout)
+        except psutil.TimeoutExpired:
+            return not owner.alive()
+        except psutil.Error:
+            pass
+        return True
+
+    wait_reporting(gone, reporter.say, f"pid {owner.pid}")
+
+
+def left_running(owner: Owner, path: Path) -> list[psutil.Process]:
+    """What a dead builder left running on this host: the members of the sessions it recorded
+    (started after it was), and any process working inside its build directory or given its
+    tmp/ as TMPDIR (which reaches even a daemon that left the session: sccache's server)."""
+    if owner.host != socket.gethostname():
+        return []
+    found = {p.pid: p for sid in owner.groups for p in session_members(sid, not_before=owner.started)}
+    inside, tmpdir = str(path.resolve()) + os.sep, str(path.resolve() / TMP_DIR)
+    for process in psutil.process_iter(["cwd", "environ"]):
+        cwd, environ = process.info["cwd"] or "", process.info["environ"] or {}
+        if process.pid != os.getpid() and ((cwd + os.sep).startswith(inside) or environ.get("TMPDIR") == tmpdir):
+            found[process.pid] = process
+    return list(found.values())
