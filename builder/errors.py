@@ -5,6 +5,7 @@ Library code only raises; the CLI turns an error into one line (plus a hint) and
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 from typing import Any
 
@@ -119,8 +120,36 @@ class FileAccessError(BuilderError):
 
     exit_code = 13
 
+    @classmethod
+    def from_os_error(cls, exc: OSError) -> FileAccessError:
+        """The one line for an OSError no stage turned into an error of its own."""
+        where = exc.filename if exc.filename is not None else ""
+        message = f"{exc.strerror or exc}" + (f": {where}" if where != "" else "")
+        if exc.filename2 is not None:
+            message += f" -> {exc.filename2}"
+        return cls(message, hint=_OS_ERROR_HINTS.get(exc.errno or 0, "--debug shows where it happened"))
+
+
+_MOVE_CACHE = "point --cache (or BUILDER_CACHE_DIR, cache-dir in `builder config`) at another directory"
+_OS_ERROR_HINTS = {
+    errno.ENOSPC: f"the disk is full: free space (`builder cache gc`, `df -h`), or {_MOVE_CACHE}",
+    errno.EDQUOT: f"the disk quota is used up: free space, or {_MOVE_CACHE}",
+    errno.EACCES: f"builder may not write or read there: fix its permissions, or {_MOVE_CACHE}",
+    errno.EPERM: f"builder may not write or read there: fix its permissions, or {_MOVE_CACHE}",
+    errno.EROFS: f"that file system is read-only: {_MOVE_CACHE}",
+    errno.ENOTDIR: "a part of that path is a file, not a directory: name a directory",
+    errno.EISDIR: "that path is a directory where a file was expected",
+}
+
 
 class SettingsError(BuilderError):
     """A config file or BUILDER_* variable with an unknown key or a value of the wrong type."""
 
     exit_code = 14
+
+
+class CommandTimeout(BuilderError):
+    """A short query (nvcc --version, a probe of an interpreter, an import check) that did not finish
+    in its time."""
+
+    exit_code = 15

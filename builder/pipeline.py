@@ -193,7 +193,7 @@ def build(request: Request, ws: Workspace) -> BuildResult:
     log_path: Path | None = None
     remote: dict[str, Any] = {"url": store.url} if store else {}
     with ws.cache.lock(plan.key):
-        entry = None if plan.force else ws.cache.get(plan.key)
+        entry = None if plan.force else local_entry(plan.key, ws)
         origin = "local cache" if entry else None
         if entry is None and store is not None and not plan.force:
             entry = pull_or_warn(store, plan.key, ws, steps, remote)
@@ -213,6 +213,16 @@ def build(request: Request, ws: Workspace) -> BuildResult:
     result.seconds = time.monotonic() - start
     result.timings = dict(steps.timings)
     return result
+
+
+def local_entry(key: str, ws: Workspace) -> Entry | None:
+    """The local cache's entry of `key`; a corrupt one is said and built again (the new entry
+    replaces it)."""
+    try:
+        return ws.cache.get(key)
+    except CacheError as exc:
+        ws.reporter.say(f"    warning: {exc.message}; building it again")
+        return None
 
 
 def deliver(result: BuildResult, backend: Backend, ws: Workspace, steps: Steps, destination: Destination) -> None:

@@ -15,7 +15,7 @@ import subprocess
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from builder.errors import BuilderError, BuildError
+from builder.errors import BuilderError, BuildError, CommandTimeout
 
 # Lines that name the first real problem in a compiler or build-tool log, most specific first.
 _ERROR_PATTERNS = [
@@ -34,6 +34,14 @@ def first_error_line(lines: Sequence[str]) -> str | None:
             if pattern.search(line.strip()):
                 return line.strip()
     return None
+
+
+def short_command(argv: Sequence[str]) -> str:
+    """The command as one short line: the program's name and its first few short arguments."""
+    shown = [Path(argv[0]).name]
+    for arg in argv[1:4]:
+        shown.append(arg if len(arg) <= 40 and "\n" not in arg else "...")
+    return shlex.join(shown) + (" ..." if len(argv) > 4 else "")
 
 
 def require_program(name: str, *, hint: str | None = None) -> str:
@@ -83,6 +91,9 @@ def call(
             )
         except FileNotFoundError as exc:
             raise BuildError(f"{argv[0]} was not found", command=argv, log_path=log_path) from exc
+        except OSError as exc:
+            raise BuildError(f"{argv[0]} cannot be run: {exc.strerror or exc}", command=argv,
+                             log_path=log_path) from exc
         with process:
             assert process.stdout is not None
             for line in process.stdout:
@@ -110,7 +121,9 @@ def capture(
     cwd: Path | None = None,
     timeout: float | None = 120,
 ) -> subprocess.CompletedProcess[str]:
-    """Run a short query and return it finished, output captured; never raises on exit code."""
+    """Run a short query and return it finished, output captured; never raises on exit code. A
+    program that cannot be started answers 127 (missing) or 126 (not executable), as a shell
+    would; one that outlives `timeout` seconds is killed and raises CommandTimeout."""
     argv = [str(part) for part in cmd]
     try:
         return subprocess.run(
@@ -125,3 +138,10 @@ def capture(
         )
     except FileNotFoundError:
         return subprocess.CompletedProcess(argv, 127, "", f"{argv[0]}: not found")
+    except OSError as exc:
+        return subprocess.CompletedProcess(argv, 126, "", f"{argv[0]}: {exc.strerror or exc}")
+    except subprocess.TimeoutExpired as exc:
+        raise CommandTimeout(f"`{short_command(argv)}` did not finish "
+                             f"within {timeout:g} s and was stopped",
+                             hint="it hangs, or the machine is overloaded; run it by hand to see, "
+                                  "or retry when the load is lower") from exc

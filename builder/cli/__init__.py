@@ -3,7 +3,9 @@
 `main` parses the arguments, resolves the settings cascade once (the options are its last layer),
 runs the command and renders its answer. Errors arrive as BuilderError and leave as one line (plus
 a hint) and the error's exit code, the traceback only with --debug; --json prints one JSON
-document on stdout (for a failure: {"error", "kind", "exit_code", ...}).
+document on stdout (for a failure: {"error", "kind", "exit_code", ...}). An OSError that no stage
+turned into an error of its own (a full disk, a permission, a path that is a file) is the last
+resort: it leaves the same way, as a FileAccessError.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from builder.cli.display import Output, RichReporter, report_error
 from builder.cli.fleet_commands import cmd_ci, cmd_matrix
 from builder.cli.parser import build_parser, command_line_settings
 from builder.cli.store_commands import cmd_cache
-from builder.errors import BuilderError
+from builder.errors import BuilderError, FileAccessError
 from builder.settings import load_settings
 from builder.workspace import Workspace
 
@@ -44,9 +46,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     out = Output(getattr(args, "json", False))
     try:
-        settings = load_settings(command_line_settings(args))
-        ws = Workspace.open(settings, reporter=RichReporter(quiet=out.as_json))
-        return COMMANDS[args.command](args, ws, out)
+        try:
+            settings = load_settings(command_line_settings(args))
+            ws = Workspace.open(settings, reporter=RichReporter(quiet=out.as_json))
+            return COMMANDS[args.command](args, ws, out)
+        except OSError as exc:
+            if getattr(args, "debug", False):
+                raise
+            raise FileAccessError.from_os_error(exc) from exc
     except BuilderError as exc:
         if getattr(args, "debug", False):
             raise

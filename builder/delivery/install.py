@@ -28,7 +28,11 @@ def torch_mismatch(wheel_torch: str | None, target_torch: str | None) -> str | N
 
 def install_wheel(wheel: Path, python: Path, *, log_path: Path) -> None:
     """pip install --no-deps `wheel` into `python`, refusing a torch mismatch first."""
-    provenance = read_provenance(wheel)
+    try:
+        provenance = read_provenance(wheel)
+    except BuildError as exc:
+        raise InstallError(f"cannot install: {exc.message}",
+                           hint="pass a wheel builder made, or a cache key (`builder cache list`)") from exc
     wheel_torch = provenance.get("torch")
     target = probe_interpreter(python)
     problem = torch_mismatch(str(wheel_torch) if wheel_torch else None, target.torch)
