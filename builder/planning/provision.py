@@ -68,6 +68,12 @@ def provision_debian(version: str, log_path: Path) -> Path:
     return Path("/usr")
 
 
+def can_provision(version: str) -> bool:
+    """Whether `builder toolchain install VERSION` knows a way to get this CUDA X.Y."""
+    parts = version.split(".")
+    return len(parts) >= 2 and parts[0].isdigit() and (int(parts[0]) >= 13 or version in DEBIAN_CUDA.values())
+
+
 def install_toolchain(version: str, toolchains_dir: Path, log_path: Path) -> Path:
     """Provision CUDA `version` (major.minor) and return its root."""
     major = int(version.split(".")[0])

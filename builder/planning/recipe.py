@@ -72,6 +72,7 @@ class Requires:
 
     cuda: SpecifierSet = field(default_factory=SpecifierSet)
     torch: SpecifierSet = field(default_factory=SpecifierSet)
+    python: SpecifierSet = field(default_factory=SpecifierSet)
     archs: tuple[str, ...] = ()
     """Archs the package has kernels for (normal form, e.g. "80"); empty means any."""
 
@@ -264,9 +265,10 @@ def _source(table: Mapping[str, Any], where: str, base: Path | None) -> SourceSp
 
 
 def _requires(table: Mapping[str, Any], where: str) -> Requires:
-    _check_keys(table, ("cuda", "torch", "archs"), where)
+    _check_keys(table, ("cuda", "torch", "python", "archs"), where)
     return Requires(cuda=_specifier(table.get("cuda", ""), f"{where}.cuda"),
                     torch=_specifier(table.get("torch", ""), f"{where}.torch"),
+                    python=_specifier(table.get("python", ""), f"{where}.python"),
                     archs=tuple(str(a) for a in table.get("archs", ())))
 
 
