@@ -65,7 +65,8 @@ class PatchError(BuilderError):
 
 
 class BuildError(BuilderError):
-    """A build command that failed; carries the first compiler error line and the log path."""
+    """A build command that failed; carries the first compiler error line and the log path, and a
+    known cause (builder/diagnosis.py) when the output shows one."""
 
     exit_code = 8
 
@@ -78,16 +79,23 @@ class BuildError(BuilderError):
         first_error: str | None = None,
         log_path: Path | None = None,
         hint: str | None = None,
+        cause: str | None = None,
+        cause_line: str | None = None,
     ) -> None:
         super().__init__(message, hint=hint)
         self.command = command
         self.returncode = returncode
         self.first_error = first_error
+        """The first line that looks like an error (process.first_error_line): the raw evidence."""
         self.log_path = log_path
+        self.cause = cause
+        """A known cause the output shows (builder/diagnosis.py), named before the raw line."""
+        self.cause_line = cause_line
+        """The line of the output that shows `cause`."""
 
     def to_json(self) -> dict[str, Any]:
-        return {**super().to_json(), "first_error": self.first_error,
-                "log": str(self.log_path) if self.log_path else None}
+        return {**super().to_json(), "cause": self.cause, "cause_line": self.cause_line,
+                "first_error": self.first_error, "log": str(self.log_path) if self.log_path else None}
 
 
 class CacheError(BuilderError):
@@ -106,6 +114,14 @@ class VerifyError(BuilderError):
     """An installed build that does not import, or holds other cubins than asked for."""
 
     exit_code = 11
+
+    def __init__(self, message: str, *, hint: str | None = None, output_tail: list[str] | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.output_tail = output_tail or []
+        """The last lines the failing check wrote (its stderr, else its stdout)."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {**super().to_json(), "output_tail": self.output_tail}
 
 
 class EnvironmentSetupError(BuilderError):

@@ -1,8 +1,9 @@
 """The one way builder runs a program: echo it, log it, and fail with the line that matters.
 
 `call` writes `+ cmd`, the environment changes and all output to a log file; on failure it
-raises BuildError carrying the command, the exit code, the first compiler error line and the
-log path. `capture` runs a short query (nvcc --version, a python probe) and returns its stdout.
+raises BuildError carrying the command, the exit code, the first compiler error line, the log
+path, and a known cause with its hint when the output shows one (builder/diagnosis.py).
+`capture` runs a short query (nvcc --version, a python probe) and returns its stdout.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import subprocess
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+from builder.diagnosis import diagnose
 from builder.errors import BuilderError, BuildError, CommandTimeout
 
 # Lines that name the first real problem in a compiler or build-tool log, most specific first.
@@ -105,12 +107,16 @@ def call(
         log.write(f"# exit code {returncode}\n")
     if returncode != 0:
         label = what or Path(argv[0]).name
+        known = diagnose(tail, returncode)
         raise BuildError(
-            f"{label} failed with exit code {returncode}",
+            f"{label} failed with exit code {returncode}" + (f": {known.cause}" if known else ""),
             command=argv,
             returncode=returncode,
             first_error=first_error_line(tail),
             log_path=log_path,
+            hint=known.hint if known else None,
+            cause=known.cause if known else None,
+            cause_line=known.line if known else None,
         )
 
 

@@ -44,4 +44,5 @@ def install_wheel(wheel: Path, python: Path, *, log_path: Path) -> None:
              log_path=log_path, what="pip install")
     except BuildError as exc:
         raise InstallError(f"pip could not install {wheel.name} into {python}: "
-                           f"{exc.first_error or exc.message}", hint=f"see {exc.log_path}") from exc
+                           f"{exc.cause or exc.first_error or exc.message}",
+                           hint=f"{exc.hint}; see {exc.log_path}" if exc.hint else f"see {exc.log_path}") from exc

@@ -64,7 +64,8 @@ def provision_debian(version: str, log_path: Path) -> Path:
         call(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "nvidia-cuda-toolkit", f"g++-{gcc}"],
              log_path=log_path, env=env, what="apt-get install nvidia-cuda-toolkit")
     except BuildError as exc:
-        raise ToolchainError(f"{exc.message}: {exc.first_error or 'see the log'}", hint=f"log: {log_path}") from exc
+        raise ToolchainError(f"{exc.message}: {exc.first_error or 'see the log'}",
+                             hint=f"{exc.hint}; log: {log_path}" if exc.hint else f"log: {log_path}") from exc
     return Path("/usr")
 
 
