@@ -31,6 +31,7 @@ from builder.planning.recipe import Recipe
 from builder.planning.request import Request
 from builder.planning.source_spec import source_identity, with_override
 from builder.planning.toolchain import parse_cuda
+from builder.planning.variants import check_variant_names
 from builder.reporting import Steps
 from builder.store import records
 from builder.store.cache import Entry
@@ -78,12 +79,16 @@ def prepare(request: Request, ws: Workspace, *, make_env: bool, companion_of: tu
     request = ws.complete(request)
     recipe = ws.recipes.load(request.recipe)
     chain = (*companion_of, recipe.name)
+    # What can be refused without a probe is refused first: a malformed --cuda, an unknown
+    # --version, a --variant the recipe does not declare.
+    wanted_cuda = parse_cuda(request.cuda) if request.cuda is not None else None
     if request.version is not None:
-        recipe.source_for(request.version)  # an unknown version is refused before a venv is made
+        recipe.source_for(request.version)
+    check_variant_names(recipe.variants, request.variants, recipe.name)
     python = build_python(request, recipe, ws.cache.dir("envs"), ws.cache.dir("logs"), make_env=make_env,
                           say=ws.reporter.say)
     toolkits = ws.toolkits()
-    wanted = parse_cuda(request.cuda) if request.cuda is not None else python.target.torch_cuda
+    wanted = wanted_cuda or python.target.torch_cuda
     if make_env and request.provision and wanted and "." in wanted and not any(t.short == wanted for t in toolkits):
         ws.reporter.say(f"==> provision CUDA {wanted}")
         install_toolchain(wanted, ws.cache.dir("toolchains"), ws.cache.dir("logs") / f"toolchain-{wanted}.log")
@@ -242,6 +247,8 @@ def local_entry(key: str, ws: Workspace) -> Entry | None:
 def deliver(result: BuildResult, backend: Backend, ws: Workspace, steps: Steps, destination: Destination) -> None:
     result.verified = install_and_verify(result.plan, backend, result.entry, ws.cache, steps, destination)
     result.installed_into = destination.path
+    for note in result.verified.get("retried", []):
+        ws.reporter.say(f"    {note}")
 
 
 def pull_or_warn(store: RemoteStore, key: str, ws: Workspace, steps: Steps, remote: dict[str, Any]) -> Entry | None:

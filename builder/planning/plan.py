@@ -26,7 +26,7 @@ from builder.planning.fixes import missing_toolkit_hint, torch_fix
 from builder.planning.jobs import JobPlan, plan_jobs
 from builder.planning.key import cache_key
 from builder.planning.labels import local_version_label
-from builder.planning.recipe import Condition, Patch, Recipe
+from builder.planning.recipe import Patch, Recipe
 from builder.planning.request import Request
 from builder.planning.requirements import RequirementRules
 from builder.planning.source_spec import SourceSpec
@@ -382,7 +382,7 @@ def resolve_plan(
     chosen = choose_variants(recipe.variants, request.variants, recipe.name, version)
     env.update(variant_env(recipe.variants, chosen, {**environ, **env}))
     patches = recipe.patches_for(facts) + tuple(
-        Patch(file, Condition(), recipe.variant_patch_paths[file], variants=", ".join(names))
+        Patch(file=file, path=recipe.variant_patch_paths[file], variants=", ".join(names))
         for file, names in variant_patches(recipe.variants, chosen).items())
     local = local_version_label(cuda=toolkit.short, torch=torch, cxx11_abi=abi,
                                 archs=[str(a) for a in archs], variants=variant_labels(recipe.variants, chosen))
