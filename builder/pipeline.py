@@ -82,11 +82,12 @@ def prepare(request: Request, ws: Workspace, *, make_env: bool, companion_of: tu
     # What can be refused without a probe is refused first: a malformed --cuda, an unknown
     # --version, a --variant the recipe does not declare.
     wanted_cuda = parse_cuda(request.cuda) if request.cuda is not None else None
+    request = dataclasses.replace(request, cuda=wanted_cuda)
     if request.version is not None:
         recipe.source_for(request.version)
     check_variant_names(recipe.variants, request.variants, recipe.name)
     python = build_python(request, recipe, ws.cache.dir("envs"), ws.cache.dir("logs"), make_env=make_env,
-                          say=ws.reporter.say)
+                          say=ws.reporter.say, default_cuda=ws.torch_cuda)
     toolkits = ws.toolkits()
     wanted = wanted_cuda or python.target.torch_cuda
     if make_env and request.provision and wanted and "." in wanted and not any(t.short == wanted for t in toolkits):

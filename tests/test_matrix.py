@@ -19,7 +19,10 @@ from builder.fleet.matrix import (
     filter_cells,
     github_matrices,
 )
+from builder.planning.recipe import RecipeBook
 from tests.conftest import TORCHEXT, builder_json, run_builder, write_recipe
+
+BOOK = RecipeBook()
 
 GOOD_AXES = 'recipe = ["flash-attn"]\npython = ["3.12"]\ntorch = ["2.7.1"]\ncuda = ["12.8"]\n'
 
@@ -27,16 +30,16 @@ GOOD_AXES = 'recipe = ["flash-attn"]\npython = ["3.12"]\ntorch = ["2.7.1"]\ncuda
 def spec_3x2x2(**extra: object) -> MatrixSpec:
     """3 archs (in three spellings) x 2 torch x 2 CUDA of flash-attn."""
     return MatrixSpec.from_mapping({"recipe": ["flash-attn"], "python": ["3.12"], "arch": ["80", "sm_90", "10.0"],
-                                    "torch": ["2.7.1", "2.8.0"], "cuda": ["12.8", "11.8"], **extra}, "test")
+                                    "torch": ["2.7.1", "2.8.0"], "cuda": ["12.8", "11.8"], **extra}, "test", BOOK)
 
 
 def test_a_3x2x2_matrix_expands_to_12_and_drops_with_reasons() -> None:
-    cells = expand(spec_3x2x2())
+    cells = expand(spec_3x2x2(), BOOK)
     assert len(cells) == 12
     assert cells[:2] == [Cell("flash-attn", "2.8.3", "3.12", "2.7.1", "12.8", "80"),
                          Cell("flash-attn", "2.8.3", "3.12", "2.7.1", "12.8", "90")]
     assert cells[0].label == "flash-attn 2.8.3 py3.12 torch2.7.1 cu12.8 sm80"
-    kept, dropped = filter_cells(cells)
+    kept, dropped = filter_cells(cells, BOOK)
     reasons = {(c.torch, c.cuda, c.arch): r for c, r in dropped}
     assert reasons == {
         ("2.7.1", "11.8", "100"): "CUDA 11.8 cannot target sm_100 (its archs end at sm_90)",
@@ -59,15 +62,16 @@ def test_a_3x2x2_matrix_expands_to_12_and_drops_with_reasons() -> None:
 ])
 def test_toolkit_reasons(cuda: str, arch: str, reason: str) -> None:
     spec = MatrixSpec.from_mapping({"recipe": ["flash-attn"], "python": ["3.12"], "arch": [arch],
-                                    "torch": ["2.9.0"], "cuda": [cuda]}, "test")
-    assert filter_cells(expand(spec))[1] == [(Cell("flash-attn", "2.8.3", "3.12", "2.9.0", cuda, arch), reason)]
+                                    "torch": ["2.9.0"], "cuda": [cuda]}, "test", BOOK)
+    dropped = filter_cells(expand(spec, BOOK), BOOK)[1]
+    assert dropped == [(Cell("flash-attn", "2.8.3", "3.12", "2.9.0", cuda, arch), reason)]
 
 
 def test_recipe_requirements_drop_cells() -> None:
     spec = MatrixSpec.from_mapping({"recipe": ["flash-attn"], "version": ["2.8.3", "2.6.3", "9.9"],
                                     "python": ["3.11"], "arch": ["80", "75"], "torch": ["2.0.1"],
-                                    "cuda": ["11.8"]}, "test")
-    kept, dropped = filter_cells(expand(spec))
+                                    "cuda": ["11.8"]}, "test", BOOK)
+    kept, dropped = filter_cells(expand(spec, BOOK), BOOK)
     assert kept == [Cell("flash-attn", "2.6.3", "3.11", "2.0.1", "11.8", "80")]
     assert {(c.version, c.arch): r for c, r in dropped} == {
         ("2.8.3", "80"): "flash-attn 2.8.3 needs torch >=2.2, this build has torch 2.0.1",
@@ -83,8 +87,8 @@ def test_recipe_requirements_drop_cells() -> None:
 def test_recipes_without_gpu_code_or_a_download() -> None:
     spec = MatrixSpec.from_mapping({"recipe": ["autoawq", "autoawq-kernels", "chatglm-cpu-kernels"],
                                     "python": ["3.12"], "arch": ["80", "90"], "torch": ["2.8.0"],
-                                    "cuda": ["12.8"]}, "test")
-    kept, dropped = filter_cells(expand(spec))
+                                    "cuda": ["12.8"]}, "test", BOOK)
+    kept, dropped = filter_cells(expand(spec, BOOK), BOOK)
     # autoawq has no GPU code: one cell for both archs, with no arch (its kernels are their own cells)
     assert kept == [Cell("autoawq", "0.2.9", "3.12", "2.8.0", "12.8", ""),
                     Cell("autoawq-kernels", "0.0.9", "3.12", "2.8.0", "12.8", "80"),
@@ -101,12 +105,12 @@ def test_recipes_without_gpu_code_or_a_download() -> None:
 
 def test_values_are_normalised_and_deduplicated() -> None:
     spec = MatrixSpec.from_mapping({"recipe": "flash-attn", "python": ["3.12"], "arch": [80, "sm_80", "9.0a"],
-                                    "torch": ["2.8.0"], "cuda": ["12.8", "12.8"]}, "test")
+                                    "torch": ["2.8.0"], "cuda": ["12.8", "12.8"]}, "test", BOOK)
     assert spec.arch == ("80", "90a") and spec.cuda == ("12.8",) and spec.recipe == ("flash-attn",)
 
 
 def test_exclude_and_the_github_split() -> None:
-    cells = expand(spec_3x2x2(exclude=[{"cuda": "11.8"}, {"arch": "sm_100", "torch": "2.8.0"}]))
+    cells = expand(spec_3x2x2(exclude=[{"cuda": "11.8"}, {"arch": "sm_100", "torch": "2.8.0"}]), BOOK)
     assert len(cells) == 5
     chunks = github_matrices(cells, max_jobs=2)
     assert [len(c["include"]) for c in chunks] == [2, 2, 1]
@@ -146,7 +150,7 @@ def test_malformed_matrix_files(tmp_path: Path, text: str, message: str) -> None
     path = tmp_path / "matrix.toml"
     path.write_text(text)
     with pytest.raises(UsageError) as caught:
-        MatrixSpec.from_toml(path)
+        MatrixSpec.from_toml(path, BOOK)
     assert message in caught.value.message and caught.value.message.startswith(str(path))
     result = run_builder("matrix", "--matrix-file", str(path))
     assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
@@ -157,7 +161,7 @@ def test_an_unknown_recipe_in_a_matrix_file(tmp_path: Path) -> None:
     path.write_text('[matrix]\nrecipe = ["flash-atn"]\npython = ["3.12"]\ntorch = ["2.7.1"]\ncuda = ["12.8"]\n'
                     'arch = ["80"]\n')
     with pytest.raises(RecipeError) as caught:
-        MatrixSpec.from_toml(path)
+        MatrixSpec.from_toml(path, BOOK)
     assert caught.value.message == f"{path}: [matrix]: recipe: unknown recipe 'flash-atn'"
     assert caught.value.hint == "did you mean 'flash-attn'?"
     assert run_builder("matrix", "--matrix-file", str(path)).returncode == RecipeError.exit_code

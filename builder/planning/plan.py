@@ -228,14 +228,14 @@ def requirement_problem(recipe: Recipe, facts: Mapping[str, str], archs: tuple[A
     """Why the recipe at facts["version"] cannot build for this target (its cuda, torch and python
     ranges, its archs), or None when every requirement holds."""
     version = facts["version"]
-    for requires in recipe.requirements_for(version):
-        for what, spec in (("cuda", requires.cuda), ("torch", requires.torch), ("python", requires.python)):
-            if spec and what in facts and not spec.contains(facts[what].split("+")[0], prereleases=True):
-                return f"{recipe.name} {version} needs {what} {spec}, this build has {what} {facts[what]}"
     for arch in archs:
         problem = arch_problem(recipe, arch, version)
         if problem:
             return problem
+    for requires in recipe.requirements_for(version):
+        for what, spec in (("cuda", requires.cuda), ("torch", requires.torch), ("python", requires.python)):
+            if spec and what in facts and not spec.contains(facts[what].split("+")[0], prereleases=True):
+                return f"{recipe.name} {version} needs {what} {spec}, this build has {what} {facts[what]}"
     return None
 
 
