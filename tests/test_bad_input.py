@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from builder.errors import CommandTimeout
+from builder.errors import CommandTimeout, FileAccessError
 from builder.files import sha256_of
 from builder.process import capture
 from builder.store.cache import Cache
@@ -242,3 +243,16 @@ def test_an_escaping_disk_full_is_one_line(tmp_path: Path) -> None:
         assert document["kind"] == "FileAccessError" and "No space left on device" in document["error"]
         debug = run_builder(*args, "--debug")
         assert "Traceback" in debug.stderr and "OSError" in debug.stderr
+
+
+def test_each_kind_of_escaping_os_error_gets_its_hint(tmp_path: Path) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    with pytest.raises(NotADirectoryError) as not_a_directory:
+        (afile / "x").write_text("")
+    error = FileAccessError.from_os_error(not_a_directory.value)
+    assert error.message == f"Not a directory: {afile / 'x'}" and "a part of that path is a file" in str(error.hint)
+    denied = FileAccessError.from_os_error(PermissionError(errno.EACCES, "Permission denied", "/srv/cache/locks"))
+    assert denied.message == "Permission denied: /srv/cache/locks" and "point --cache" in str(denied.hint)
+    full = FileAccessError.from_os_error(OSError(errno.ENOSPC, "No space left on device", "/srv/cache/x"))
+    assert "the disk is full" in str(full.hint) and full.exit_code == 13
