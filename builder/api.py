@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from builder.building.backends import get_backend
+from builder.errors import CacheError
 from builder.pipeline import BuildResult, pin_preview, prepare
 from builder.pipeline import build as run_build
 from builder.planning.plan import Plan
@@ -72,7 +73,11 @@ def plan(request: Request, *, settings: Settings | None = None, reporter: Report
     ws = ws or workspace(settings, reporter)
     resolved = prepare(request, ws, make_env=False)
     commands = get_backend(resolved.backend).commands(resolved, Path("<src>"), Path("<out>"))
-    return PlanReport(resolved, commands, ws.cache.get(resolved.key) is not None,
+    try:
+        cached = ws.cache.get(resolved.key) is not None
+    except CacheError:
+        cached = False  # a corrupt entry: a build makes it again
+    return PlanReport(resolved, commands, cached,
                       [change.describe() for change in pin_preview(resolved, ws)])
 
 

@@ -5,6 +5,7 @@ Library code only raises; the CLI turns an error into one line (plus a hint) and
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +65,8 @@ class PatchError(BuilderError):
 
 
 class BuildError(BuilderError):
-    """A build command that failed; carries the first compiler error line and the log path."""
+    """A build command that failed; carries the first compiler error line and the log path, and a
+    known cause (builder/diagnosis.py) when the output shows one."""
 
     exit_code = 8
 
@@ -77,16 +79,23 @@ class BuildError(BuilderError):
         first_error: str | None = None,
         log_path: Path | None = None,
         hint: str | None = None,
+        cause: str | None = None,
+        cause_line: str | None = None,
     ) -> None:
         super().__init__(message, hint=hint)
         self.command = command
         self.returncode = returncode
         self.first_error = first_error
+        """The first line that looks like an error (process.first_error_line): the raw evidence."""
         self.log_path = log_path
+        self.cause = cause
+        """A known cause the output shows (builder/diagnosis.py), named before the raw line."""
+        self.cause_line = cause_line
+        """The line of the output that shows `cause`."""
 
     def to_json(self) -> dict[str, Any]:
-        return {**super().to_json(), "first_error": self.first_error,
-                "log": str(self.log_path) if self.log_path else None}
+        return {**super().to_json(), "cause": self.cause, "cause_line": self.cause_line,
+                "first_error": self.first_error, "log": str(self.log_path) if self.log_path else None}
 
 
 class CacheError(BuilderError):
@@ -106,6 +115,14 @@ class VerifyError(BuilderError):
 
     exit_code = 11
 
+    def __init__(self, message: str, *, hint: str | None = None, output_tail: list[str] | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.output_tail = output_tail or []
+        """The last lines the failing check wrote (its stderr, else its stdout)."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {**super().to_json(), "output_tail": self.output_tail}
+
 
 class EnvironmentSetupError(BuilderError):
     """A build environment (venv with a pinned torch) that could not be made."""
@@ -119,8 +136,36 @@ class FileAccessError(BuilderError):
 
     exit_code = 13
 
+    @classmethod
+    def from_os_error(cls, exc: OSError) -> FileAccessError:
+        """The one line for an OSError no stage turned into an error of its own."""
+        where = exc.filename if exc.filename is not None else ""
+        message = f"{exc.strerror or exc}" + (f": {where}" if where != "" else "")
+        if exc.filename2 is not None:
+            message += f" -> {exc.filename2}"
+        return cls(message, hint=_OS_ERROR_HINTS.get(exc.errno or 0, "--debug shows where it happened"))
+
+
+_MOVE_CACHE = "point --cache (or BUILDER_CACHE_DIR, cache-dir in `builder config`) at another directory"
+_OS_ERROR_HINTS = {
+    errno.ENOSPC: f"the disk is full: free space (`builder cache gc`, `df -h`), or {_MOVE_CACHE}",
+    errno.EDQUOT: f"the disk quota is used up: free space, or {_MOVE_CACHE}",
+    errno.EACCES: f"builder may not write or read there: fix its permissions, or {_MOVE_CACHE}",
+    errno.EPERM: f"builder may not write or read there: fix its permissions, or {_MOVE_CACHE}",
+    errno.EROFS: f"that file system is read-only: {_MOVE_CACHE}",
+    errno.ENOTDIR: "a part of that path is a file, not a directory: name a directory",
+    errno.EISDIR: "that path is a directory where a file was expected",
+}
+
 
 class SettingsError(BuilderError):
     """A config file or BUILDER_* variable with an unknown key or a value of the wrong type."""
 
     exit_code = 14
+
+
+class CommandTimeout(BuilderError):
+    """A short query (nvcc --version, a probe of an interpreter, an import check) that did not finish
+    in its time."""
+
+    exit_code = 15

@@ -37,6 +37,8 @@ class IndexedFile:
     url: str
     sha256: str | None = None
     requires_python: str | None = None
+    metadata: bool = False
+    """The index serves the file's METADATA at `<url>.metadata` (PEP 658, PEP 714)."""
 
 
 @contextmanager
@@ -85,8 +87,10 @@ def _from_json(body: bytes, page: str) -> list[IndexedFile]:
         if isinstance(entry, dict) and entry.get("filename") and entry.get("url"):
             hashes = entry.get("hashes")
             sha = hashes.get("sha256") if isinstance(hashes, dict) else None
+            metadata = entry.get("core-metadata", entry.get("data-dist-info-metadata"))
             found.append(IndexedFile(str(entry["filename"]), urljoin(page, str(entry["url"])),
-                                     str(sha) if sha else None, entry.get("requires-python") or None))
+                                     str(sha) if sha else None, entry.get("requires-python") or None,
+                                     bool(metadata)))
     return found
 
 
@@ -123,5 +127,7 @@ def _from_html(text: str, page: str) -> list[IndexedFile]:
         url, fragment = urldefrag(urljoin(page, href))
         name = label or Path(urlparse(url).path).name
         sha = fragment.split("=", 1)[1] if fragment.startswith("sha256=") else None
-        found.append(IndexedFile(name, url, sha, attrs.get("data-requires-python") or None))
+        key = next((k for k in ("data-core-metadata", "data-dist-info-metadata") if k in attrs), None)
+        found.append(IndexedFile(name, url, sha, attrs.get("data-requires-python") or None,
+                                 key is not None and attrs[key] != "false"))
     return found

@@ -24,13 +24,15 @@ from builder.building.pins import PinChange, preview, read_text, rewrite_tree
 from builder.building.source import extract
 from builder.building.workdir import workdir
 from builder.delivery.destination import Destination, choose_destination, install_and_verify
-from builder.errors import BuilderError, BuildError, CacheError
+from builder.errors import BuilderError, BuildError, CacheError, RecipeError
 from builder.planning.buildpython import build_python
-from builder.planning.plan import Plan, choose_backend, resolve_plan
+from builder.planning.plan import Plan, choose_backend, choose_version, resolve_plan
 from builder.planning.provision import install_toolchain
 from builder.planning.recipe import Recipe
 from builder.planning.request import Request
 from builder.planning.source_spec import source_identity, with_override
+from builder.planning.toolchain import parse_cuda
+from builder.planning.variants import check_variant_names
 from builder.reporting import Steps
 from builder.store import records
 from builder.store.cache import Entry
@@ -71,28 +73,40 @@ class BuildResult:
         }
 
 
-def prepare(request: Request, ws: Workspace, *, make_env: bool) -> Plan:
+def prepare(request: Request, ws: Workspace, *, make_env: bool, companion_of: tuple[str, ...] = ()) -> Plan:
     """Resolve a Plan; with make_env a --torch build env is made (and --provision installs a
-    missing toolkit), else both are only planned."""
+    missing toolkit), else both are only planned. `companion_of` is the chain of recipes whose
+    companion this one is (a cycle among them is refused)."""
     request = ws.complete(request)
     recipe = ws.recipes.load(request.recipe)
-    version, spec = recipe.source_for(request.version)
-    spec = with_override(spec, request.source, f"{recipe.name} {version}")
+    chain = (*companion_of, recipe.name)
+    # What can be refused without a probe is refused first: a malformed --cuda, an unknown
+    # --version, a --variant the recipe does not declare.
+    wanted_cuda = parse_cuda(request.cuda) if request.cuda is not None else None
+    request = dataclasses.replace(request, cuda=wanted_cuda)
+    if request.version is not None:
+        recipe.source_for(request.version)
+    check_variant_names(recipe.variants, request.variants, recipe.name)
     python = build_python(request, recipe, ws.cache.dir("envs"), ws.cache.dir("logs"), make_env=make_env,
-                          package_index=lambda: ws.settings.source_index, environ=ws.environ, say=ws.reporter.say)
+                          package_index=lambda: ws.settings.source_index, environ=ws.environ, say=ws.reporter.say,
+                          default_cuda=ws.torch_cuda)
     toolkits = ws.toolkits()
-    wanted = request.cuda or python.target.torch_cuda
-    if make_env and request.provision and wanted and not any(t.short == wanted for t in toolkits):
+    wanted = wanted_cuda or python.target.torch_cuda
+    if make_env and request.provision and wanted and "." in wanted and not any(t.short == wanted for t in toolkits):
         ws.reporter.say(f"==> provision CUDA {wanted}")
         install_toolchain(wanted, ws.cache.dir("toolchains"), ws.cache.dir("logs") / f"toolchain-{wanted}.log")
         toolkits = ws.toolkits()
-    companions = {name: companion_version(companion_request(request, recipe, name), ws, name)
+    this_environment = python.kind == "existing"
+    version, notes = choose_version(request, recipe, python.target, toolkits, this_environment=this_environment)
+    request = dataclasses.replace(request, version=version)
+    spec = with_override(recipe.versions[version], request.source, f"{recipe.name} {version}")
+    companions = {name: companion_version(companion_request(request, recipe, name), ws, name, chain)
                   if request.companions else None for name in recipe.deps.companions}
     backend = get_backend(choose_backend(recipe, version, request.install_mode))
     return resolve_plan(request, recipe, python.target, source=spec,
                         source_sha256=source_identity(spec, recipe.cc.inputs()),
                         build_env=python.describe(), install_python=python.install_python, toolkits=toolkits,
-                        companions=companions, environ=ws.environ, gated=backend.gated)
+                        companions=companions, environ=ws.environ, gated=backend.gated, notes=notes)
 
 
 def companion_request(request: Request, parent: Recipe, name: str) -> Request:
@@ -104,12 +118,17 @@ def companion_request(request: Request, parent: Recipe, name: str) -> Request:
                                install_dir=None)
 
 
-def companion_version(request: Request, ws: Workspace, name: str) -> str:
+def companion_version(request: Request, ws: Workspace, name: str, chain: tuple[str, ...] = ()) -> str:
     """The exact version builder's build of a companion will have, from its plan; a companion that
-    cannot be planned stops its parent before anything compiles."""
+    cannot be planned stops its parent before anything compiles, and so does a cycle of them."""
+    if name in chain:
+        raise RecipeError(f"companions form a cycle: {' -> '.join((*chain[chain.index(name):], name))}",
+                          hint=f"remove {name} from the companions of {chain[-1]} ([deps] companions)")
     try:
-        plan = prepare(request, ws, make_env=False)
+        plan = prepare(request, ws, make_env=False, companion_of=chain)
     except BuilderError as exc:
+        if exc.message.startswith("companions form a cycle"):
+            raise
         exc.message = f"companion {name}: {exc.message}"
         exc.args = (exc.message,)
         exc.hint = f"{exc.hint + '; or ' if exc.hint else ''}--no-companions drops it"
@@ -187,6 +206,8 @@ def build(request: Request, ws: Workspace) -> BuildResult:
     store = open_store(request.cache_url) if request.cache_url else None
     with steps("plan", "resolve plan"):
         plan = prepare(request, ws, make_env=True)
+        for note in plan.notes:
+            ws.reporter.say(f"    {note}")
         backend = get_backend(plan.backend)
         destination = choose_destination(request, plan)
     companions = [build_companion(companion_request(request, plan.recipe, name), name, version, ws)
@@ -195,12 +216,12 @@ def build(request: Request, ws: Workspace) -> BuildResult:
     remote: dict[str, Any] = {"url": store.url} if store else {}
     # A local hit is read without the lock (entries appear by one rename), so a cache this user
     # cannot write still serves what it holds; anything else happens under the key's lock.
-    entry = None if plan.force else ws.cache.get(plan.key)
+    entry = None if plan.force else local_entry(plan.key, ws)
     origin = "local cache" if entry else None
     if entry is None:
         ws.cache.check_writable()
         with ws.cache.lock(plan.key, say=ws.reporter.say):
-            entry = None if plan.force else ws.cache.get(plan.key)  # built meanwhile by the lock's holder
+            entry = None if plan.force else local_entry(plan.key, ws)  # built meanwhile by the lock's holder
             origin = "local cache" if entry else None
             if entry is None and store is not None and not plan.force:
                 entry = pull_or_warn(store, plan.key, ws, steps, remote)
@@ -222,9 +243,21 @@ def build(request: Request, ws: Workspace) -> BuildResult:
     return result
 
 
+def local_entry(key: str, ws: Workspace) -> Entry | None:
+    """The local cache's entry of `key`; a corrupt one is said and built again (the new entry
+    replaces it)."""
+    try:
+        return ws.cache.get(key)
+    except CacheError as exc:
+        ws.reporter.say(f"    warning: {exc.message}; building it again")
+        return None
+
+
 def deliver(result: BuildResult, backend: Backend, ws: Workspace, steps: Steps, destination: Destination) -> None:
     result.verified = install_and_verify(result.plan, backend, result.entry, ws.cache, steps, destination)
     result.installed_into = destination.path
+    for note in result.verified.get("retried", []):
+        ws.reporter.say(f"    {note}")
 
 
 def pull_or_warn(store: RemoteStore, key: str, ws: Workspace, steps: Steps, remote: dict[str, Any]) -> Entry | None:

@@ -1,10 +1,11 @@
 """The one way builder runs a program: echo it, log it, and fail with the line that matters.
 
 `call` writes `+ cmd`, the environment changes and all output to a log file; on failure it
-raises BuildError carrying the command, the exit code, the first compiler error line and the
-log path. The child runs in a session of its own that ends with the call, whichever way the
-call ends (builder/lifetime.py). `capture` runs a short query (nvcc --version, a python probe)
-and returns its stdout.
+raises BuildError carrying the command, the exit code, the first compiler error line, the log
+path, and a known cause with its hint when the output shows one (builder/diagnosis.py). The
+child runs in a session of its own that ends with the call, whichever way the call ends
+(builder/lifetime.py). `capture` runs a short query (nvcc --version, a python probe) and
+returns its stdout.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ import subprocess
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
-from builder.errors import BuilderError, BuildError
+from builder.diagnosis import diagnose
+from builder.errors import BuilderError, BuildError, CommandTimeout
 from builder.lifetime import SESSIONS, end_session, signals_deferred
 
 # Lines that name the first real problem in a compiler or build-tool log, most specific first.
@@ -39,6 +41,14 @@ def first_error_line(lines: Sequence[str]) -> str | None:
             if pattern.search(line.strip()):
                 return line.strip()
     return None
+
+
+def short_command(argv: Sequence[str]) -> str:
+    """The command as one short line: the program's name and its first few short arguments."""
+    shown = [Path(argv[0]).name]
+    for arg in argv[1:4]:
+        shown.append(arg if len(arg) <= 40 and "\n" not in arg else "...")
+    return shlex.join(shown) + (" ..." if len(argv) > 4 else "")
 
 
 def require_program(name: str, *, hint: str | None = None) -> str:
@@ -121,6 +131,9 @@ def call(
                 SESSIONS.add(process.pid)
         except FileNotFoundError as exc:
             raise BuildError(f"{argv[0]} was not found", command=argv, log_path=log_path) from exc
+        except OSError as exc:
+            raise BuildError(f"{argv[0]} cannot be run: {exc.strerror or exc}", command=argv,
+                             log_path=log_path) from exc
         try:
             for line in output_lines(process):
                 log.write(line)
@@ -137,12 +150,16 @@ def call(
         log.write(f"# exit code {returncode}\n")
     if returncode != 0:
         label = what or Path(argv[0]).name
+        known = diagnose(tail, returncode)
         raise BuildError(
-            f"{label} failed with exit code {returncode}",
+            f"{label} failed with exit code {returncode}" + (f": {known.cause}" if known else ""),
             command=argv,
             returncode=returncode,
             first_error=first_error_line(tail),
             log_path=log_path,
+            hint=known.hint if known else None,
+            cause=known.cause if known else None,
+            cause_line=known.line if known else None,
         )
 
 
@@ -153,7 +170,9 @@ def capture(
     cwd: Path | None = None,
     timeout: float | None = 120,
 ) -> subprocess.CompletedProcess[str]:
-    """Run a short query and return it finished, output captured; never raises on exit code."""
+    """Run a short query and return it finished, output captured; never raises on exit code. A
+    program that cannot be started answers 127 (missing) or 126 (not executable), as a shell
+    would; one that outlives `timeout` seconds is killed and raises CommandTimeout."""
     argv = [str(part) for part in cmd]
     try:
         return subprocess.run(
@@ -168,3 +187,10 @@ def capture(
         )
     except FileNotFoundError:
         return subprocess.CompletedProcess(argv, 127, "", f"{argv[0]}: not found")
+    except OSError as exc:
+        return subprocess.CompletedProcess(argv, 126, "", f"{argv[0]}: {exc.strerror or exc}")
+    except subprocess.TimeoutExpired as exc:
+        raise CommandTimeout(f"`{short_command(argv)}` did not finish "
+                             f"within {timeout:g} s and was stopped",
+                             hint="it hangs, or the machine is overloaded; run it by hand to see, "
+                                  "or retry when the load is lower") from exc

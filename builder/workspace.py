@@ -12,11 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from builder.building.source import fetch
+from builder.planning import compat
 from builder.planning.provision_pypi import provisioned_roots
 from builder.planning.recipe import RecipeBook
 from builder.planning.request import Request
 from builder.planning.source_spec import SourceSpec
 from builder.planning.toolchain import Toolkit, discover_toolkits
+from builder.planning.torch_facts import TorchFacts
 from builder.reporting import LoggingReporter, Reporter
 from builder.settings import Settings, load_settings
 from builder.store.cache import Cache
@@ -47,6 +49,12 @@ class Workspace:
         """A recipe's source, verified, from the configured index or through the URL mirrors."""
         return fetch(spec, self.cache.dir("sources"), index_url=self.settings.source_index,
                      mirrored=self.settings.mirrored)
+
+    def torch_cuda(self, torch: str) -> str:
+        """The CUDA the configured index's build of torch release `torch` is made for: compat's
+        table, else read from the index and kept under the cache (builder/planning/torch_facts.py)."""
+        return compat.pypi_torch_cuda(torch) or TorchFacts(
+            self.settings.source_index, self.cache.root / "facts" / "torch.json").cuda_of(torch)
 
     def toolkits(self) -> list[Toolkit]:
         """The toolkits on this machine plus those provisioned into the cache."""

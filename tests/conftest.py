@@ -181,3 +181,18 @@ def read_only_dir(directory: Path) -> Iterator[Path]:
         yield directory
     finally:
         subprocess.run(["umount", str(directory)], check=True)
+
+
+@contextmanager
+def small_tmpfs(directory: Path, size: str = "1m") -> Iterator[Path]:
+    """`directory` on a tmpfs of `size` (a disk that fills up for real); skips where mounting is
+    not allowed (not root, or no mount namespace rights)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(directory)],
+                             capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield directory
+    finally:
+        subprocess.run(["umount", "-l", str(directory)], check=True)

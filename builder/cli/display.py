@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from builder.errors import BuilderError, BuildError
+from builder.errors import BuilderError, BuildError, VerifyError
 
 
 class RichReporter:
@@ -73,9 +73,15 @@ def report_error(exc: BuilderError) -> None:
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     err.print(f"[bold red]error:[/bold red] {escape(exc.message)}", markup=True)
     if isinstance(exc, BuildError):
+        if exc.cause_line and exc.cause_line != exc.first_error:
+            err.print(f"  seen in: {exc.cause_line}", markup=False)
         if exc.first_error:
             err.print(f"  first error: {exc.first_error}", markup=False)
         if exc.log_path:
             err.print(f"  full log: {exc.log_path}", markup=False)
+    if isinstance(exc, VerifyError) and exc.output_tail:
+        err.print(f"  its last {len(exc.output_tail)} lines of output:", markup=False)
+        for line in exc.output_tail:
+            err.print(f"    {line}", markup=False)
     if exc.hint:
         err.print(f"  hint: {exc.hint}", markup=False)

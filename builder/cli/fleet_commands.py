@@ -35,7 +35,7 @@ def matrix_cells(args: argparse.Namespace, ws: Workspace) -> tuple[list[Cell], l
                 raise UsageError("no --torch given and no torch installed here", hint="pass --torch V")
             axes["torch"] = [torch]
         spec = MatrixSpec.from_mapping(axes, "matrix flags", ws.recipes)
-    return filter_cells(expand(spec, ws.recipes), ws.recipes)
+    return filter_cells(expand(spec, ws.recipes), ws.recipes, ws.torch_cuda)
 
 
 def cmd_matrix(args: argparse.Namespace, ws: Workspace, out: Output) -> int:

@@ -39,8 +39,11 @@ def command_line_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 def _add_target_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("recipe", help="recipe name (see `builder recipes`) or path to a .toml")
-    parser.add_argument("--version", dest="pkg_version", help="package version (default: the recipe's)")
-    parser.add_argument("--cuda", help="CUDA toolkit X.Y to compile with (default: torch's CUDA)")
+    parser.add_argument("--version", dest="pkg_version",
+                        help="package version (default: the recipe's default, else the newest whose requirements "
+                             "the target meets; the plan says which it skipped)")
+    parser.add_argument("--cuda", help="CUDA toolkit X.Y to compile with, or X for the newest X.y found "
+                                       "(default: torch's CUDA)")
     parser.add_argument("--arch", action="append", default=[],
                         help="GPU arch: 86, 8.6, sm_86, 8.6+PTX; repeat or join with , or ; "
                              "(default: the archs setting, else the visible GPUs)")

@@ -26,9 +26,12 @@ def cmd_cache(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
     if action == "gc":
         max_bytes = maintenance.parse_size(args.max_size) if args.max_size else None
         report = maintenance.gc(cache, keep=args.keep, max_bytes=max_bytes, dry_run=args.dry_run)
-        out.emit(asdict(report), lambda: out.line(
-            f"{'would remove' if args.dry_run else 'removed'} {len(report.removed)} entries "
-            f"({report.freed_bytes / 1024**2:.1f} MB); kept {len(report.kept_installed)} still installed"))
+
+        def render_gc() -> None:
+            out.line(f"{'would remove' if args.dry_run else 'removed'} {len(report.removed)} entries "
+                     f"({report.freed_bytes / 1024**2:.1f} MB); kept {len(report.kept_installed)} still installed")
+            _say_skipped(out, report.skipped_corrupt)
+        out.emit(asdict(report), render_gc)
         return 0
     if action == "verify":
         verified = maintenance.verify(cache)
@@ -50,18 +53,32 @@ def cmd_cache(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
 
 
 def cache_list(cache: Cache, out: Output) -> int:
-    entries = cache.entries()
-    rows = [{"key": e.key, "recipe": e.meta.get("recipe"), "version": e.meta.get("version"),
-             "wheel": e.meta.get("wheel"), "size": e.meta.get("size"), "created": e.meta.get("created")}
-            for e in entries]
+    """The entries, then the corrupt ones skipped (also rows of --json, with `corrupt`: why)."""
+    entries, corrupt = cache.scan()
+    rows: list[dict[str, object]] = [
+        {"key": e.key, "recipe": e.meta.get("recipe"), "version": e.meta.get("version"),
+         "wheel": e.meta.get("wheel"), "size": e.meta.get("size"), "created": e.meta.get("created")}
+        for e in entries]
+    rows += [{"key": c.key, "corrupt": c.reason} for c in corrupt]
 
     def render() -> None:
         table = Table("key", "recipe", "version", "wheel", "created")
         for e in entries:
             table.add_row(e.key[:12], *(str(e.meta.get(k)) for k in ("recipe", "version", "wheel", "created")))
-        out.console.print(table if entries else f"the cache at {cache.root} is empty")
+        if entries:
+            out.console.print(table)
+        elif not corrupt:
+            out.line(f"the cache at {cache.root} is empty")
+        _say_skipped(out, {c.key: c.reason for c in corrupt})
     out.emit(rows, render)
     return 0
+
+
+def _say_skipped(out: Output, corrupt: dict[str, str]) -> None:
+    for key, reason in corrupt.items():
+        out.line(f"skipped corrupt entry {key}: {reason}")
+    if corrupt:
+        out.line("  `builder cache verify` moves corrupt entries to quarantine/")
 
 
 def cache_remote(args: argparse.Namespace, ws: Workspace, out: Output) -> int:

@@ -28,7 +28,11 @@ def torch_mismatch(wheel_torch: str | None, target_torch: str | None) -> str | N
 
 def install_wheel(wheel: Path, python: Path, *, log_path: Path) -> None:
     """pip install --no-deps `wheel` into `python`, refusing a torch mismatch first."""
-    provenance = read_provenance(wheel)
+    try:
+        provenance = read_provenance(wheel)
+    except BuildError as exc:
+        raise InstallError(f"cannot install: {exc.message}",
+                           hint="pass a wheel builder made, or a cache key (`builder cache list`)") from exc
     wheel_torch = provenance.get("torch")
     target = probe_interpreter(python)
     problem = torch_mismatch(str(wheel_torch) if wheel_torch else None, target.torch)
@@ -40,4 +44,5 @@ def install_wheel(wheel: Path, python: Path, *, log_path: Path) -> None:
              log_path=log_path, what="pip install")
     except BuildError as exc:
         raise InstallError(f"pip could not install {wheel.name} into {python}: "
-                           f"{exc.first_error or exc.message}", hint=f"see {exc.log_path}") from exc
+                           f"{exc.cause or exc.first_error or exc.message}",
+                           hint=f"{exc.hint}; see {exc.log_path}" if exc.hint else f"see {exc.log_path}") from exc

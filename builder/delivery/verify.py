@@ -2,7 +2,8 @@
 
 The import runs in a new interpreter so an `undefined symbol` surfaces here and not in the
 user's program. `cuobjdump --list-elf` names the cubins each extension holds; they must be
-exactly the requested archs.
+exactly the requested archs. A failing check shows the last lines of its output; one that fails
+on a dynamic loader's error is run once more, and the report says so (builder/diagnosis.py).
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ import shutil
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from subprocess import CompletedProcess
 from typing import Any
 
+from builder.diagnosis import UNDEFINED_SYMBOL, diagnose, loader_error
 from builder.errors import VerifyError
 from builder.planning.archs import Arch
 from builder.planning.plan import Plan
@@ -24,6 +27,7 @@ from builder.process import capture
 from builder.resources import shipped_dir
 
 _CUBIN_RE = re.compile(r"\bsm_(\d+[af]?)\b")
+TAIL_LINES = 20  # lines of a failing check's output its error shows
 
 _FIND_ORIGINS = """
 import importlib.util, json, sys
@@ -47,18 +51,45 @@ def find_cuobjdump(python: Path, toolkit_bin: Path | None = None) -> Path | None
     return Path(found) if found else None
 
 
-def check_imports(python: Path, modules: Sequence[str]) -> None:
-    """Import each module in a fresh `python`; the first failure's last line is the error."""
+def run_check(argv: Sequence[str | os.PathLike[str]], what: str, *, timeout: float,
+              env: Mapping[str, str] | None = None) -> tuple[CompletedProcess[str], str | None]:
+    """Run one check; when it fails on a dynamic loader's error it is run once more. Returns the
+    (last) result and, after a retry, the line that says so."""
+    result = capture(argv, env=env, timeout=timeout)
+    loader = loader_error(result.stderr or result.stdout) if result.returncode != 0 else None
+    if loader is None:
+        return result, None
+    result = capture(argv, env=env, timeout=timeout)
+    again = "passed" if result.returncode == 0 else "failed again"
+    return result, f"{what} failed on a loader error ({loader}), ran it once more: {again}"
+
+
+def check_failure(what: str, result: CompletedProcess[str], retried: str | None, *,
+                  built_torch: str | None = None) -> VerifyError:
+    """A failed check as one line (its last line of output, a known cause first), the retry said,
+    and the last TAIL_LINES lines of its stderr (else stdout) kept for the user."""
+    lines = (result.stderr.strip() or result.stdout.strip()).splitlines()
+    last = lines[-1].strip() if lines else f"exit status {result.returncode}"
+    known = diagnose(lines, causes=(UNDEFINED_SYMBOL,), facts={"torch": built_torch or "unknown"})
+    message = f"{what}: {known.cause}: {last}" if known else f"{what}: {last}"
+    if retried:
+        message += " (failed again when run once more after a loader error)"
+    return VerifyError(message, hint=known.hint if known else None, output_tail=lines[-TAIL_LINES:])
+
+
+def check_imports(python: Path, modules: Sequence[str], *, built_torch: str | None = None) -> str | None:
+    """Import each module in a fresh `python`; the first failure's last line is the error.
+    Returns the note of a retry after a loader error, if there was one."""
     if not modules:
-        return
+        return None
     # torch first, as every user program does: its extensions link against libc10/libtorch,
     # which only torch's own import puts in the process.
     code = ("import importlib, sys\ntry:\n    import torch\nexcept ImportError:\n    pass\n"
             "for m in sys.argv[1:]: importlib.import_module(m)")
-    result = capture([python, "-c", code, *modules], timeout=600)
+    result, retried = run_check([python, "-c", code, *modules], "the import check", timeout=600)
     if result.returncode != 0:
-        last = (result.stderr.strip().splitlines() or ["no output"])[-1]
-        raise VerifyError(f"import failed in {python}: {last}")
+        raise check_failure(f"import failed in {python}", result, retried, built_torch=built_torch)
+    return retried
 
 
 def list_cubins(cuobjdump: Path, library: Path) -> list[str]:
@@ -94,19 +125,21 @@ def check_cubins(cuobjdump: Path, libraries: dict[str, Path], archs: Iterable[Ar
     return found
 
 
-def run_gpu_check(python: Path, code: str, variants: Mapping[str, str]) -> None:
-    """Runs the recipe's check; BUILDER_VARIANTS (JSON) tells it the variants built, e.g. a subset."""
+def run_gpu_check(python: Path, code: str, variants: Mapping[str, str], *,
+                  built_torch: str | None = None) -> str | None:
+    """Runs the recipe's check; BUILDER_VARIANTS (JSON) tells it the variants built, e.g. a subset.
+    Returns the note of a retry after a loader error, if there was one."""
     env = {**os.environ, "BUILDER_VARIANTS": json.dumps(dict(variants))}
-    result = capture([python, "-c", code], env=env, timeout=1200)
+    result, retried = run_check([python, "-c", code], "the GPU check", env=env, timeout=1200)
     if result.returncode != 0:
-        last = (result.stderr.strip().splitlines() or ["no output"])[-1]
-        raise VerifyError(f"GPU check failed: {last}")
+        raise check_failure("GPU check failed", result, retried, built_torch=built_torch)
+    return retried
 
 
 def verify_install(plan: Plan, python: Path) -> dict[str, Any]:
     """Imports in a fresh process, the exact cubins, and the GPU check where a GPU is visible."""
     spec = plan.recipe.verify
-    check_imports(python, spec.imports)
+    retried = [check_imports(python, spec.imports, built_torch=plan.torch_version)]
     report: dict[str, Any] = {"imports": list(spec.imports)}
     if spec.extensions:
         cuobjdump = find_cuobjdump(python, plan.toolkit.bin_dir())
@@ -121,8 +154,10 @@ def verify_install(plan: Plan, python: Path) -> dict[str, Any]:
     elif not target.cuda_available:
         report["gpu_check"] = "skipped: no GPU visible"
     else:
-        run_gpu_check(python, spec.gpu_check, plan.variants)
+        retried.append(run_gpu_check(python, spec.gpu_check, plan.variants, built_torch=plan.torch_version))
         report["gpu_check"] = "passed"
+    if any(retried):
+        report["retried"] = [note for note in retried if note]
     return report
 
 
@@ -166,11 +201,11 @@ def check_main_module(python: Path, module: str, libraries: Sequence[Path], *, g
     GPU a package may rightly load none (bitsandbytes then takes its CPU library)."""
     with tempfile.TemporaryDirectory(prefix="builder-main-") as tmp:
         report_path = Path(tmp) / "report.json"
-        result = capture([python, "-c", _RUN_MAIN, module, str(report_path)], timeout=600)
+        result, retried = run_check([python, "-c", _RUN_MAIN, module, str(report_path)], f"`python -m {module}`",
+                                    timeout=600)
         report = json.loads(report_path.read_text()) if report_path.is_file() else None
     if result.returncode != 0 or report is None:
-        last = ((result.stderr or result.stdout).strip().splitlines() or [f"exit status {result.returncode}"])[-1]
-        raise VerifyError(f"`python -m {module}` failed in {python}: {last}")
+        raise check_failure(f"`python -m {module}` failed in {python}", result, retried)
     installed = {p.resolve() for p in libraries}
     names = {p.name for p in libraries}
     loaded = [Path(p) for p in report["loaded"] if Path(p).name in names]
@@ -179,7 +214,8 @@ def check_main_module(python: Path, module: str, libraries: Sequence[Path], *, g
         raise VerifyError(f"`python -m {module}` loaded {', '.join(strays)}, not the library builder installed")
     if not loaded and gpu:
         raise VerifyError(f"`python -m {module}` loaded none of {', '.join(sorted(names))}")
-    return {"exit": 0, "loaded": [str(p) for p in loaded], **({} if gpu else {"gpu": "none visible"})}
+    return {"exit": 0, "loaded": [str(p) for p in loaded], **({} if gpu else {"gpu": "none visible"}),
+            **({"retried": retried} if retried else {})}
 
 
 def run_check_script(plan: Plan, python: Path, args: Sequence[str]) -> str:
@@ -189,8 +225,7 @@ def run_check_script(plan: Plan, python: Path, args: Sequence[str]) -> str:
     if not script:
         return "none in recipe"
     base = plan.recipe.path.parent if plan.recipe.path else shipped_dir("recipes")
-    result = capture([python, str(base / script), *args], timeout=600)
+    result, retried = run_check([python, str(base / script), *args], script, timeout=600)
     if result.returncode != 0:
-        lines = (result.stderr or result.stdout).strip().splitlines()
-        raise VerifyError(f"the install fails {script}: {lines[-1] if lines else result.returncode}")
-    return "passed"
+        raise check_failure(f"the install fails {script}", result, retried)
+    return f"passed ({retried})" if retried else "passed"

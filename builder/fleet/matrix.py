@@ -10,16 +10,19 @@ with the impossible cells dropped and the reason said.
     arch    = ["80", "90"]
     exclude = [{ cuda = "11.8", arch = "90" }]    # optional, as in GitHub Actions
 
-Cells are judged by the fact tables in builder/compat.py alone, so a matrix can be planned on a
-machine with no toolkit: the CUDA version must target the arch, a torch build must exist for
-the CUDA major, and the recipe's own requirements must hold (the planner's checks, reused).
+Cells are judged by facts, not by this machine's toolkits, so a matrix can be planned on a
+machine with none: the CUDA version must target the arch (compat's table), a torch build must
+exist for the CUDA major (the planner's own decision, buildpython.choose_torch_build, with the
+CUDA of torch releases compat does not list read from the index), and the recipe's requirements
+must hold (the planner's checks, reused). Without a version axis each cell takes the version the
+planner would: the newest whose requirements hold for it (plan.fitting_version).
 """
 
 from __future__ import annotations
 
 import itertools
 import tomllib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,8 +32,8 @@ from packaging.version import InvalidVersion, Version
 from builder.errors import RecipeError, RequirementError, ToolchainError, UsageError
 from builder.planning import compat
 from builder.planning.archs import Arch, parse_arch
-from builder.planning.buildpython import choose_torch_index
-from builder.planning.plan import check_recipe_arch, check_requirements
+from builder.planning.buildpython import choose_torch_build, table_cuda
+from builder.planning.plan import fitting_version, requirement_problem
 from builder.planning.recipe import Recipe, RecipeBook
 from builder.tables import check_keys
 
@@ -168,27 +171,40 @@ def _exclude(value: Any, where: str) -> tuple[Mapping[str, str], ...]:
 
 def expand(spec: MatrixSpec, recipes: RecipeBook) -> list[Cell]:
     """Every combination in the axes' order (arch varies fastest), minus the excluded ones. A
-    recipe without GPU code gets one cell (arch "") per combination of the other axes."""
+    recipe without GPU code gets one cell (arch "") per combination of the other axes. Without a
+    version axis a cell's version is the one its target fits (cell_version)."""
     cells = []
     for name in spec.recipe:
         recipe = recipes.load(name)
-        versions = spec.version or (recipe.default_version,)
         archs = spec.arch if recipe.build.kernels else ("",)
-        for values in itertools.product(versions, spec.python, spec.torch, spec.cuda, archs):
-            cell = Cell(name, *values)
+        for version, python, torch, cuda, arch in itertools.product(
+                spec.version or ("",), spec.python, spec.torch, spec.cuda, archs):
+            cell = Cell(name, version or cell_version(recipe, python, torch, cuda, arch), python, torch, cuda, arch)
             if not any(_matches(cell, rule) for rule in spec.exclude):
                 cells.append(cell)
     return cells
+
+
+def cell_version(recipe: Recipe, python: str, torch: str, cuda: str, arch: str) -> str:
+    """The version `builder plan` takes for this target when none is asked (the default one when
+    none fits: the cell then says why)."""
+    try:
+        return fitting_version(recipe, {"python": python, "torch": torch, "cuda": cuda},
+                               (parse_arch(arch),) if arch else ())[0]
+    except RequirementError:
+        return recipe.default_version
 
 
 def _matches(cell: Cell, rule: Mapping[str, str]) -> bool:
     return all(getattr(cell, axis) == value for axis, value in rule.items())
 
 
-def impossible(cell: Cell, recipes: RecipeBook) -> str | None:
+def impossible(cell: Cell, recipes: RecipeBook, default_cuda: Callable[[str], str] = table_cuda) -> str | None:
     """Why the cell cannot be built, in one line, or None when it can: the toolkit, then torch,
-    then the recipe."""
-    return _toolkit_reason(cell) or _torch_reason(cell) or _recipe_reason(recipes.load(cell.recipe), cell)
+    then the recipe. `default_cuda` answers which CUDA the default index's build of a torch
+    release has (Workspace.torch_cuda: the table, else the index; default: the table alone)."""
+    return (_toolkit_reason(cell) or _torch_reason(cell, default_cuda)
+            or _recipe_reason(recipes.load(cell.recipe), cell))
 
 
 def _toolkit_reason(cell: Cell) -> str | None:
@@ -211,11 +227,11 @@ def _outside(arch: Arch, archs: Sequence[str]) -> str:
     return f"not among its archs, {known[0].sm} to {known[-1].sm}"
 
 
-def _torch_reason(cell: Cell) -> str | None:
-    """The refusal `builder build --torch --cuda` would give: PyPI's build has another CUDA major
-    and PyTorch's own index has none for this CUDA (builder/buildpython.py)."""
+def _torch_reason(cell: Cell, default_cuda: Callable[[str], str]) -> str | None:
+    """The refusal `builder plan --torch --cuda` gives, from the same decision
+    (buildpython.choose_torch_build): no build of that torch for the CUDA major, or its CUDA unknown."""
     try:
-        choose_torch_index(cell.torch, cell.cuda, None)
+        choose_torch_build(cell.torch, cell.cuda, None, default_cuda)
     except ToolchainError as exc:
         return exc.message
     return None
@@ -228,21 +244,19 @@ def _recipe_reason(recipe: Recipe, cell: Cell) -> str | None:
         version, source = recipe.source_for(cell.version)
         if source.local is not None:
             return f"{recipe.name} {version} has no source to download (build it by hand with --source)"
-        if cell.arch:
-            check_recipe_arch(recipe, parse_arch(cell.arch))
-        check_requirements(recipe, {"version": version, "torch": cell.torch, "cuda": cell.cuda,
-                                    "python": cell.python})
-    except (RecipeError, RequirementError) as exc:
+        facts = {"version": version, "torch": cell.torch, "cuda": cell.cuda, "python": cell.python}
+        return requirement_problem(recipe, facts, (parse_arch(cell.arch),) if cell.arch else ())
+    except RecipeError as exc:
         return exc.message
-    return None
 
 
-def filter_cells(cells: Iterable[Cell], recipes: RecipeBook) -> tuple[list[Cell], list[tuple[Cell, str]]]:
+def filter_cells(cells: Iterable[Cell], recipes: RecipeBook,
+                 default_cuda: Callable[[str], str] = table_cuda) -> tuple[list[Cell], list[tuple[Cell, str]]]:
     """(cells to build, dropped cells with their reason), both in the given order."""
     kept: list[Cell] = []
     dropped: list[tuple[Cell, str]] = []
     for cell in cells:
-        reason = impossible(cell, recipes)
+        reason = impossible(cell, recipes, default_cuda)
         if reason is None:
             kept.append(cell)
         else:

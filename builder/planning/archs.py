@@ -64,6 +64,9 @@ def parse_arch(text: str) -> Arch:
         )
     if match["number"] is None:
         number = int(match["major"]) * 10 + int(match["minor"])
+        if number < 10:
+            raise UsageError(f"malformed arch {text!r}: compute capabilities start at 1.0",
+                             hint="write the capability of the GPU, e.g. 8.6 or 86")
     elif int(match["number"]) < 10:
         raise UsageError(
             f"malformed arch {text!r}: a single digit is not a compute capability",

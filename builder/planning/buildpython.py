@@ -18,6 +18,7 @@ from packaging.version import Version
 
 from builder.errors import ToolchainError
 from builder.planning import compat
+from builder.planning.fixes import torch_fix
 from builder.planning.recipe import Recipe
 from builder.planning.request import Request
 from builder.planning.target import TargetInfo, probe_interpreter
@@ -41,12 +42,51 @@ class BuildPython:
                 "index_url": self.index_url}
 
 
-def torch_cuda_of_request(torch: str, index_url: str | None) -> str:
-    """The CUDA a requested torch is built for: a `+cuXYZ` label or `/cuXYZ` index, else PyPI's."""
+@dataclass(frozen=True)
+class TorchBuild:
+    """Where a requested torch comes from and the CUDA it is built for."""
+
+    index_url: str | None
+    """--torch-index, PyTorch's own per-CUDA index, or None: the default index."""
+    cuda: str
+    """The CUDA of that build: "13.0", or a major ("12") where only that is known."""
+
+
+def _cuda_label(torch: str, index_url: str | None) -> str | None:
+    """The CUDA a `+cuXYZ` label of the torch asked for, or a `/cuXYZ` index, names."""
     for text in (torch, index_url or ""):
         for part in text.replace("/", "+").split("+"):
-            if part.startswith("cu") and part[2:].isdigit():
+            if part.startswith("cu") and part[2:].isdigit() and len(part) >= 5:
                 return f"{part[2:-1]}.{part[-1]}"
+    return None
+
+
+def choose_torch_build(torch: str, cuda: str | None, index_url: str | None,
+                       default_cuda: Callable[[str], str]) -> TorchBuild:
+    """The one decision of where a requested torch comes from and which CUDA it is built for, made
+    for `builder plan`/`build` and for every cell of `builder matrix` alike:
+    --torch-index when given (its CUDA from a /cuXYZ in it, a +cuXYZ label, else the default
+    index's); else the default index when its build has the CUDA major asked for (`default_cuda`:
+    compat's table, else the release's metadata, builder/planning/torch_facts.py); else PyTorch's
+    own index for that CUDA when it carries that torch; else a refusal naming a torch that has it."""
+    labelled = _cuda_label(torch, index_url)
+    if index_url or labelled:
+        return TorchBuild(index_url, labelled or default_cuda(torch))
+    default = default_cuda(torch)
+    if cuda is None or default.split(".")[0] == cuda.split(".")[0]:
+        return TorchBuild(None, default)
+    release = Version(torch).release[:2]
+    span = compat.PYTORCH_INDEX_BUILDS.get(".".join(cuda.split(".")[:2]))
+    if span is not None and span[0] <= release <= span[1]:
+        return TorchBuild(compat.PYTORCH_INDEX_URL.format(tag=compat.cuda_tag(cuda)), cuda)
+    raise ToolchainError(
+        f"no known torch {torch} build for CUDA {cuda}: PyPI's is CUDA {default}",
+        hint=f"use {torch_fix(cuda)}; or pass --torch-index URL of an index that has one")
+
+
+def table_cuda(torch: str) -> str:
+    """The CUDA of PyPI's build of `torch` by compat's table alone (offline): the default of
+    `default_cuda` where no index may be asked."""
     cuda = compat.pypi_torch_cuda(torch)
     if cuda is None:
         raise ToolchainError(f"builder does not know which CUDA torch {torch}'s PyPI build uses",
@@ -55,20 +95,8 @@ def torch_cuda_of_request(torch: str, index_url: str | None) -> str:
 
 
 def choose_torch_index(torch: str, cuda: str | None, index_url: str | None) -> str | None:
-    """--torch-index when given; else PyPI when its build of `torch` has the CUDA major asked for;
-    else PyTorch's own index for that CUDA, when it carries that torch; else a clear refusal."""
-    if index_url or cuda is None:
-        return index_url
-    pypi = compat.pypi_torch_cuda(torch)
-    if pypi is None or pypi.split(".")[0] == cuda.split(".")[0]:
-        return None  # PyPI's build (unknown to the table: the venv's probe tells, and the plan checks it)
-    release = Version(torch).release[:2]
-    span = compat.PYTORCH_INDEX_BUILDS.get(".".join(cuda.split(".")[:2]))
-    if span is not None and span[0] <= release <= span[1]:
-        return compat.PYTORCH_INDEX_URL.format(tag=compat.cuda_tag(cuda))
-    raise ToolchainError(
-        f"no known torch {torch} build for CUDA {cuda}: PyPI's is CUDA {pypi or 'unknown'}",
-        hint="pass --torch-index URL of an index that has one, or choose another --torch / --cuda")
+    """choose_torch_build's index, by compat's table alone."""
+    return choose_torch_build(torch, cuda, index_url, table_cuda).index_url
 
 
 def base_interpreter(python: Path) -> Path:
@@ -79,17 +107,21 @@ def base_interpreter(python: Path) -> Path:
 
 def build_python(request: Request, recipe: Recipe, envs_dir: Path, logs_dir: Path, *, make_env: bool,
                  package_index: Callable[[], str], environ: Mapping[str, str] | None = None,
-                 say: Callable[[str], None] | None = None) -> BuildPython:
-    """The build interpreter; with make_env, a --torch venv made from `package_index()` (asked only
-    then: the index-url setting, which may run pip to read its configuration) in `environ`."""
+                 say: Callable[[str], None] | None = None,
+                 default_cuda: Callable[[str], str] = table_cuda) -> BuildPython:
+    """The build interpreter: --python (or this one) as it is, or for --torch a venv with exactly
+    that torch, made (make_env, from `package_index()`: asked only then, since the index-url
+    setting may run pip to read its configuration) or predicted; `default_cuda` answers which
+    CUDA the default index's build of a torch release is made for."""
     given = Path(request.python) if request.python else Path(sys.executable)
     if not request.torch:
         return BuildPython(probe_interpreter(given), "existing", given)
-    index = choose_torch_index(request.torch, request.cuda, request.torch_index)
+    chosen = choose_torch_build(request.torch, request.cuda, request.torch_index, default_cuda)
+    index = chosen.index_url
     if not make_env:
         base = probe_interpreter(given)
         predicted = dataclasses.replace(
-            base, torch=request.torch, torch_cuda=torch_cuda_of_request(request.torch, index),
+            base, torch=request.torch, torch_cuda=chosen.cuda,
             cxx11_abi=compat.pypi_torch_cxx11_abi(request.torch), cuda_available=False, torch_error=None)
         return BuildPython(predicted, "venv", given if request.python else None, request.torch, index)
     if say:

@@ -74,6 +74,38 @@ PYTORCH_INDEX_BUILDS: dict[str, tuple[tuple[int, int], tuple[int, int]]] = {"11.
 PYTORCH_INDEX_URL = "https://download.pytorch.org/whl/{tag}"
 
 
+# The last release of each torch minor on PyPI (the versions of pypi.org/simple/torch/, read
+# 2026-12): the exact release a suggestion of `--torch` names.
+TORCH_LAST_PATCH: dict[tuple[int, int], str] = {
+    (2, 0): "2.0.1", (2, 1): "2.1.2", (2, 2): "2.2.2", (2, 3): "2.3.1", (2, 4): "2.4.1", (2, 5): "2.5.1",
+    (2, 6): "2.6.0", (2, 7): "2.7.1", (2, 8): "2.8.0", (2, 9): "2.9.1", (2, 10): "2.10.0", (2, 11): "2.11.0",
+    (2, 12): "2.12.1", (2, 13): "2.13.0", (2, 14): "2.14.1", (2, 15): "2.15.0",
+}
+
+
+def torch_for_cuda(cuda: str) -> str | None:
+    """The torch to pair with CUDA `cuda` ("11.8", or a major "12"), as the options that get it:
+    the newest PyPI release built for that major, then the other builds there are; None when the
+    tables know none."""
+    major = cuda.split(".")[0]
+    pypi = sorted(minor for minor, built in PYPI_TORCH_CUDA.items() if built.split(".")[0] == major)
+    span = PYTORCH_INDEX_BUILDS.get(cuda)
+    if not pypi and span is None:
+        return None
+    if pypi:
+        chosen = f"--torch {TORCH_LAST_PATCH[pypi[-1]]}"
+    else:
+        assert span is not None
+        chosen = f"--torch {TORCH_LAST_PATCH[span[1]]} --torch-index {PYTORCH_INDEX_URL.format(tag=cuda_tag(cuda))}"
+    others = ([f"{_minor(span[0])}-{_minor(span[1])} from PyTorch's {cuda_tag(cuda)} index"] if span
+              else [f"{_minor(pypi[0])}-{_minor(pypi[-1])} from PyPI"] if len(pypi) > 1 else [])
+    return chosen + (f" (or another cu{major}x torch: {', '.join(others)})" if others else "")
+
+
+def _minor(release: tuple[int, int]) -> str:
+    return "{}.{}".format(*release)
+
+
 def pypi_torch_cuda(torch: str) -> str | None:
     """CUDA version of the build PyPI carries for this torch release, or None when unknown."""
     release = Version(torch).release

@@ -56,4 +56,6 @@ def plan_jobs(job_memory_gb: float, cap: int | None = None, *, cap_origin: str =
         reason = "limited by " + ("cores" if jobs == cores else f"{budget:g} GB budget / {job_memory_gb:g} GB per job")
     if cap is not None and cap < jobs:
         jobs, reason = cap, f"capped at {cap} by {cap_origin} ({reason.split(';')[0]} would be {jobs})"
+    elif cap is not None:
+        reason += f" (within the cap of {cap} from {cap_origin})"
     return JobPlan(jobs, cores, available_gb, job_memory_gb, reason, memory_budget_gb=budget, gated=gated)

@@ -16,14 +16,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from packaging.version import Version
+
 from builder.errors import RequirementError, ToolchainError, UsageError
 from builder.files import sha256_of
 from builder.planning import compat
 from builder.planning.archs import Arch, arch_list_text, parse_archs, torch_arch_list
+from builder.planning.fixes import missing_toolkit_hint, torch_fix
 from builder.planning.jobs import JobPlan, plan_jobs
 from builder.planning.key import cache_key
 from builder.planning.labels import local_version_label
-from builder.planning.recipe import Condition, Patch, Recipe
+from builder.planning.recipe import Patch, Recipe
 from builder.planning.request import Request
 from builder.planning.requirements import RequirementRules
 from builder.planning.source_spec import SourceSpec
@@ -33,6 +36,7 @@ from builder.planning.toolchain import (
     Toolkit,
     discover_toolkits,
     host_compilers,
+    parse_cuda,
     select_host_compiler,
     select_toolkit,
 )
@@ -75,6 +79,9 @@ class Plan:
     """The recipe's companions: the exact version builder builds for each, None when dropped."""
     variants: Mapping[str, str] = field(default_factory=dict)
     """The chosen variants that differ from their defaults (builder/variants.py)."""
+    notes: tuple[str, ...] = ()
+    """Why builder chose what the request left open: the version it took over newer ones, the
+    toolkit a CUDA major (--cuda 13) stands for."""
 
     def render(self, template: str) -> str:
         return template.format_map(self.fields)
@@ -139,6 +146,7 @@ class Plan:
             "local_version": self.local_version,
             "cache_key": self.key,
             "ccache": self.ccache,
+            "notes": list(self.notes),
         }
 
 
@@ -174,19 +182,23 @@ def _check_torch(target: TargetInfo) -> tuple[str, str]:
     return target.torch, target.torch_cuda
 
 
-def choose_toolkit(cuda: str | None, torch_cuda: str, toolkits: list[Toolkit]) -> Toolkit:
-    """The toolkit for --cuda (default: torch's CUDA), refusing a major that differs from torch's."""
-    toolkit = select_toolkit(cuda or torch_cuda, toolkits)
+def choose_toolkit(cuda: str | None, torch_cuda: str, toolkits: list[Toolkit], *, torch: str | None = None,
+                   this_environment: bool = True) -> Toolkit:
+    """The toolkit for --cuda (default: torch's CUDA), refusing a major that differs from torch's;
+    a missing one is named with the command that installs it and the torch that pairs with it."""
+    wanted = parse_cuda(cuda) if cuda is not None else torch_cuda
+    toolkit = select_toolkit(wanted, toolkits, hint=missing_toolkit_hint(
+        wanted, torch, torch_cuda, this_environment=this_environment))
     if toolkit.major_minor[0] != int(torch_cuda.split(".")[0]):
         raise ToolchainError(
             f"torch is built with CUDA {torch_cuda} but the toolkit is CUDA {toolkit.short}: "
             "the CUDA majors must match",
-            hint=f"use --cuda {torch_cuda}, or --torch with a torch built for CUDA {toolkit.major_minor[0]}",
+            hint=f"use --cuda {torch_cuda}, or {torch_fix(toolkit.short)}",
         )
     return toolkit
 
 
-def check_archs(archs: tuple[Arch, ...], toolkit: Toolkit, recipe: Recipe) -> None:
+def check_archs(archs: tuple[Arch, ...], toolkit: Toolkit, recipe: Recipe, version: str | None = None) -> None:
     for arch in archs:
         if not toolkit.can_target(arch):
             raise ToolchainError(
@@ -194,22 +206,73 @@ def check_archs(archs: tuple[Arch, ...], toolkit: Toolkit, recipe: Recipe) -> No
                 f"(it targets {', '.join(toolkit.archs)})",
                 hint="choose another --arch or a toolkit that knows it (--cuda)",
             )
-        check_recipe_arch(recipe, arch)
+        check_recipe_arch(recipe, arch, version)
 
 
-def check_recipe_arch(recipe: Recipe, arch: Arch) -> None:
-    allowed = recipe.requires.archs
-    if allowed and arch.name not in allowed and str(arch.number) not in allowed:
-        raise RequirementError(
-            f"{recipe.name} has no kernels for sm_{arch.name} (it supports {', '.join(allowed)})")
+def check_recipe_arch(recipe: Recipe, arch: Arch, version: str | None = None) -> None:
+    problem = arch_problem(recipe, arch, version)
+    if problem:
+        raise RequirementError(problem)
 
 
-def check_requirements(recipe: Recipe, facts: Mapping[str, str]) -> None:
-    for requires in recipe.requirements_for(facts["version"]):
-        for what, spec in (("cuda", requires.cuda), ("torch", requires.torch)):
-            if spec and not spec.contains(facts[what].split("+")[0], prereleases=True):
-                raise RequirementError(f"{recipe.name} {facts['version']} needs {what} {spec}, "
-                                       f"this build has {what} {facts[what]}")
+def arch_problem(recipe: Recipe, arch: Arch, version: str | None = None) -> str | None:
+    """Why the recipe (at `version`: its own requirements too) has no kernels for `arch`, or None."""
+    for requires in recipe.requirements_for(version) if version else (recipe.requires,):
+        allowed = requires.archs
+        if allowed and arch.name not in allowed and str(arch.number) not in allowed:
+            return f"{recipe.name} has no kernels for sm_{arch.name} (it supports {', '.join(allowed)})"
+    return None
+
+
+def requirement_problem(recipe: Recipe, facts: Mapping[str, str], archs: tuple[Arch, ...] = ()) -> str | None:
+    """Why the recipe at facts["version"] cannot build for this target (its cuda, torch and python
+    ranges, its archs), or None when every requirement holds."""
+    version = facts["version"]
+    for arch in archs:
+        problem = arch_problem(recipe, arch, version)
+        if problem:
+            return problem
+    for requires in recipe.requirements_for(version):
+        for what, spec in (("cuda", requires.cuda), ("torch", requires.torch), ("python", requires.python)):
+            if spec and what in facts and not spec.contains(facts[what].split("+")[0], prereleases=True):
+                return f"{recipe.name} {version} needs {what} {spec}, this build has {what} {facts[what]}"
+    return None
+
+
+def check_requirements(recipe: Recipe, facts: Mapping[str, str], archs: tuple[Arch, ...] = ()) -> None:
+    problem = requirement_problem(recipe, facts, archs)
+    if problem:
+        raise RequirementError(problem)
+
+
+def choose_version(request: Request, recipe: Recipe, target: TargetInfo, toolkits: list[Toolkit], *,
+                   this_environment: bool = True) -> tuple[str, tuple[str, ...]]:
+    """--version as asked (strict: the plan refuses it when a requirement fails), else the version
+    that fits this target (fitting_version), with its notes."""
+    if request.version is not None:
+        return recipe.source_for(request.version)[0], ()
+    torch, torch_cuda = _check_torch(target)
+    toolkit = choose_toolkit(request.cuda, torch_cuda, toolkits, torch=torch, this_environment=this_environment)
+    archs = choose_archs(request, target, recipe)
+    return fitting_version(recipe, {"torch": torch, "cuda": toolkit.version, "python": target.python}, archs)
+
+
+def fitting_version(recipe: Recipe, facts: Mapping[str, str],
+                    archs: tuple[Arch, ...] = ()) -> tuple[str, tuple[str, ...]]:
+    """The version to build when none is asked: the recipe's default when its requirements hold
+    for the target (`facts`: torch, cuda, python), else the newest older one that holds; with a
+    note naming each newer version skipped and why. RequirementError when none fits."""
+    default = Version(recipe.default_version)
+    older = sorted((v for v in recipe.versions if Version(v) < default), key=Version, reverse=True)
+    skipped: list[str] = []
+    for version in (recipe.default_version, *older):
+        problem = requirement_problem(recipe, {**facts, "version": version}, archs)
+        if problem is None:
+            notes = (f"version {version}: {'; '.join(skipped)} (--version chooses another)",) if skipped else ()
+            return version, notes
+        skipped.append(problem)
+    raise RequirementError(f"no version of {recipe.name} fits this target: {'; '.join(skipped)}",
+                           hint="choose another --torch, --cuda or --arch (`builder recipes` lists the versions)")
 
 
 def choose_abi(requested: str, target: TargetInfo) -> bool:
@@ -285,6 +348,7 @@ def resolve_plan(
     toolkits: list[Toolkit] | None = None,
     compilers: list[HostCompiler] | None = None,
     companions: Mapping[str, str | None] | None = None,
+    notes: tuple[str, ...] = (),
 ) -> Plan:
     """Resolve and check a build; raises before anything compiles when it cannot work.
 
@@ -295,11 +359,15 @@ def resolve_plan(
     builds_companions = any(version is not None for version in (companions or {}).values())
     archs = choose_archs(request, target, recipe, builds_companions=builds_companions)
     toolkit = choose_toolkit(request.cuda, torch_cuda, toolkits if toolkits is not None
-                             else discover_toolkits(environ))
+                             else discover_toolkits(environ), torch=torch,
+                             this_environment=build_env.get("kind") != "venv")
     facts = {"version": version, "torch": torch, "cuda": toolkit.version,
              "python": target.python}
     check_requirements(recipe, facts)
-    check_archs(archs, toolkit, recipe)
+    check_archs(archs, toolkit, recipe, version)
+    if request.cuda is not None and "." not in parse_cuda(request.cuda):
+        notes += (f"--cuda {request.cuda}: the newest CUDA {request.cuda}.x found is {toolkit.short} "
+                  f"({toolkit.root})",)
     host = select_host_compiler(toolkit, compilers if compilers is not None else host_compilers(environ))
     abi = choose_abi(request.cxx11_abi, target)
     cxx_std = compat.cxx_standard_for_torch(torch)
@@ -314,7 +382,7 @@ def resolve_plan(
     chosen = choose_variants(recipe.variants, request.variants, recipe.name, version)
     env.update(variant_env(recipe.variants, chosen, {**environ, **env}))
     patches = recipe.patches_for(facts) + tuple(
-        Patch(file, Condition(), recipe.variant_patch_paths[file], variants=", ".join(names))
+        Patch(file=file, path=recipe.variant_patch_paths[file], variants=", ".join(names))
         for file, names in variant_patches(recipe.variants, chosen).items())
     local = local_version_label(cuda=toolkit.short, torch=torch, cxx11_abi=abi,
                                 archs=[str(a) for a in archs], variants=variant_labels(recipe.variants, chosen))
@@ -324,4 +392,5 @@ def resolve_plan(
                 install_python=install_python, build_env=build_env, toolkit=toolkit, host=host,
                 archs=archs, cxx11_abi=abi, cxx_std=cxx_std, jobs=jobs, env=env, patches=patches,
                 local_version=local, key=key, source_sha256=source_sha256, ccache=request.ccache, force=request.force,
-                facts=facts, backend=backend, fields=fields, companions=dict(companions or {}), variants=chosen)
+                facts=facts, backend=backend, fields=fields, companions=dict(companions or {}), variants=chosen,
+                notes=notes)

@@ -64,8 +64,15 @@ def provision_debian(version: str, log_path: Path) -> Path:
         call(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "nvidia-cuda-toolkit", f"g++-{gcc}"],
              log_path=log_path, env=env, what="apt-get install nvidia-cuda-toolkit")
     except BuildError as exc:
-        raise ToolchainError(f"{exc.message}: {exc.first_error or 'see the log'}", hint=f"log: {log_path}") from exc
+        raise ToolchainError(f"{exc.message}: {exc.first_error or 'see the log'}",
+                             hint=f"{exc.hint}; log: {log_path}" if exc.hint else f"log: {log_path}") from exc
     return Path("/usr")
+
+
+def can_provision(version: str) -> bool:
+    """Whether `builder toolchain install VERSION` knows a way to get this CUDA X.Y."""
+    parts = version.split(".")
+    return len(parts) >= 2 and parts[0].isdigit() and (int(parts[0]) >= 13 or version in DEBIAN_CUDA.values())
 
 
 def install_toolchain(version: str, toolchains_dir: Path, log_path: Path) -> Path:

@@ -121,8 +121,9 @@ def _install(version: str, staging: Path, log_path: Path, python: Path, componen
         packages = _pins(staging / "meta", names)
         _pip(python, staging / "site", packages, log_path, f"pip install of CUDA {version}")
     except BuildError as exc:
-        raise ToolchainError(f"could not install CUDA {version} from PyPI: {exc.first_error or exc.message}",
-                             hint=f"see {log_path}") from exc
+        raise ToolchainError(f"could not install CUDA {version} from PyPI: "
+                             f"{exc.cause or exc.first_error or exc.message}",
+                             hint=f"{exc.hint}; see {log_path}" if exc.hint else f"see {log_path}") from exc
     tree, root = staging / "site" / "nvidia" / "cu13", staging / "root"
     if not (tree / "bin" / "nvcc").is_file():
         raise ToolchainError(f"the CUDA {version} wheels hold no nvidia/cu13/bin/nvcc", hint=f"see {log_path}")

@@ -1,7 +1,13 @@
-"""Recipes: <name>.toml files loaded into frozen dataclasses, unknown keys refused.
+"""Recipes: <name>.toml files loaded into frozen dataclasses, every key checked.
 
-A recipe is data. Every conditional part (a patch) carries a `when` table of PEP 440 specifiers
-over `version`, `torch`, `cuda` and `python`, evaluated in `Condition.holds` and nowhere else.
+A recipe is data. The dataclasses below are the one description of the file: each field's type,
+default (none: a required key) and docstring; the loader checks a parsed file against them
+(builder/schema.py: wrong types, missing and unknown keys, choices, each named by its key path)
+and the JSON schema shipped as recipes/recipe.schema.json is generated from them
+(`python -m builder.planning.recipe_schema`; tests/test_recipe_schema.py checks the stored one).
+
+Every conditional part (a patch) carries a `when` table of PEP 440 specifiers over `version`,
+`torch`, `cuda` and `python`, evaluated in `Condition.holds` and nowhere else.
 
 Recipes are found by a RecipeBook: the folders of the recipe-path setting first (a user's recipe
 of a shipped name wins), then the recipes builder ships; a path to a .toml file names one directly.
@@ -16,16 +22,17 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from packaging.specifiers import InvalidSpecifier, SpecifierSet
-from packaging.version import Version
+from packaging.specifiers import SpecifierSet
+from packaging.version import InvalidVersion, Version
 
 from builder.errors import RecipeError
 from builder.planning.source_spec import SourceSpec
 from builder.planning.variants import Variant, parse_variants
 from builder.resources import shipped_dir
-from builder.tables import check_keys, did_you_mean
+from builder.schema import DERIVED, check_table
+from builder.tables import did_you_mean
 
 # Names a recipe's env values and build flags may use as {name}; filled in by the planner.
 TEMPLATE_FIELDS = frozenset({
@@ -33,14 +40,28 @@ TEMPLATE_FIELDS = frozenset({
     "nvcc_threads", "cuda", "cuda_digits", "cuda_home", "nvcc", "cc", "cxx", "torch", "python",
 })
 
+# The build styles (builder/building/backends: BACKENDS; tests/test_recipe_schema.py checks they agree).
+BackendName = Literal["torch-ext", "cc", "scikit-build", "make", "cmake"]
+
 
 @dataclass(frozen=True)
 class Condition:
-    """Specifier sets over the facts of one build; an absent key always holds."""
+    """Specifier sets over the facts of one build (PEP 440, pre-releases admitted); an absent key
+    always holds."""
 
-    specs: Mapping[str, SpecifierSet] = field(default_factory=dict)
+    version: SpecifierSet | None = None
+    """The package version, e.g. ">=2.7.3,<=2.8.3.post1"."""
+    torch: SpecifierSet | None = None
+    """The target's torch release."""
+    cuda: SpecifierSet | None = None
+    """The toolkit's CUDA version (nvcc's, e.g. 13.0.88)."""
+    python: SpecifierSet | None = None
+    """The target's Python X.Y."""
 
-    KEYS = ("version", "torch", "cuda", "python")
+    @property
+    def specs(self) -> dict[str, SpecifierSet]:
+        return {key: spec for key in ("version", "torch", "cuda", "python")
+                if (spec := getattr(self, key)) is not None}
 
     def holds(self, facts: Mapping[str, str]) -> bool:
         """True when every specifier admits the matching fact (pre-releases admitted)."""
@@ -59,10 +80,12 @@ class Patch:
     """A unified diff under patches/, applied in recipe order when its condition holds."""
 
     file: str
-    when: Condition
-    path: Path
+    """The patch file: a path under a patches/ folder (e.g. "flash-attn/2.8-any-arch.patch"), or absolute."""
+    path: Path = field(default=Path(), metadata=DERIVED)
     """Where the file is (builder.planning.recipe.find_patch)."""
-    variants: str = ""
+    when: Condition = field(default_factory=Condition)
+    """When it applies (default: always)."""
+    variants: str = field(default="", metadata=DERIVED)
     """For a variant's patch: the variants that bring it (the condition is then always)."""
 
 
@@ -71,7 +94,11 @@ class Requires:
     """What a target must satisfy before anything compiles."""
 
     cuda: SpecifierSet = field(default_factory=SpecifierSet)
+    """The CUDA versions the package builds with, e.g. ">=11.7"."""
     torch: SpecifierSet = field(default_factory=SpecifierSet)
+    """The torch releases it builds against, e.g. ">=2.2"."""
+    python: SpecifierSet = field(default_factory=SpecifierSet)
+    """The Python versions (X.Y) it builds for."""
     archs: tuple[str, ...] = ()
     """Archs the package has kernels for (normal form, e.g. "80"); empty means any."""
 
@@ -81,8 +108,11 @@ class BuildSettings:
     """How the backend runs: memory per compile job, templated env, build requirements."""
 
     job_memory_gb: float = 4.0
+    """Memory one compile job is expected to take, in GB (the planner's estimate before any records)."""
     nvcc_threads: int = 1
+    """nvcc --threads per compile ({nvcc_threads} in env values)."""
     env: Mapping[str, str] = field(default_factory=dict)
+    """Variables set for the build; values may use {archs}, {cuda}, ... (TEMPLATE_FIELDS)."""
     requirements: tuple[str, ...] = ()
     """Packages the build environment needs besides torch (pip requirement strings)."""
     kernels: bool = True
@@ -95,6 +125,7 @@ class DepRules:
     """How the package's own dependency pins are rewritten in the wheel it produces."""
 
     drop: tuple[str, ...] = ()
+    """Requirements removed from the wheel's metadata (e.g. torch: the target's stays)."""
     pin_to_target: tuple[str, ...] = ()
     """Names pinned to the version the target has (only "torch" is known today)."""
     rewrite: tuple[str, ...] = ()
@@ -111,6 +142,7 @@ class Verify:
     """What proves an install works."""
 
     imports: tuple[str, ...] = ()
+    """Modules imported in a fresh interpreter of the target (after torch)."""
     extensions: tuple[str, ...] = ()
     """Modules whose shared objects must hold cubins for exactly the requested archs."""
     gpu_check: str = ""
@@ -128,7 +160,9 @@ class CcBuild:
     """The `cc` backend's work: each output library from its C sources, with these flags."""
 
     outputs: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    """Each library to make (e.g. "libx.so") and the C sources it is compiled from."""
     flags: tuple[str, ...] = ()
+    """Compiler flags for every source."""
     package: str = ""
     """The import package the libraries sit in inside the wheel that carries them."""
 
@@ -139,8 +173,8 @@ class CcBuild:
 
 @dataclass(frozen=True)
 class NativeBuild:
-    """The `make` and `cmake` backends' work: the package's own build system run in its tree,
-    then the tree packaged by `pip wheel` (its setup.py picks the libraries up)."""
+    """The [make] table: the package's own Makefile run in its tree, then the tree packaged by
+    `pip wheel` (its setup.py picks the libraries up)."""
 
     outputs: tuple[str, ...] = ()
     """Libraries the build must leave in the tree (templated, e.g.
@@ -148,10 +182,18 @@ class NativeBuild:
     targets: tuple[str, ...] = ()
     """make: the targets, run one after another; cmake: build targets (empty: the default)."""
     variables: Mapping[str, str] = field(default_factory=dict)
-    """make: VAR=value on the command line (they override the Makefile's own assignments);
-    cmake: -DVAR=value at configure time. Templated."""
+    """VAR=value on make's command line (they override the Makefile's own assignments). Templated."""
     wheel_env: Mapping[str, str] = field(default_factory=dict)
     """Extra environment for the packaging step (BNB_SKIP_CMAKE=1: do not build again)."""
+
+
+@dataclass(frozen=True)
+class CMakeBuild(NativeBuild):
+    """The [cmake] table: the package's CMake project configured and built in its tree, then the
+    tree packaged by `pip wheel`."""
+
+    variables: Mapping[str, str] = field(default_factory=dict, metadata={"key": "defines"})
+    """-DVAR=value at configure time. Templated."""
 
 
 @dataclass(frozen=True)
@@ -159,11 +201,14 @@ class WheelBuild:
     """`--install-mode wheel` for a recipe whose default output is artifacts: another backend
     (scikit-build) over a project of builder's own, with the package's sources copied in."""
 
-    backend: str
-    project_dir: Path
-    sources: tuple[str, ...]
+    backend: BackendName
+    """The backend that builds the wheel."""
+    project_dir: Path = field(metadata={"key": "project", "file_type": str})
+    """The project folder, relative to the recipe."""
     module: str
     """The import name of the module the wheel provides (checked after install)."""
+    sources: tuple[str, ...] = ()
+    """Files of the package's source copied into the project."""
 
 
 @dataclass(frozen=True)
@@ -178,32 +223,66 @@ class Artifacts:
 
 
 @dataclass(frozen=True)
-class Recipe:
-    name: str
-    backend: str
-    default_version: str
-    versions: Mapping[str, SourceSpec]
-    description: str = ""
+class VersionEntry:
+    """One [versions."X"] table: where that version's source is, and what it needs on top of the
+    recipe's requirements."""
+
+    source: SourceSpec
+    """Exactly one of pypi (with file), url, path or local; sha256 for a download."""
     requires: Requires = field(default_factory=Requires)
-    version_requires: Mapping[str, Requires] = field(default_factory=dict)
+    """This version's own requirements, checked on top of the recipe's [requires]."""
+    backend: BackendName | None = None
+    """Another backend than the recipe's, for this version."""
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A recipe file: how one package is fetched, built, patched and verified."""
+
+    name: str
+    """The name users build it by (`builder build NAME`)."""
+    backend: BackendName
+    """How it builds: torch-ext (torch CUDAExtension via pip wheel), cc, scikit-build, make or cmake."""
+    default_version: str
+    """The version built when none is asked and its requirements hold (one of versions)."""
+    versions: Mapping[str, SourceSpec] = field(metadata={"file_type": Mapping[str, VersionEntry]})
+    """Each version builder knows, by its version string."""
+    description: str = ""
+    """One line for `builder recipes`."""
+    requires: Requires = field(default_factory=Requires)
+    """What every version requires of the target."""
+    version_requires: Mapping[str, Requires] = field(default_factory=dict, metadata=DERIVED)
     """Per-version requirements ([versions."X".requires]), checked on top of `requires`."""
     build: BuildSettings = field(default_factory=BuildSettings)
+    """How the backend runs."""
     deps: DepRules = field(default_factory=DepRules)
+    """How the wheel's own requirements are rewritten."""
     patches: tuple[Patch, ...] = ()
+    """Patches applied in order ([[patches]]), each when its condition holds."""
     verify: Verify = field(default_factory=Verify)
+    """What proves an install works."""
     cc: CcBuild = field(default_factory=CcBuild)
-    native: Mapping[str, NativeBuild] = field(default_factory=dict)
-    """The [make] and [cmake] tables, by backend name."""
-    version_backends: Mapping[str, str] = field(default_factory=dict)
+    """The cc backend's libraries."""
+    make: NativeBuild | None = None
+    """The make backend's work."""
+    cmake: CMakeBuild | None = None
+    """The cmake backend's work."""
+    version_backends: Mapping[str, str] = field(default_factory=dict, metadata=DERIVED)
     """Versions built by another backend than the recipe's ([versions."X"].backend)."""
     artifacts: Artifacts | None = None
     """Set when the recipe's default install is its libraries into a directory."""
     wheel: WheelBuild | None = None
-    path: Path | None = None
+    """How --install-mode wheel builds a recipe whose default output is artifacts."""
+    path: Path | None = field(default=None, metadata=DERIVED)
     variants: Mapping[str, Variant] = field(default_factory=dict)
     """Declared build variants (builder/variants.py), chosen with --variant NAME=VALUE."""
-    variant_patch_paths: Mapping[str, Path] = field(default_factory=dict)
+    variant_patch_paths: Mapping[str, Path] = field(default_factory=dict, metadata=DERIVED)
     """Where each patch file the variants name is."""
+
+    @property
+    def native(self) -> dict[str, NativeBuild]:
+        """The [make] and [cmake] tables, by backend name."""
+        return {name: table for name, table in (("make", self.make), ("cmake", self.cmake)) if table is not None}
 
     def source_for(self, version: str | None) -> tuple[str, SourceSpec]:
         """The version asked (default when None) and its source; unknown versions refused."""
@@ -225,30 +304,23 @@ class Recipe:
         return tuple(patch for patch in self.patches if patch.when.holds(facts))
 
 
-def _check_keys(table: Mapping[str, Any], allowed: tuple[str, ...], where: str) -> None:
-    check_keys(table, allowed, where, RecipeError)
-
-
-def _specifier(text: str, where: str) -> SpecifierSet:
-    try:
-        return SpecifierSet(text)
-    except InvalidSpecifier as exc:
-        raise RecipeError(f"{where}: bad version range {text!r}") from exc
-
-
-def _condition(table: Mapping[str, str], where: str) -> Condition:
-    _check_keys(table, Condition.KEYS, where)
-    return Condition({key: _specifier(value, f"{where}.{key}") for key, value in table.items()})
-
-
 def _check_template(value: str, where: str) -> None:
-    for _, name, _, _ in string.Formatter().parse(value):
+    try:
+        names = [name for _, name, _, _ in string.Formatter().parse(value)]
+    except ValueError as exc:
+        raise RecipeError(f"{where}: {value!r} is not a template: {exc}",
+                          hint="write a literal brace as {{ or }}") from None
+    for name in names:
         if name is not None and name not in TEMPLATE_FIELDS:
             raise RecipeError(f"{where}: unknown template field {{{name}}}{did_you_mean(name, TEMPLATE_FIELDS)}")
 
 
+def _specs(table: Mapping[str, Any], cls: type[Any]) -> Any:
+    """A dataclass of specifier sets (Requires, Condition) from its checked table."""
+    return cls(**{key: SpecifierSet(value) if isinstance(value, str) else tuple(value) for key, value in table.items()})
+
+
 def _source(table: Mapping[str, Any], where: str, base: Path | None) -> SourceSpec:
-    _check_keys(table, ("pypi", "file", "url", "path", "sha256", "local"), where)
     spec = SourceSpec(**table)
     if spec.path is not None and base is not None:
         spec = SourceSpec(path=str((base / spec.path).resolve()), sha256=spec.sha256)
@@ -263,138 +335,105 @@ def _source(table: Mapping[str, Any], where: str, base: Path | None) -> SourceSp
     return spec
 
 
-def _requires(table: Mapping[str, Any], where: str) -> Requires:
-    _check_keys(table, ("cuda", "torch", "archs"), where)
-    return Requires(cuda=_specifier(table.get("cuda", ""), f"{where}.cuda"),
-                    torch=_specifier(table.get("torch", ""), f"{where}.torch"),
-                    archs=tuple(str(a) for a in table.get("archs", ())))
-
-
-def _native_build(table: Mapping[str, Any], where: str, settings_key: str) -> NativeBuild:
-    _check_keys(table, ("outputs", "targets", settings_key, "wheel_env"), where)
+def _native_build(table: Mapping[str, Any], where: str, cls: type[NativeBuild]) -> NativeBuild:
+    key = "defines" if cls is CMakeBuild else "variables"
     if not table.get("outputs"):
         raise RecipeError(f"{where}: outputs must name the libraries the build makes")
-    variables = {str(k): str(v) for k, v in table.get(settings_key, {}).items()}
-    for key, value in variables.items():
-        _check_template(value, f"{where}.{settings_key}.{key}")
+    for name, value in table.get(key, {}).items():
+        _check_template(value, f"{where}.{key}.{name}")
     for output in table["outputs"]:
         _check_template(output, f"{where}.outputs")
-    return NativeBuild(outputs=tuple(table["outputs"]), targets=tuple(table.get("targets", ())),
-                       variables=variables, wheel_env={str(k): str(v) for k, v in table.get("wheel_env", {}).items()})
+    return cls(outputs=tuple(table["outputs"]), targets=tuple(table.get("targets", ())),
+               variables=dict(table.get(key, {})), wheel_env=dict(table.get("wheel_env", {})))
 
 
 def _wheel_build(table: Mapping[str, Any] | None, where: str, base: Path) -> WheelBuild | None:
     if table is None:
         return None
-    _check_keys(table, ("backend", "project", "sources", "module"), where)
-    for key in ("backend", "project", "module"):
-        if key not in table:
-            raise RecipeError(f"{where}: missing required key {key!r}")
     project = (base / table["project"]).resolve()
     if not project.is_dir():
         raise RecipeError(f"{where}: project folder {table['project']} not found beside the recipe")
-    return WheelBuild(backend=str(table["backend"]), project_dir=project,
-                      sources=tuple(table.get("sources", ())), module=str(table["module"]))
+    return WheelBuild(backend=table["backend"], project_dir=project, sources=tuple(table.get("sources", ())),
+                      module=table["module"])
+
+
+def _versions(data: Mapping[str, Any], where: str, base: Path | None) -> dict[str, VersionEntry]:
+    entries = {}
+    for version, table in data["versions"].items():
+        here = f"{where}: versions.{version}"
+        try:
+            Version(version)
+        except InvalidVersion:
+            raise RecipeError(f"{here}: {version!r} is not a PEP 440 version") from None
+        entries[version] = VersionEntry(source=_source(table["source"], f"{here}.source", base),
+                                        requires=_specs(table.get("requires", {}), Requires),
+                                        backend=table.get("backend"))
+    if data["default_version"] not in entries:
+        raise RecipeError(f"{where}: default_version {data['default_version']!r} is not listed")
+    return entries
 
 
 def parse_recipe(data: Mapping[str, Any], path: Path | None = None) -> Recipe:
-    """Build a Recipe from parsed TOML, refusing unknown keys with a suggestion."""
+    """Build a Recipe from parsed TOML: every key checked against the dataclasses above (types,
+    required keys, unknown keys with a suggestion, choices), then what they cannot say (one source
+    kind per version, templates, patch files that exist, a table for a native backend)."""
     where = path.name if path else "recipe"
-    _check_keys(data, ("name", "backend", "default_version", "description", "versions",
-                       "requires", "build", "deps", "patches", "verify", "cc", "make", "cmake",
-                       "artifacts", "wheel", "variants"), where)
-    for key in ("name", "backend", "default_version", "versions"):
-        if key not in data:
-            raise RecipeError(f"{where}: missing required key {key!r}")
-    versions = {
-        str(version): _source(table.get("source", {}), f"{where}: versions.{version}.source",
-                         path.parent if path else None)
-        for version, table in data["versions"].items()
-    }
-    version_requires = {}
-    version_backends = {}
-    for version, table in data["versions"].items():
-        _check_keys(table, ("source", "requires", "backend"), f"{where}: versions.{version}")
-        if "requires" in table:
-            version_requires[str(version)] = _requires(table["requires"], f"{where}: versions.{version}.requires")
-        if "backend" in table:
-            version_backends[str(version)] = str(table["backend"])
-    native = {name: _native_build(data[name], f"{where}: {name}", settings)
-              for name, settings in (("make", "variables"), ("cmake", "defines")) if name in data}
+    check_table(data, Recipe, where, RecipeError)
+    base = path.parent if path else shipped_dir("recipes")
+    versions = _versions(data, where, path.parent if path else None)
+    version_backends = {version: entry.backend for version, entry in versions.items() if entry.backend}
+    native = {name: _native_build(data[name], f"{where}: {name}", cls)
+              for name, cls in (("make", NativeBuild), ("cmake", CMakeBuild)) if name in data}
     for backend in {data["backend"], *version_backends.values()} & {"make", "cmake"}:
         if backend not in native:
             raise RecipeError(f"{where}: the {backend} backend needs a [{backend}] table")
-    if data["default_version"] not in versions:
-        raise RecipeError(f"{where}: default_version {data['default_version']!r} is not listed")
-
     build = data.get("build", {})
-    _check_keys(build, ("job_memory_gb", "nvcc_threads", "env", "requirements", "kernels"), f"{where}: build")
-    env = {str(k): str(v) for k, v in build.get("env", {}).items()}
-    for key, value in env.items():
+    for key, value in build.get("env", {}).items():
         _check_template(value, f"{where}: build.env.{key}")
-    deps = data.get("deps", {})
-    _check_keys(deps, ("drop", "pin_to_target", "rewrite", "companions"), f"{where}: deps")
-    verify = data.get("verify", {})
-    _check_keys(verify, ("imports", "extensions", "gpu_check", "artifact_check", "main_module"), f"{where}: verify")
-    cc = data.get("cc", {})
-    _check_keys(cc, ("outputs", "flags", "package"), f"{where}: cc")
-    artifacts = data.get("artifacts")
-    if artifacts is not None:
-        _check_keys(artifacts, ("beside", "package"), f"{where}: artifacts")
-    base = path.parent if path else shipped_dir("recipes")
-    wheel = _wheel_build(data.get("wheel"), f"{where}: wheel", base)
     patches = []
     for index, table in enumerate(data.get("patches", [])):
-        _check_keys(table, ("file", "when"), f"{where}: patches[{index}]")
         here = f"{where}: patches[{index}]"
-        if "file" not in table:
-            raise RecipeError(f"{here}: missing required key 'file'")
-        patches.append(Patch(table["file"], _condition(table.get("when", {}), f"{here}.when"),
-                             find_patch(str(table["file"]), base, here)))
+        patches.append(Patch(file=table["file"], when=_specs(table.get("when", {}), Condition),
+                             path=find_patch(table["file"], base, here)))
     variants = parse_variants(data.get("variants", {}), where)
     variant_patch_paths = {file: find_patch(file, base, f"{where}: variants.{variant.name}")
                            for variant in variants.values() for file in variant.patches}
-
+    cc = data.get("cc", {})
     return Recipe(
         name=data["name"],
         backend=data["backend"],
         default_version=data["default_version"],
-        versions=versions,
+        versions={version: entry.source for version, entry in versions.items()},
         description=data.get("description", ""),
-        requires=_requires(data.get("requires", {}), f"{where}: requires"),
-        version_requires=version_requires,
-        build=BuildSettings(
-            job_memory_gb=float(build.get("job_memory_gb", 4.0)),
-            nvcc_threads=int(build.get("nvcc_threads", 1)),
-            env=env,
-            requirements=tuple(build.get("requirements", ())),
-            kernels=bool(build.get("kernels", True)),
-        ),
-        deps=_dep_rules(deps, where),
+        requires=_specs(data.get("requires", {}), Requires),
+        version_requires={version: entry.requires for version, entry in versions.items()
+                          if entry.requires != Requires()},
+        build=BuildSettings(**{**build, "requirements": tuple(build.get("requirements", ())),
+                               "job_memory_gb": float(build.get("job_memory_gb", 4.0))}),
+        deps=_dep_rules(data.get("deps", {}), where),
         patches=tuple(patches),
-        verify=Verify(
-            imports=tuple(verify.get("imports", ())),
-            extensions=tuple(verify.get("extensions", ())),
-            gpu_check=verify.get("gpu_check", ""),
-            artifact_check=verify.get("artifact_check", ""),
-            main_module=verify.get("main_module", ""),
-        ),
-        cc=CcBuild(outputs={str(k): tuple(v) for k, v in cc.get("outputs", {}).items()},
-                   flags=tuple(cc.get("flags", ())), package=str(cc.get("package", ""))),
-        native=native,
+        verify=_verify(data.get("verify", {})),
+        cc=CcBuild(outputs={k: tuple(v) for k, v in cc.get("outputs", {}).items()}, flags=tuple(cc.get("flags", ())),
+                   package=cc.get("package", "")),
+        make=native.get("make"),
+        cmake=cmake if isinstance(cmake := native.get("cmake"), CMakeBuild) else None,
         version_backends=version_backends,
-        artifacts=(Artifacts(beside=str(artifacts.get("beside", "")), package=str(artifacts.get("package", "")))
-                   if artifacts is not None else None),
-        wheel=wheel,
+        artifacts=Artifacts(**data["artifacts"]) if "artifacts" in data else None,
+        wheel=_wheel_build(data.get("wheel"), f"{where}: wheel", base),
         path=path,
         variants=variants,
         variant_patch_paths=variant_patch_paths,
     )
 
 
-def _dep_rules(deps: dict[str, Any], where: str) -> DepRules:
-    rules = DepRules(drop=tuple(deps.get("drop", ())), pin_to_target=tuple(deps.get("pin_to_target", ())),
-                     rewrite=tuple(deps.get("rewrite", ())), companions=tuple(deps.get("companions", ())))
+def _verify(table: Mapping[str, Any]) -> Verify:
+    return Verify(imports=tuple(table.get("imports", ())), extensions=tuple(table.get("extensions", ())),
+                  gpu_check=table.get("gpu_check", ""), artifact_check=table.get("artifact_check", ""),
+                  main_module=table.get("main_module", ""))
+
+
+def _dep_rules(deps: Mapping[str, Any], where: str) -> DepRules:
+    rules = DepRules(**{key: tuple(value) for key, value in deps.items()})
     both = set(rules.drop) & set(rules.companions)
     if both:
         raise RecipeError(f"{where}: deps: {', '.join(sorted(both))} both dropped and a companion",

@@ -15,12 +15,18 @@ from builder.files import sha256_of, tree_sha256
 class SourceSpec:
     """Where a recipe's source comes from: exactly one of pypi/url/path/local is set."""
 
-    pypi: str | None = None  # PyPI project name, e.g. "flash-attn"; with `file`
-    file: str | None = None  # file name on the index (with a url: the stored name)
-    url: str | None = None  # a direct URL to an archive
-    path: str | None = None  # a local archive or directory
-    sha256: str | None = None  # required for pypi/url; for a local archive checked when given
-    local: str | None = None  # no download: what the user must pass with --source
+    pypi: str | None = None
+    """A project on the package index (the index-url setting), e.g. "flash-attn"; with `file`."""
+    file: str | None = None
+    """The file's name on the index (with a url: the name it is stored under)."""
+    url: str | None = None
+    """A direct URL to an archive."""
+    path: str | None = None
+    """A local archive or directory (relative to the recipe)."""
+    sha256: str | None = None
+    """The archive's sha256: required for pypi and url; for a local archive checked when given."""
+    local: str | None = None
+    """No download: what the user must pass with --source (e.g. "a checkout of chatglm.cpp")."""
 
 
 def with_override(spec: SourceSpec, override: str | None, what: str) -> SourceSpec:

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import os
+import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from builder.errors import EnvironmentSetupError
+from builder.errors import EnvironmentSetupError, UsageError
 from builder.planning.driver import list_gpus
 from builder.process import capture
 
@@ -72,6 +74,7 @@ class TargetInfo:
 def probe_interpreter(python_exe: Path | str | None = None) -> TargetInfo:
     """Run the probe in `python_exe` (default: this interpreter) and parse its report."""
     exe = Path(python_exe) if python_exe else Path(sys.executable)
+    check_interpreter_path(exe)
     result = capture([exe, "-c", _PROBE], timeout=300)
     if result.returncode != 0 and "packaging" in result.stderr:
         result = capture([exe, "-c", _PROBE_NO_PACKAGING], timeout=300)
@@ -91,6 +94,18 @@ def probe_interpreter(python_exe: Path | str | None = None) -> TargetInfo:
         gpu_capabilities=tuple(data["gpu_capabilities"]),
         torch_error=data["torch_error"],
     )
+
+
+def check_interpreter_path(exe: Path) -> None:
+    """Refuse a --python that cannot be an interpreter: missing, a directory, not executable (a
+    bare name is looked up on PATH, as running it would)."""
+    if os.sep not in str(exe) and shutil.which(str(exe)):
+        return
+    what = ("does not exist" if not exe.exists() else "is a directory" if exe.is_dir()
+            else "is not executable" if not os.access(exe, os.X_OK) else None)
+    if what is not None:
+        raise UsageError(f"the target interpreter {exe} {what}",
+                         hint="pass --python the path of a Python executable, e.g. /path/to/venv/bin/python")
 
 
 def visible_gpu_capabilities(info: TargetInfo) -> tuple[str, ...]:

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from builder.errors import ToolchainError
+from builder.errors import ToolchainError, UsageError
 from builder.planning import compat
 from builder.planning.archs import Arch
 from builder.process import capture
@@ -126,18 +126,37 @@ def discover_toolkits(environ: Mapping[str, str] | None = None, extra_roots: Seq
     return list(found.values())
 
 
-def select_toolkit(cuda: str, toolkits: list[Toolkit]) -> Toolkit:
-    """The first toolkit whose major.minor equals `cuda`; a clear error listing what was found."""
-    wanted = ".".join(cuda.split(".")[:2])
+_CUDA_RE = re.compile(r"^(\d{1,2})(?:\.(\d{1,2}))?(?:\.\d+)?$")
+
+
+def parse_cuda(text: str) -> str:
+    """--cuda as builder matches it: "X.Y" (from X.Y or X.Y.Z), or "X" for the newest X.y found.
+    Anything else, the empty string included, is refused as malformed."""
+    match = _CUDA_RE.match(text.strip())
+    if match is None:
+        raise UsageError(f"malformed CUDA version {text!r}",
+                         hint="write it as X.Y (e.g. --cuda 12.8), or a major alone (--cuda 13: the newest 13.x found)")
+    return f"{int(match[1])}.{int(match[2])}" if match[2] is not None else str(int(match[1]))
+
+
+def select_toolkit(cuda: str, toolkits: list[Toolkit], *, hint: str | None = None) -> Toolkit:
+    """The first toolkit whose major.minor equals `cuda` ("X.Y"), or the newest of that major
+    (`cuda` "X"); a clear error listing what was found, with `hint` (how to get one) or where
+    builder looked."""
+    wanted = parse_cuda(cuda)
+    if "." not in wanted:
+        of_major = [t for t in toolkits if str(t.major_minor[0]) == wanted]
+        if of_major:
+            return max(of_major, key=lambda t: t.major_minor)
     for toolkit in toolkits:
         if toolkit.short == wanted:
             return toolkit
     where = ", ".join(f"{t.short} at {t.root}" for t in toolkits) or "none"
+    named = wanted if "." in wanted else f"{wanted}.x"
     raise ToolchainError(
-        f"no CUDA {wanted} toolkit found (found: {where})",
-        hint=f"looked in CUDA_HOME, CUDA_PATH, /usr/local/cuda*, nvcc on PATH and /usr; install CUDA {wanted} "
-             f"under /usr/local/cuda-{wanted} and/or set CUDA_HOME to its root (`builder toolchain install` "
-             "provides 13.x from PyPI and 11.8 from Debian)",
+        f"no CUDA {named} toolkit found (found: {where})",
+        hint=hint or f"looked in CUDA_HOME, CUDA_PATH, /usr/local/cuda*, nvcc on PATH and /usr; install CUDA "
+                     f"{named} under /usr/local/cuda-{wanted} and/or set CUDA_HOME to its root",
     )
 
 

@@ -32,7 +32,7 @@ from typing import Any
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 
 from builder.errors import RecipeError, UsageError
-from builder.tables import check_keys
+from builder.schema import DERIVED
 
 ALL = "all"
 DEFINE_VARIABLES = ("NVCC_APPEND_FLAGS", "CFLAGS", "CXXFLAGS")
@@ -40,13 +40,21 @@ DEFINE_VARIABLES = ("NVCC_APPEND_FLAGS", "CFLAGS", "CXXFLAGS")
 
 @dataclass(frozen=True)
 class Variant:
-    name: str
+    """A [variants.NAME] table: a choice a user makes with --variant NAME=VALUE."""
+
+    name: str = field(metadata=DERIVED)
     choices: tuple[str, ...]
-    default: str
+    """The values it may take."""
+    default: str = field(metadata={"optional": True})
+    """The value when none is chosen (default: the first choice; for a multi variant "all")."""
     multi: bool = False
+    """A comma list of choices may be chosen (a kernel subset)."""
     description: str = ""
+    """One line for `builder recipes`."""
     env: Mapping[str, str] = field(default_factory=dict)
+    """Variables set when it is not at its default ({value}: the chosen value)."""
     defines: tuple[str, ...] = ()
+    """Macros (NAME or NAME={value}) added to NVCC_APPEND_FLAGS, CFLAGS and CXXFLAGS."""
     patches: tuple[str, ...] = ()
     """Files under patches/, applied when the value is not the default."""
     versions: SpecifierSet = field(default_factory=SpecifierSet)
@@ -77,8 +85,6 @@ def parse_variants(table: Mapping[str, Any], where: str) -> dict[str, Variant]:
     variants = {}
     for name, spec in table.items():
         here = f"{where}: variants.{name}"
-        check_keys(spec, ("description", "choices", "multi", "default", "env", "defines", "patches", "versions"),
-                   here, RecipeError)
         choices = tuple(str(c) for c in spec.get("choices", ()))
         multi = bool(spec.get("multi", False))
         default = str(spec.get("default", ALL if multi else (choices[0] if choices else "")))
@@ -100,17 +106,24 @@ def _specifier(text: str, where: str) -> SpecifierSet:
         raise RecipeError(f"{where}: versions: {exc}") from None
 
 
-def choose(variants: Mapping[str, Variant], requested: Iterable[str], recipe: str,
-           version: str) -> dict[str, str]:
-    """NAME=VALUE choices checked and normalized; only those that differ from the default."""
-    chosen: dict[str, str] = {}
+def check_variant_names(variants: Mapping[str, Variant], requested: Iterable[str], recipe: str) -> None:
+    """Each NAME=VALUE names a declared variant (the values are checked once the version is known)."""
     for item in requested:
-        name, sep, value = item.partition("=")
+        name, sep, _ = item.partition("=")
         if not sep:
             raise UsageError(f"--variant {item!r}: expected NAME=VALUE")
         if name not in variants:
             known = ", ".join(variants) or "none"
             raise UsageError(f"{recipe} has no variant {name!r} (its variants: {known})")
+
+
+def choose(variants: Mapping[str, Variant], requested: Iterable[str], recipe: str,
+           version: str) -> dict[str, str]:
+    """NAME=VALUE choices checked and normalized; only those that differ from the default."""
+    check_variant_names(variants, requested, recipe)
+    chosen: dict[str, str] = {}
+    for item in requested:
+        name, _, value = item.partition("=")
         if not variants[name].versions.contains(version, prereleases=True):
             raise UsageError(f"variant {name} of {recipe} needs version {variants[name].versions}, not {version}")
         chosen[name] = variants[name].normalize(value)

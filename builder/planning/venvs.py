@@ -60,8 +60,9 @@ def ensure_env(
             shutil.rmtree(env_dir, ignore_errors=True)
             raise EnvironmentSetupError(
                 f"could not make a build environment with torch=={torch}: "
-                f"{exc.first_error or exc.message}",
-                hint=f"see {log_path}; pass --torch-index URL for a CUDA build PyPI does not carry",
+                f"{exc.cause or exc.first_error or exc.message}",
+                hint=(f"{exc.hint}; see {log_path}" if exc.cause else
+                      f"see {log_path}; pass --torch-index URL for a CUDA build PyPI does not carry"),
             ) from exc
         (env_dir / _COMPLETE).write_text(json.dumps({"torch": torch, "index_url": index_url}))
     return env_python(env_dir)

@@ -48,6 +48,41 @@ class Entry:
         return str(self.meta["sha256"])
 
 
+@dataclass(frozen=True)
+class CorruptEntry:
+    """An entry folder whose entry.json cannot be read as an entry: skipped by list and gc,
+    quarantined by verify."""
+
+    key: str
+    path: Path
+    reason: str
+
+
+def read_entry_meta(meta_file: Path) -> dict[str, Any]:
+    """entry.json as a dict naming its wheel and sha256; CacheError saying what is wrong else."""
+    try:
+        meta = json.loads(meta_file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise CacheError(f"cache entry {meta_file.parent.name} is corrupt: {meta_file.name} is unreadable ({exc})",
+                         hint="`builder cache verify` quarantines it") from None
+    if not isinstance(meta, dict) or not all(isinstance(meta.get(k), str) and meta[k] for k in ("wheel", "sha256")):
+        raise CacheError(f"cache entry {meta_file.parent.name} is corrupt: {meta_file.name} names no wheel "
+                         "and sha256", hint="`builder cache verify` quarantines it")
+    return meta
+
+
+def check_cache_root(root: Path) -> None:
+    """Refuse a cache root that is, or lies under, something other than a directory."""
+    for path in (root, *root.parents):
+        if path.exists():
+            if not path.is_dir():
+                where = "is a file" if path == root else f"lies under {path}, which is a file"
+                raise FileAccessError(f"the cache directory {root} {where}, not a directory",
+                                      hint="point --cache (or BUILDER_CACHE_DIR, cache-dir in the config file) "
+                                           "at a directory")
+            return
+
+
 def match_key(keys: list[str], prefix: str, where: str) -> str:
     """The one key of `keys` that starts with `prefix` (a whole key or a unique beginning)."""
     matches = [key for key in keys if key.startswith(prefix)]
@@ -68,6 +103,7 @@ def acquired(lock: FileLock, timeout: float) -> bool:
 
 class Cache:
     def __init__(self, root: Path) -> None:
+        check_cache_root(root)
         self.root = root
 
     def dir(self, name: str) -> Path:
@@ -109,16 +145,31 @@ class Cache:
             lock.release()
 
     def get(self, key: str) -> Entry | None:
+        """The finished entry of `key`, None when there is none; CacheError when it is corrupt."""
         path = self.root / "entries" / key
         meta_file = path / "entry.json"
         if not meta_file.is_file():
             return None
-        return Entry(key, path, json.loads(meta_file.read_text()))
+        return Entry(key, path, read_entry_meta(meta_file))
+
+    def scan(self) -> tuple[list[Entry], list[CorruptEntry]]:
+        """Every finished entry, oldest first, and every corrupt one (a folder still being
+        written, without entry.json, is neither)."""
+        root = self.root / "entries"
+        found: list[Entry] = []
+        corrupt: list[CorruptEntry] = []
+        for path in sorted(root.iterdir()) if root.is_dir() else []:
+            try:
+                entry = self.get(path.name)
+            except CacheError as exc:
+                corrupt.append(CorruptEntry(path.name, path, exc.message.split(": ", 1)[-1]))
+                continue
+            if entry is not None:
+                found.append(entry)
+        return sorted(found, key=lambda e: str(e.meta.get("created", ""))), corrupt
 
     def entries(self) -> list[Entry]:
-        root = self.root / "entries"
-        found = [self.get(p.name) for p in sorted(root.iterdir())] if root.is_dir() else []
-        return sorted((e for e in found if e is not None), key=lambda e: str(e.meta.get("created", "")))
+        return self.scan()[0]
 
     def find(self, key_or_prefix: str) -> Entry:
         """An entry by its key or a unique key prefix."""

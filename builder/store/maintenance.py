@@ -1,18 +1,22 @@
 """Keeping a cache healthy: `builder cache gc` (prune) and `builder cache verify` (re-hash).
 
 gc keeps the newest N entries per recipe and/or fits a size cap, oldest first out, and never
-removes an entry that an install recorded in installs.json still uses. verify re-hashes every
-wheel against its entry.json and moves a corrupt entry to quarantine/, out of every index.
+removes an entry that an install recorded in installs.json still uses; an entry whose entry.json
+is unreadable is skipped and reported. verify re-hashes every wheel against its entry.json and
+moves a corrupt entry (a wrong hash, a missing wheel, an unreadable entry.json) to quarantine/, out
+of every index.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from builder.errors import UsageError
 from builder.files import sha256_of
-from builder.store.cache import Cache, Entry
+from builder.store.cache import Cache, CorruptEntry, Entry
 
 
 @dataclass
@@ -21,6 +25,8 @@ class GcReport:
     kept_installed: list[str] = field(default_factory=list)
     freed_bytes: int = 0
     size_after: int = 0
+    skipped_corrupt: dict[str, str] = field(default_factory=dict)
+    """Entries whose entry.json is unreadable, with why: left for `cache verify` to quarantine."""
 
 
 def _size(entry: Entry) -> int:
@@ -33,7 +39,7 @@ def gc(cache: Cache, *, keep: int | None = None, max_bytes: int | None = None, d
         raise UsageError("cache gc needs --keep N and/or --max-size SIZE")
     if keep is not None and keep < 0:
         raise UsageError("--keep must be 0 or more")
-    entries = cache.entries()  # oldest first
+    entries, corrupt = cache.scan()  # oldest first
     protected = cache.installed_keys()
     doomed: list[Entry] = []
     if keep is not None:
@@ -50,7 +56,7 @@ def gc(cache: Cache, *, keep: int | None = None, max_bytes: int | None = None, d
             if entry not in doomed and entry.key not in protected:
                 doomed.append(entry)
                 total -= _size(entry)
-    report = GcReport()
+    report = GcReport(skipped_corrupt={c.key: c.reason for c in corrupt})
     for entry in doomed:
         if entry.key in protected:
             report.kept_installed.append(entry.key)
@@ -64,17 +70,37 @@ def gc(cache: Cache, *, keep: int | None = None, max_bytes: int | None = None, d
 
 
 def verify(cache: Cache) -> dict[str, list[str]]:
-    """Re-hash every stored wheel; quarantine the corrupt. Returns {"ok": [...], "quarantined": [...]}."""
+    """Re-hash every stored wheel; quarantine the corrupt, and the entries whose entry.json is
+    unreadable. Returns {"ok": [...], "quarantined": [...]}."""
     report: dict[str, list[str]] = {"ok": [], "quarantined": []}
-    for entry in cache.entries():
+    entries, corrupt = cache.scan()
+    for entry in entries:
         actual = sha256_of(entry.wheel) if entry.wheel.is_file() else "missing"
         if actual == entry.sha256:
             report["ok"].append(entry.key)
             continue
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        cache.remove(entry, move_to=cache.root / "quarantine" / f"{entry.key}-{stamp}")
+        cache.remove(entry, move_to=_quarantine(cache, entry.key))
         report["quarantined"].append(entry.key)
+    for bad in corrupt:
+        _quarantine_unreadable(cache, bad)
+        report["quarantined"].append(bad.key)
     return report
+
+
+def _quarantine(cache: Cache, key: str) -> Path:
+    return cache.root / "quarantine" / f"{key}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def _quarantine_unreadable(cache: Cache, bad: CorruptEntry) -> None:
+    """Move an entry whose entry.json cannot be read out of entries/ (and so out of every index)."""
+    for wheel in bad.path.glob("*.whl"):
+        link = cache.root / "wheels" / wheel.name
+        if link.exists() and link.samefile(wheel):
+            link.unlink()
+    target = _quarantine(cache, bad.key)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.rename(bad.path, target)
+    cache.write_index()
 
 
 def parse_size(text: str) -> int:
