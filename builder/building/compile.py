@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from builder.building import costs, sccache
+from filelock import FileLock
+
+from builder.building import costs, reproducible, sccache
 from builder.building.backends import Backend
 from builder.errors import UsageError
 from builder.planning.plan import Plan
@@ -31,16 +33,34 @@ class Compiled:
 
 @contextmanager
 def workdir(path: Path, reporter: Reporter) -> Iterator[Path]:
-    """A fresh build directory: removed on success, kept (and named) on failure."""
+    """A fresh build directory: removed on success, kept (and named) on failure. Builds of one key
+    from several caches share its path, so they take turns (a lock beside it)."""
     check_build_path(path)
-    shutil.rmtree(path, ignore_errors=True)
-    path.mkdir(parents=True)
+    make_root(path.parent)
+    with FileLock(f"{path}.lock"):
+        shutil.rmtree(path, ignore_errors=True)
+        path.mkdir(parents=True)
+        try:
+            yield path
+        except BaseException:
+            reporter.say(f"    build directory kept for inspection: {path}")
+            raise
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def make_root(root: Path) -> None:
+    """The folder of all build directories; made like /var/tmp itself (every user may build there,
+    each removes only their own) when builder makes it."""
+    if root.is_dir():
+        return
     try:
-        yield path
-    except BaseException:
-        reporter.say(f"    build directory kept for inspection: {path}")
-        raise
-    shutil.rmtree(path, ignore_errors=True)
+        root.mkdir(parents=True)
+        root.chmod(0o1777)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise UsageError(f"cannot make the build directory {root}: {exc.strerror or exc}",
+                         hint="choose another with the build-dir setting (BUILDER_BUILD_DIR)") from exc
 
 
 def check_build_path(path: Path) -> None:
@@ -51,9 +71,12 @@ def check_build_path(path: Path) -> None:
                          hint="use a cache directory whose path has no comma")
 
 
-def build_env(plan: Plan, inherited: Mapping[str, str], sccache_dir: Path, work: Path) -> dict[str, str]:
-    """The inherited environment plus the plan's variables (and sccache with --ccache)."""
-    env = {**inherited, **plan.env, "PYTHONUNBUFFERED": "1"}
+def build_env(plan: Plan, sccache_dir: Path, work: Path) -> dict[str, str]:
+    """What the build runs with: what it inherits from the user's environment (the table in
+    builder/planning/environment.py), the plan's variables over it, the flags that keep this work
+    directory's path out of the binary (builder/building/reproducible.py), and sccache with --ccache."""
+    env = {**plan.inherited.for_build(), **plan.env, "PYTHONUNBUFFERED": "1"}
+    env.update(reproducible.build_flags(plan, env, work))
     if plan.ccache:
         env = sccache.sccache_env(plan.env["BUILDER_SCCACHE"], sccache_dir, work, env)
     return env
