@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -89,6 +90,24 @@ def test_the_wheel_carries_the_manylinux_tag_its_symbols_allow(built: dict) -> N
     with zipfile.ZipFile(wheel) as archive:
         [wheel_file] = [n for n in archive.namelist() if n.endswith(".dist-info/WHEEL")]
         assert f"Tag: {python}-{abi}-{tag}" in archive.read(wheel_file).decode()
+
+
+def test_a_rebuild_from_another_cache_is_byte_identical(built: dict, tmp_path: Path) -> None:
+    key = built["result"]["cache_key"]
+    other = tmp_path / "other-cache"  # another cache root holding the same entry
+    shutil.copytree(built["cache"] / "entries" / key, other / "entries" / key)
+    result = run_builder("build", str(built["recipe"]), "--arch", "sm_86", "--check", "--cache", str(other),
+                         "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    checked = json.loads(result.stdout)
+    assert checked["reproducible"] is True and checked["cache_key"] == key and checked["members"] == []
+    assert Path(checked["rebuilt"]).read_bytes() == Path(built["result"]["wheel"]).read_bytes()
+    assert not list((other / "entries").iterdir())[1:]  # --check stores nothing
+
+
+def test_check_needs_the_entry(fixture_recipe: Path, tmp_path: Path) -> None:
+    result = run_builder("build", str(fixture_recipe), "--arch", "86", "--check", "--cache", str(tmp_path / "c"))
+    assert result.returncode == 2 and "nothing to check" in result.stderr
 
 
 def test_second_build_is_a_cache_hit_and_runs_no_compiler(built: dict) -> None:

@@ -75,8 +75,9 @@ TABLE: tuple[Row, ...] = (
     Row(("PYTORCH_NVCC",), "drop", "builder runs nvcc through its compile gate (and sccache with --ccache)"),
     Row(("SOURCE_DATE_EPOCH",), "drop", "builder sets a fixed one, so rebuilds are reproducible"),
     Row(("LD_LIBRARY_PATH", "LD_PRELOAD"), "drop",
-        "changes which libraries the compilers and the build's Python load; builds do not need it (torch's "
-        "wheels carry their library paths) and its machine-specific paths would split the cache key"),
+        "changes which libraries the compilers and the build's Python load; builds do not need yours (torch's "
+        "wheels carry their library paths, and builder adds the CUDA libraries a make or CMake build links) "
+        "and its machine-specific paths would split the cache key"),
     Row(("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONUSERBASE", "PYTHONNOUSERSITE"), "drop",
         "changes what the build's Python imports (another torch, another setuptools)"),
     Row(("VIRTUAL_ENV", "CONDA_PREFIX"), "drop", "the build runs its interpreter by path; some setup.py files "
@@ -162,5 +163,13 @@ def select(environ: Mapping[str, str], plan_sets: Collection[str]) -> Inherited:
 
 
 def rows(kind: Kind) -> Iterator[Row]:
-    """The table's rows of one kind, in order (for documentation and tests)."""
+    """The table's rows of one kind, in order."""
     return (row for row in TABLE if row.kind == kind)
+
+
+def markdown_table() -> str:
+    """The table as the README shows it (a test checks the README holds exactly this)."""
+    shown = {"pass": "passed", "key": "**in the key**", "drop": "dropped, noted"}
+    lines = ["| variables | the build gets | why |", "| --- | --- | --- |"]
+    lines += [f"| {', '.join(f'`{name}`' for name in row.names)} | {shown[row.kind]} | {row.why} |" for row in TABLE]
+    return "\n".join(lines)
