@@ -216,9 +216,9 @@ def check(request: Request, ws: Workspace) -> CheckResult:
     """Rebuild the cache entry `request` plans (it must exist) in a fresh work directory (at the
     path every build of the key uses: nvcc hashes it into names) and compare the new wheel with
     the stored one file by file. Nothing is stored or installed; the rebuilt wheel stays in
-    cache/checks/<key>/ to inspect."""
+    cache/checks/<key>/ to inspect. sccache stays off: a rebuild from its hits would prove nothing."""
     steps = Steps(ws.reporter)
-    request = ws.complete(request)
+    request = dataclasses.replace(ws.complete(request), ccache=False)
     with steps("plan", "resolve plan"):
         plan = prepare(request, ws, make_env=True)
         for line in environment_notes(plan):
