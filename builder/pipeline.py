@@ -19,7 +19,7 @@ from packaging.version import Version
 from builder import __version__
 from builder.building import costs
 from builder.building.backends import Backend, get_backend
-from builder.building.compile import Compiled, build_env, compile_wheel, workdir
+from builder.building.compile import Compiled, build_env, check_build_path, compile_wheel, workdir
 from builder.building.patching import apply_patches
 from builder.building.pins import PinChange, preview, read_text, rewrite_tree
 from builder.building.source import extract
@@ -153,6 +153,9 @@ def compile_to_wheel(plan: Plan, backend: Backend, ws: Workspace, steps: Steps, 
                      out_dir: Path) -> tuple[Path, Compiled]:
     """Fetch, patch, build and re-tag into `out_dir`; the work dir goes only when all of it worked."""
     cache = ws.cache
+    if plan.build_env.get("kind") == "venv":  # torch's headers are under it: nvcc gets them as -I
+        check_build_path(plan.target.python_exe.parent.parent, "the build venv",
+                         "use a cache directory whose path has no comma")
     with steps("fetch"):
         archive = ws.fetch(plan.source)
     with workdir(work, ws.reporter) as work:

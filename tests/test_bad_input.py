@@ -145,7 +145,8 @@ def test_bad_jobs(tmp_path: Path, jobs: str) -> None:
     assert_refused(result, 2, f"--jobs '{jobs}'", "at least 1")
 
 
-def test_cache_path_with_a_comma_is_refused_before_compiling(fixture_recipe: Path, tmp_path: Path) -> None:
-    cache = tmp_path / "a,b"
-    result = run_builder("build", str(fixture_recipe), "--arch", "86", "--cache", str(cache))
-    assert_refused(result, 2, "contains a comma", "nvcc", cache=cache)
+def test_build_dir_with_a_comma_is_refused_before_compiling(fixture_recipe: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    result = run_builder("build", str(fixture_recipe), "--arch", "86", "--no-install", "--cache", str(cache),
+                         env={"BUILDER_BUILD_DIR": str(tmp_path / "a,b")})
+    assert_refused(result, 2, "contains a comma", "nvcc", "build-dir", cache=cache)

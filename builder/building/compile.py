@@ -1,7 +1,9 @@
 """One compile of a planned build in its work directory: the backend's build behind the compile
 gate (and through sccache with --ccache), with the build's environment composed once.
 
-The work directory is removed when the build succeeds and kept, and named, when it fails.
+The work directory is `<build-dir>/<cache key>` (Workspace.work_dir), the same path from every cache
+so that rebuilds are byte-identical (builder/building/reproducible.py); it is removed when the build
+succeeds and kept, and named, when it fails.
 """
 
 from __future__ import annotations
@@ -63,12 +65,12 @@ def make_root(root: Path) -> None:
                          hint="choose another with the build-dir setting (BUILDER_BUILD_DIR)") from exc
 
 
-def check_build_path(path: Path) -> None:
+def check_build_path(path: Path, what: str = "the build directory",
+                     hint: str = "choose a build-dir setting (BUILDER_BUILD_DIR) whose path has no comma") -> None:
     """nvcc splits option values at commas (-I paths included), so a build under such a path fails
     late with a missing header; refuse it up front."""
     if "," in str(path.resolve()):
-        raise UsageError(f"the build directory {path} contains a comma, which nvcc takes as a list separator",
-                         hint="use a cache directory whose path has no comma")
+        raise UsageError(f"{what} {path} contains a comma, which nvcc takes as a list separator", hint=hint)
 
 
 def build_env(plan: Plan, sccache_dir: Path, work: Path) -> dict[str, str]:
