@@ -20,8 +20,9 @@ from typing import Any
 
 from builder.building.backends import get_backend
 from builder.errors import CacheError
-from builder.pipeline import BuildResult, pin_preview, prepare
+from builder.pipeline import BuildResult, CheckResult, pin_preview, prepare
 from builder.pipeline import build as run_build
+from builder.pipeline import check as run_check
 from builder.planning.plan import Plan
 from builder.planning.recipe import Recipe
 from builder.planning.request import Request
@@ -85,6 +86,12 @@ def build(request: Request, *, settings: Settings | None = None, reporter: Repor
           ws: Workspace | None = None) -> BuildResult:
     """Build (or find in the cache), install and verify what `request` asks for."""
     return run_build(request, ws or workspace(settings, reporter))
+
+
+def check(request: Request, *, settings: Settings | None = None, reporter: Reporter | None = None,
+          ws: Workspace | None = None) -> CheckResult:
+    """Rebuild a cached build in a fresh work directory and compare the wheels file by file."""
+    return run_check(request, ws or workspace(settings, reporter))
 
 
 def recipes(*, settings: Settings | None = None, ws: Workspace | None = None) -> list[RecipeInfo]:

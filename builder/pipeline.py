@@ -6,6 +6,7 @@ module puts them in order.
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -22,9 +23,9 @@ from builder.building.compile import Compiled, build_env, compile_wheel
 from builder.building.patching import apply_patches
 from builder.building.pins import PinChange, preview, read_text, rewrite_tree
 from builder.building.source import extract
-from builder.building.workdir import workdir
+from builder.building.workdir import check_build_path, workdir
 from builder.delivery.destination import Destination, choose_destination, install_and_verify
-from builder.errors import BuilderError, BuildError, CacheError, RecipeError
+from builder.errors import BuilderError, BuildError, CacheError, RecipeError, UsageError
 from builder.planning.buildpython import build_python
 from builder.planning.plan import Plan, choose_backend, choose_version, resolve_plan
 from builder.planning.provision import install_toolchain
@@ -36,6 +37,8 @@ from builder.planning.variants import check_variant_names
 from builder.reporting import Steps
 from builder.store import records
 from builder.store.cache import Entry
+from builder.store.compare import Comparison, compare_wheels
+from builder.store.platform_tag import wheel_platform_tag
 from builder.store.remote import RemoteStore, open_store, pull, push
 from builder.store.retag import retag
 from builder.workspace import Workspace
@@ -157,12 +160,25 @@ def pin_preview(plan: Plan, ws: Workspace) -> list[PinChange]:
                        plan.requirement_rules())
 
 
-def compile_and_store(plan: Plan, backend: Backend, ws: Workspace, steps: Steps, log_path: Path) -> Entry:
-    """Fetch, patch, build, re-tag and store; the work dir goes only when all of it worked."""
+def environment_notes(plan: Plan) -> list[str]:
+    """What the build takes from the user's environment into its key, and what it drops."""
+    notes = [f"from your environment (in the cache key): {name}={value}"
+             for name, value in plan.inherited.keyed.items()]
+    notes += [f"note: {name} from your environment is not passed to the build: {why}"
+              for name, why in plan.inherited.dropped.items()]
+    return notes
+
+
+def compile_to_wheel(plan: Plan, backend: Backend, ws: Workspace, steps: Steps, log_path: Path, work: Path,
+                     out_dir: Path) -> tuple[Path, Compiled]:
+    """Fetch, patch, build and re-tag into `out_dir`; the work dir goes only when all of it worked."""
     cache = ws.cache
+    if plan.build_env.get("kind") == "venv":  # torch's headers are under it: nvcc gets them as -I
+        check_build_path(plan.target.python_exe.parent.parent, "the build venv",
+                         "use a cache directory whose path has no comma")
     with steps("fetch"):
         archive = ws.fetch(plan.source)
-    with workdir(cache.dir("build") / plan.key, ws.reporter) as work:
+    with workdir(work, ws.reporter) as work:
         src = extract(archive, work / "src")
         if plan.patches:
             with steps("patch", f"apply {len(plan.patches)} patch(es)"):
@@ -172,16 +188,28 @@ def compile_and_store(plan: Plan, backend: Backend, ws: Workspace, steps: Steps,
                 for change in rewrite_tree(src, plan.recipe.deps.rewrite, plan.requirement_rules()):
                     ws.reporter.say(f"    {change.describe()}")
         compiled = Compiled()
-        env = build_env(plan, ws.environ, cache.dir("sccache"), work)
+        env = build_env(plan, cache.dir("sccache"), work)
         try:
             raw = compile_wheel(plan, backend, src, work, env, log_path, steps,
                                 previous=records.load(cache, costs.costs_key(plan)), compiled=compiled)
         finally:
             if compiled.costs is not None:
                 records.save(cache, compiled.costs)
-        with steps("store", "re-tag and store the wheel"):
-            wheel = retag(raw, work / "dist", local=plan.local_version, rules=plan.requirement_rules(),
-                          provenance=plan.provenance(__version__), platform=plan.target.platform)
+        with steps("retag", "re-tag the wheel"):
+            tag = wheel_platform_tag(raw)
+            wheel = retag(raw, out_dir, local=plan.local_version, rules=plan.requirement_rules(),
+                          provenance=plan.provenance(__version__), platform=tag)
+            ws.reporter.say(f"    platform tag {tag or 'unchanged (no shared objects)'}: "
+                            "what the shared objects' symbol versions allow")
+    return wheel, compiled
+
+
+def compile_and_store(plan: Plan, backend: Backend, ws: Workspace, steps: Steps, log_path: Path) -> Entry:
+    """Fetch, patch, build, re-tag and store."""
+    cache = ws.cache
+    with tempfile.TemporaryDirectory(prefix=f"dist-{plan.key[:12]}-", dir=cache.dir("staging")) as dist:
+        wheel, compiled = compile_to_wheel(plan, backend, ws, steps, log_path, ws.work_dir(plan.key), Path(dist))
+        with steps("store", "store the wheel"):
             meta: dict[str, Any] = {"recipe": plan.recipe.name, "version": plan.version, "plan": plan.to_json(),
                                     "log": str(log_path)}
             if compiled.costs is not None:
@@ -189,6 +217,47 @@ def compile_and_store(plan: Plan, backend: Backend, ws: Workspace, steps: Steps,
             if compiled.sccache:
                 meta["sccache"] = compiled.sccache
             return cache.store(plan.key, wheel, meta)
+
+
+@dataclass
+class CheckResult:
+    """`build --check`: a cached build done again in a fresh work directory, and the two compared."""
+
+    plan: Plan
+    entry: Entry
+    rebuilt: Path
+    comparison: Comparison
+    log_path: Path
+
+    def to_json(self) -> dict[str, Any]:
+        return {"cache_key": self.entry.key, "wheel": str(self.entry.wheel), "rebuilt": str(self.rebuilt),
+                "reproducible": self.comparison.identical, "log": str(self.log_path),
+                **{k: v for k, v in self.comparison.to_json().items() if k not in ("first", "second")}}
+
+
+def check(request: Request, ws: Workspace) -> CheckResult:
+    """Rebuild the cache entry `request` plans (it must exist) in a fresh work directory (at the
+    path every build of the key uses: nvcc hashes it into names) and compare the new wheel with
+    the stored one file by file. Nothing is stored or installed; the rebuilt wheel stays in
+    cache/checks/<key>/ to inspect. sccache stays off: a rebuild from its hits would prove nothing."""
+    steps = Steps(ws.reporter)
+    request = dataclasses.replace(ws.complete(request), ccache=False)
+    with steps("plan", "resolve plan"):
+        plan = prepare(request, ws, make_env=True)
+        for line in environment_notes(plan):
+            ws.reporter.say(f"    {line}")
+    entry = ws.cache.get(plan.key)
+    if entry is None:
+        raise UsageError(f"{plan.recipe.name} {plan.version} for this target is not in the cache (key {plan.key}): "
+                         "nothing to check", hint="build it first, with the same options, without --check")
+    out_dir = ws.cache.dir("checks") / plan.key
+    shutil.rmtree(out_dir, ignore_errors=True)
+    out_dir.mkdir(parents=True)
+    log_path = log_path_for(plan, ws)
+    rebuilt, _ = compile_to_wheel(plan, get_backend(plan.backend), ws, steps, log_path, ws.work_dir(plan.key), out_dir)
+    with steps("compare", "compare with the stored wheel"):
+        comparison = compare_wheels(ws.cache.verified_wheel(entry), rebuilt)
+    return CheckResult(plan, entry, rebuilt, comparison, log_path)
 
 
 def log_path_for(plan: Plan, ws: Workspace) -> Path:
@@ -210,6 +279,8 @@ def build(request: Request, ws: Workspace) -> BuildResult:
             ws.reporter.say(f"    {note}")
         backend = get_backend(plan.backend)
         destination = choose_destination(request, plan)
+        for line in environment_notes(plan):
+            ws.reporter.say(f"    {line}")
     companions = [build_companion(companion_request(request, plan.recipe, name), name, version, ws)
                   for name, version in plan.companions.items() if version is not None]
     log_path: Path | None = None

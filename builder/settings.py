@@ -41,6 +41,8 @@ from builder.planning.archs import parse_archs
 from builder.tables import check_keys
 
 APP = "builder"
+DEFAULT_BUILD_DIR = "/var/tmp/builder-build"
+"""Not under the cache: a path every machine can have (FHS: /var/tmp survives reboots, unlike a tmpfs /tmp)."""
 
 
 
@@ -139,6 +141,10 @@ SETTINGS: tuple[Setting, ...] = (
             default=lambda: Path(platformdirs.user_cache_dir(APP))),
     Setting("cache-url", _text, "a shared cache (directory, s3://bucket/prefix, http(s)://...) looked up before "
             "building and uploaded to after", env=("BUILDER_CACHE_URL",), flag="--cache-url"),
+    Setting("build-dir", _path, "where builds compile, each in <build-dir>/<cache key>, removed after success. "
+            "nvcc hashes each source file's absolute path into the names of internal-linkage entities, so two "
+            "builds of one key are byte-identical only at the same path: keep it equal on the machines that "
+            "share a cache", env=("BUILDER_BUILD_DIR",), default=lambda: Path(DEFAULT_BUILD_DIR)),
     Setting("recipe-path", _paths, "folders of your own recipes, searched before the shipped ones",
             env=("BUILDER_RECIPE_PATH",), default=tuple),
     Setting("archs", _archs, "GPU archs to build for when --arch is not given (default: the visible GPUs)",
@@ -166,6 +172,7 @@ class Settings:
 
     cache_dir: Path
     cache_url: str | None
+    build_dir: Path
     recipe_path: tuple[Path, ...]
     archs: tuple[str, ...]
     jobs: int | None

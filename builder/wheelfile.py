@@ -26,6 +26,7 @@ from builder.files import atomic_writer
 _CHUNK = 1 << 20  # bytes read at a time: members can be GiB-sized .so files
 UNSIGNED = ("RECORD", "RECORD.jws", "RECORD.p7s")  # dist-info files RECORD does not list as hashed
 DEFAULT_TIME = (1980, 1, 1, 0, 0, 0)  # the earliest time a zip can hold: no build time in the file
+DEFAULT_EPOCH = 315532800  # the same instant as seconds since 1970 (UTC): the SOURCE_DATE_EPOCH of builds
 EXECUTABLE = 0o755 << 16
 REGULAR = 0o644 << 16
 

@@ -42,6 +42,10 @@ class Workspace:
         return cls(settings, Cache(settings.cache_dir), RecipeBook(settings.recipe_path), env,
                    reporter or LoggingReporter())
 
+    def work_dir(self, key: str) -> Path:
+        """Where the build of `key` compiles: the same path from every cache (settings: build-dir)."""
+        return self.settings.build_dir / key
+
     def with_reporter(self, reporter: Reporter) -> Workspace:
         return dataclasses.replace(self, reporter=reporter)
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,15 +16,18 @@ from pathlib import Path
 import pytest
 
 from builder.delivery.verify import find_cuobjdump, list_cubins
+from builder.settings import DEFAULT_BUILD_DIR
 from builder.store.retag import read_provenance
 from tests.conftest import (
     ROOT,
+    TORCHEXT,
     FixtureBuild,
     builder_json,
     label,
     make_venv,
     run_builder,
     running_torch_version,
+    write_recipe,
 )
 
 CUOBJDUMP = find_cuobjdump(Path(sys.executable))
@@ -67,6 +72,40 @@ def test_sm86_build_installs_imports_and_holds_only_sm86(built: dict) -> None:
     assert "torch" not in requires
 
 
+def test_the_wheel_carries_the_manylinux_tag_its_symbols_allow(built: dict) -> None:
+    wheel = Path(built["result"]["wheel"])
+    tag = wheel.name.removesuffix(".whl").rsplit("-", 1)[1]
+    assert re.fullmatch(r"manylinux_2_\d+_x86_64", tag), wheel.name  # and pip installed it (the fixture above)
+    shown = subprocess.run([Path(sys.executable).parent / "auditwheel", "show", str(wheel)], capture_output=True,
+                           text=True, check=True).stdout
+    # auditwheel alone calls it linux_x86_64 (libc10 is no system library); its symbols' constraint is ours
+    assert re.search(rf'constrains the platform tag to\s+"{tag}"', shown), shown
+    glibc = [tuple(int(n) for n in re.findall(r"\d+", t)[:2]) for t in (tag, built["result"]["plan"]["platform_tag"])]
+    assert glibc[0] <= glibc[1]  # never newer than this machine's glibc, what `builder plan` promised
+    python, abi = wheel.name.split("-")[-3:-1]
+    with zipfile.ZipFile(wheel) as archive:
+        [wheel_file] = [n for n in archive.namelist() if n.endswith(".dist-info/WHEEL")]
+        assert f"Tag: {python}-{abi}-{tag}" in archive.read(wheel_file).decode()
+
+
+def test_a_rebuild_from_another_cache_is_byte_identical(built: dict, tmp_path: Path) -> None:
+    key = built["result"]["cache_key"]
+    other = tmp_path / "other-cache"  # another cache root holding the same entry
+    shutil.copytree(built["cache"] / "entries" / key, other / "entries" / key)
+    result = run_builder("build", str(built["recipe"]), "--arch", "sm_86", "--check", "--cache", str(other),
+                         "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    checked = json.loads(result.stdout)
+    assert checked["reproducible"] is True and checked["cache_key"] == key and checked["members"] == []
+    assert Path(checked["rebuilt"]).read_bytes() == Path(built["result"]["wheel"]).read_bytes()
+    assert not list((other / "entries").iterdir())[1:]  # --check stores nothing
+
+
+def test_check_needs_the_entry(fixture_recipe: Path, tmp_path: Path) -> None:
+    result = run_builder("build", str(fixture_recipe), "--arch", "86", "--check", "--cache", str(tmp_path / "c"))
+    assert result.returncode == 2 and "nothing to check" in result.stderr
+
+
 def test_second_build_is_a_cache_hit_and_runs_no_compiler(built: dict) -> None:
     logs_before = compile_logs(built["cache"])
     again = builder_json("build", str(built["recipe"]), "--arch", "86", "--no-install",
@@ -74,7 +113,7 @@ def test_second_build_is_a_cache_hit_and_runs_no_compiler(built: dict) -> None:
     assert again["cache_hit"] is True
     assert again["cache_key"] == built["result"]["cache_key"]
     assert compile_logs(built["cache"]) == logs_before
-    assert not (built["cache"] / "build" / again["cache_key"]).exists()
+    assert not (Path(DEFAULT_BUILD_DIR) / again["cache_key"]).exists()
 
 
 def test_cache_commands_and_pip_find_links(built: dict, tmp_path: Path) -> None:
@@ -168,10 +207,11 @@ def test_a_build_killed_midway_leaves_no_entry(fixture_recipe: Path, tmp_path: P
     assert rebuilt["cache_hit"] is False
 
 
-def test_a_failing_compile_names_the_error_and_caches_nothing(fixture_recipe: Path, tmp_path: Path) -> None:
+def test_a_failing_compile_names_the_error_and_caches_nothing(tmp_path: Path) -> None:
     cache = tmp_path / "cache"
-    result = run_builder("build", str(fixture_recipe), "--arch", "86", "--cache", str(cache), "--json",
-                         env={"FIXTURE_FAIL": "1"})
+    failing = write_recipe(tmp_path, "fixture-ext", f'{{ path = "{TORCHEXT}" }}',
+                           extra='[build.env]\nFIXTURE_FAIL = "1"\n')  # builds see the recipe's env, not the shell's
+    result = run_builder("build", str(failing), "--arch", "86", "--cache", str(cache), "--json")
     assert result.returncode == 8, result.stderr
     assert "first error:" in result.stderr and "fixture asked to fail" in result.stderr
     log_line = next(line for line in result.stderr.splitlines() if "full log:" in line)

@@ -7,6 +7,7 @@ file compiled with the planned flags (the whole package takes hours on two cores
 
 from __future__ import annotations
 
+import json
 import py_compile
 import re
 import shutil
@@ -77,7 +78,7 @@ def test_flash_attn_refuses_an_arch_without_kernels(sources: Path) -> None:
 
 
 @pytest.mark.slow
-def test_causal_conv1d_builds_for_sm86_and_imports(sources: Path, tmp_path: Path) -> None:
+def test_causal_conv1d_builds_for_sm86_imports_and_rebuilds_byte_identical(sources: Path, tmp_path: Path) -> None:
     venv = make_venv(tmp_path / "venv")
     result = builder_json("build", "causal-conv1d", "--arch", "86", "--python", str(venv),
                           "--cache", str(sources))
@@ -85,6 +86,12 @@ def test_causal_conv1d_builds_for_sm86_and_imports(sources: Path, tmp_path: Path
     assert result["installed_into"] == str(venv)
     subprocess.run([venv, "-c", "import torch, causal_conv1d; print(causal_conv1d.__version__)"],
                    check=True)
+    other = tmp_path / "other-cache"  # a second cache root: the rebuild must not depend on it
+    shutil.copytree(sources / "entries" / result["cache_key"], other / "entries" / result["cache_key"])
+    shutil.copytree(sources / "sources", other / "sources")
+    checked = run_builder("build", "causal-conv1d", "--arch", "86", "--python", str(venv), "--check",
+                          "--cache", str(other), "--json")
+    assert json.loads(checked.stdout)["reproducible"] is True, checked.stdout
 
 
 def trimmed_flash_attn(sdist: Path, dest: Path, keep: str) -> Path:

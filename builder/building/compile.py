@@ -1,9 +1,9 @@
 """One compile of a planned build in its work directory: the backend's build behind the compile
 gate (and through sccache with --ccache), with the build's environment composed once.
 
-The work directory (builder/building/workdir.py) is removed when the build succeeds and kept, and
-named, when it fails; the build's TMPDIR is its tmp/, so pip's, nvcc's and gcc's temp files stay
-inside it.
+The work directory (builder/building/workdir.py) is `<build-dir>/<cache key>`, the same path from
+every cache so that rebuilds are byte-identical (builder/building/reproducible.py); the build's
+TMPDIR is its tmp/, so pip's, nvcc's and gcc's temp files stay inside it.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from builder.building import costs, sccache
+from builder.building import costs, reproducible, sccache
 from builder.building.backends import Backend
 from builder.building.workdir import TMP_DIR
 from builder.planning.plan import Plan
@@ -29,10 +29,13 @@ class Compiled:
     sccache: dict[str, Any] = field(default_factory=dict)
 
 
-def build_env(plan: Plan, inherited: Mapping[str, str], sccache_dir: Path, work: Path) -> dict[str, str]:
-    """The inherited environment plus the plan's variables, TMPDIR inside the work directory (and
-    sccache with --ccache)."""
-    env = {**inherited, **plan.env, "PYTHONUNBUFFERED": "1", "TMPDIR": str(work / TMP_DIR)}
+def build_env(plan: Plan, sccache_dir: Path, work: Path) -> dict[str, str]:
+    """What the build runs with: what it inherits from the user's environment (the table in
+    builder/planning/environment.py), the plan's variables over it, TMPDIR inside the work
+    directory, the flags that keep this work directory's path out of the binary
+    (builder/building/reproducible.py), and sccache with --ccache."""
+    env = {**plan.inherited.for_build(), **plan.env, "PYTHONUNBUFFERED": "1", "TMPDIR": str(work / TMP_DIR)}
+    env.update(reproducible.build_flags(plan, env, work))
     if plan.ccache:
         env = sccache.sccache_env(plan.env["BUILDER_SCCACHE"], sccache_dir, work, env)
     return env

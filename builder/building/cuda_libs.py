@@ -58,9 +58,13 @@ def find_in_wheels(roots: Sequence[Path], name: str) -> Path | None:
     return found[0] if found else None
 
 
-def library_env(toolkit: Toolkit, python: Path, link_dir: Path,
+def library_env(toolkit: Toolkit, python: Path, link_dir: Path, base: Mapping[str, str],
                 names: Sequence[str] = LIBRARIES) -> dict[str, str]:
-    """Environment additions that let host compilers find CCCL's headers and a build find `names`."""
+    """Environment additions that let host compilers find CCCL's headers and a build find `names`,
+    each folder list put in front of the build environment's own (`base`)."""
+    def _prepend(paths: Sequence[str], variable: str) -> str:
+        return os.pathsep.join([*paths, *([base[variable]] if base.get(variable) else [])])
+
     cccl = toolkit.root / "include" / "cccl"
     env = {"CPATH": _prepend([str(cccl)], "CPATH")} if cccl.is_dir() else {}
     missing = [name for name in names if not toolkit_has(toolkit, name)]
@@ -91,6 +95,3 @@ def library_env(toolkit: Toolkit, python: Path, link_dir: Path,
         "CMAKE_INCLUDE_PATH": _prepend(include_dirs, "CMAKE_INCLUDE_PATH"),
     }
 
-
-def _prepend(paths: Sequence[str], variable: str, environ: Mapping[str, str] = os.environ) -> str:
-    return os.pathsep.join([*paths, *([environ[variable]] if environ.get(variable) else [])])

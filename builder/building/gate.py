@@ -6,6 +6,11 @@ and CXX for torch extensions, the Makefile's NVCC, CMake's compiler launchers). 
 2. runs the compiler, sampling the resident memory of its whole process tree;
 3. appends a record: file, start, end, wall and CPU seconds, peak RSS, expected and waited.
 
+With BUILDER_GATE_NVCC_SEED=1 it also gives each nvcc compile `-frandom-seed=<source file relative
+to the source tree>`: nvcc otherwise puts its process id into the names of internal-linkage
+entities (`_ZN57_INTERNAL_..._causal_conv1d_fwd_cu_6ed2b511_28350...`), and its --help asks for a
+different seed per file (builder/building/reproducible.py).
+
 Expected peaks come from the last build's records (hints.json: file -> wall_s, peak_mb), else the recipe's
 job_memory_gb. Commands that compile no source file (version queries, links) pass straight through.
 
@@ -52,6 +57,14 @@ def source_file(args: list[str], root: str) -> str | None:
             path = os.path.abspath(arg)
             files.append(os.path.relpath(path, root) if root and path.startswith(root.rstrip("/") + "/") else path)
     return " ".join(files) or None
+
+
+def with_seed(args: list[str], file: str) -> list[str]:
+    """An nvcc compile (run directly or through a launcher such as sccache) with a seed of its own."""
+    if not any(os.path.basename(arg) == "nvcc" for arg in args[:2]) or any(
+            arg.lstrip("-").startswith("frandom-seed") for arg in args):
+        return args
+    return [*args, f"-frandom-seed={file}"]
 
 
 def expected_mb(file: str, gate_dir: Path, default_mb: float) -> tuple[float, str]:
@@ -114,6 +127,8 @@ def main(args: list[str]) -> int:
     file = source_file(args, os.environ.get("BUILDER_GATE_SOURCE_ROOT", ""))
     if not args or file is None or not gate_dir.is_dir() or os.environ.get(INSIDE):
         return subprocess.call(args) if args else 2
+    if os.environ.get("BUILDER_GATE_NVCC_SEED") == "1":
+        args = with_seed(args, file)
     budget_mb = float(os.environ.get("BUILDER_GATE_BUDGET_MB", "inf"))
     need_mb, basis = expected_mb(file, gate_dir, float(os.environ.get("BUILDER_GATE_JOB_MB", "0")))
     waited = admit(gate_dir, budget_mb, need_mb)

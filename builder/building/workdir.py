@@ -1,5 +1,7 @@
-"""A build's work directory (cache/build/<key>): fresh for each build, owned while the build runs,
-kept for inspection when it fails, never shared.
+"""A build's work directory (<build-dir>/<cache key>, Workspace.work_dir: the same path from every
+cache, so that rebuilds are byte-identical, builder/building/reproducible.py): fresh for each
+build, owned while the build runs, kept for inspection when it fails, never shared. Builds of one
+key from several caches take turns (a lock beside it).
 
 owner.json in it names the builder working there (builder/owner.py) and the sessions its
 compilers run in; the builder removes it when it leaves the directory in order (success, a
@@ -27,6 +29,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import psutil
+from filelock import FileLock
 
 from builder.errors import UsageError
 from builder.lifetime import SESSIONS, end_processes, session_members
@@ -42,35 +45,52 @@ def workdir(path: Path, reporter: Reporter) -> Iterator[Path]:
     """A fresh build directory owned by this process: removed on success, kept (and named) on
     failure; its tmp/ goes either way."""
     check_build_path(path)
-    take_over(path, reporter)
-    path.mkdir(parents=True)
-    owner = Owner.me()
-    write_owner(path / OWNER_FILE, owner)
-    (path / TMP_DIR).mkdir()
-
-    def record(sid: int) -> None:
-        nonlocal owner
-        owner = owner.with_group(sid)
+    make_root(path.parent)
+    with FileLock(f"{path}.lock"):
+        take_over(path, reporter)
+        path.mkdir(parents=True)
+        owner = Owner.me()
         write_owner(path / OWNER_FILE, owner)
+        (path / TMP_DIR).mkdir()
 
+        def record(sid: int) -> None:
+            nonlocal owner
+            owner = owner.with_group(sid)
+            write_owner(path / OWNER_FILE, owner)
+
+        try:
+            with SESSIONS.watch(record):
+                yield path
+        except BaseException:
+            reporter.say(f"    build directory kept for inspection: {path}")
+            raise
+        finally:
+            shutil.rmtree(path / TMP_DIR, ignore_errors=True)
+            (path / OWNER_FILE).unlink(missing_ok=True)
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def make_root(root: Path) -> None:
+    """The folder of all build directories; made like /var/tmp itself (every user may build there,
+    each removes only their own) when builder makes it."""
+    if root.is_dir():
+        return
     try:
-        with SESSIONS.watch(record):
-            yield path
-    except BaseException:
-        reporter.say(f"    build directory kept for inspection: {path}")
-        raise
-    finally:
-        shutil.rmtree(path / TMP_DIR, ignore_errors=True)
-        (path / OWNER_FILE).unlink(missing_ok=True)
-    shutil.rmtree(path, ignore_errors=True)
+        root.mkdir(parents=True)
+        root.chmod(0o1777)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise UsageError(f"cannot make the build directory {root}: {exc.strerror or exc}",
+                         hint="choose another with the build-dir setting (BUILDER_BUILD_DIR)") from exc
 
 
-def check_build_path(path: Path) -> None:
+def check_build_path(path: Path, what: str = "the build directory",
+                     hint: str = "choose a build-dir setting (BUILDER_BUILD_DIR) whose path has no comma") -> None:
     """nvcc splits option values at commas (-I paths included), so a build under such a path fails
     late with a missing header; refuse it up front."""
     if "," in str(path.resolve()):
-        raise UsageError(f"the build directory {path} contains a comma, which nvcc takes as a list separator",
-                         hint="use a cache directory whose path has no comma")
+        raise UsageError(f"{what} {path} contains a comma, which nvcc takes as a list separator", hint=hint)
 
 
 def take_over(path: Path, reporter: Reporter) -> None:

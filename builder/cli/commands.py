@@ -8,6 +8,7 @@ import json
 import sys
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from rich.markup import escape
 from rich.table import Table
@@ -37,6 +38,8 @@ def request_from(args: argparse.Namespace, *, install: bool) -> Request:
 
 
 def cmd_build(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
+    if args.check:
+        return cmd_check(args, ws, out)
     result = api.build(request_from(args, install=not args.no_install), ws=ws)
 
     def render() -> None:
@@ -46,6 +49,26 @@ def cmd_build(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
             out.line(f"installed into {result.installed_into}; verified: {json.dumps(result.verified)}")
     out.emit(result.to_json(), render)
     return 0
+
+
+def cmd_check(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
+    """build --check: exit 0 when the rebuild is byte-identical, 1 when it differs (and how)."""
+    result = api.check(request_from(args, install=False), ws=ws)
+    comparison = result.comparison
+
+    def render() -> None:
+        if comparison.identical:
+            out.line(f"reproducible: the rebuild of {result.entry.wheel.name} is byte-identical "
+                     f"(key {result.entry.key})")
+            return
+        out.line(f"not reproducible: the rebuild of {result.entry.wheel.name} differs (key {result.entry.key})")
+        out.line(f"  stored:  {result.entry.wheel}\n  rebuilt: {result.rebuilt}")
+        for member in comparison.members:
+            out.line(f"  {member.describe()}")
+        for what in comparison.archive:
+            out.line(f"  zip: {what}")
+    out.emit(result.to_json(), render)
+    return 0 if comparison.identical else 1
 
 
 def cmd_plan(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
@@ -65,6 +88,9 @@ def cmd_plan(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
             f"\n  {p['file']} (" + (f"variant {p['variants']}" if "variants" in p else f"when {p['when']}") + ")"
             for p in data["patches"]))
         out.line("env:" + "".join(f"\n  {k}={v}" for k, v in data["env"].items()))
+        render_environment(out, data["environment"])
+        out.line(f"{'platform tag':15} {data['platform_tag']} at best (this machine's glibc); the stored wheel "
+                 "gets the tag its own symbol versions allow")
         if data["companions"]:
             out.line("companions (built first):" + "".join(
                 f"\n  {name} {version}" for name, version in data["companions"].items()))
@@ -73,6 +99,20 @@ def cmd_plan(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
         out.line("commands:" + "".join(f"\n  {' '.join(c)}" for c in data["commands"]))
     out.emit(data, render)
     return 0
+
+
+def render_environment(out: Output, environment: dict[str, Any]) -> None:
+    """What the build takes from the user's environment (builder/planning/environment.py)."""
+    if environment["in_key"]:
+        out.line("from your environment (in the cache key):" + "".join(
+            f"\n  {k}={v}" for k, v in environment["in_key"].items()))
+    if environment["passed"]:
+        out.line(f"passed through (cannot change the binary): {' '.join(environment['passed'])}")
+    if environment["dropped"]:
+        out.line("dropped from your environment (the build does not see them):" + "".join(
+            f"\n  {k}: {why}" for k, why in environment["dropped"].items()))
+    if environment["ignored"]:
+        out.line(f"and {environment['ignored']} other variable(s) no build reads, dropped")
 
 
 def cmd_recipes(args: argparse.Namespace, ws: Workspace, out: Output) -> int:

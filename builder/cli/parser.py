@@ -112,6 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
                                              "--source directory that holds the recipe's marker file, e.g. a "
                                              "model's quantization.py)")
     build.add_argument("--force", action="store_true", help="rebuild even when the cache has it")
+    build.add_argument("--check", action="store_true",
+                       help="rebuild a cached build in a fresh work directory and compare the two wheels file by "
+                            "file (for a shared object: which ELF sections); stores and installs nothing; exit 1 "
+                            "when they differ")
 
     plan = sub.add_parser("plan", parents=[common], help="show what a build would do; builds nothing")
     _add_target_args(plan)

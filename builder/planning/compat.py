@@ -140,3 +140,9 @@ def cuda_tag(cuda: str) -> str:
     """"13.0" -> "cu130", "11.8" -> "cu118" (the naming of torch's indexes and local versions)."""
     major, minor = cuda.split(".")[:2]
     return f"cu{major}{minor}"
+
+
+
+# gcc -ffile-prefix-map (maps a path prefix in __FILE__ and debug info): new in gcc 8 (gcc 8
+# release notes). builder/building/reproducible.py passes it from that release on.
+GCC_FILE_PREFIX_MAP_SINCE = 8

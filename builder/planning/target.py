@@ -19,10 +19,11 @@ from builder.planning.driver import list_gpus
 from builder.process import capture
 
 _PROBE = r"""
-import json, sys, sysconfig
+import json, platform, sys, sysconfig
 from packaging import tags
 info = {
     "python": "%d.%d" % sys.version_info[:2],
+    "libc": " ".join(platform.libc_ver()).strip() or None,
     "python_tag": next(iter(tags.sys_tags())).interpreter,
     "platform": sysconfig.get_platform().replace("-", "_").replace(".", "_"),
     "torch": None, "torch_cuda": None, "cxx11_abi": None, "cuda_available": False,
@@ -64,6 +65,9 @@ class TargetInfo:
     cuda_available: bool
     gpu_capabilities: tuple[str, ...]
     torch_error: str | None = None
+    libc: str | None = None
+    """The C library the interpreter runs on, e.g. "glibc 2.36" (None where it is not glibc):
+    the compilers link against it, so it is part of the cache key and bounds the platform tag."""
 
     @property
     def torch_public(self) -> str | None:
@@ -93,6 +97,7 @@ def probe_interpreter(python_exe: Path | str | None = None) -> TargetInfo:
         cuda_available=data["cuda_available"],
         gpu_capabilities=tuple(data["gpu_capabilities"]),
         torch_error=data["torch_error"],
+        libc=data.get("libc"),
     )
 
 
@@ -106,6 +111,19 @@ def check_interpreter_path(exe: Path) -> None:
     if what is not None:
         raise UsageError(f"the target interpreter {exe} {what}",
                          hint="pass --python the path of a Python executable, e.g. /path/to/venv/bin/python")
+
+
+def best_platform_tag(info: TargetInfo) -> str:
+    """The most a wheel built here can be promised before it is built: the manylinux tag of this
+    machine's glibc (PEP 600: `manylinux_<major>_<minor>_<arch>`), since the compilers link
+    against it; the built wheel's own symbol versions may allow an older one
+    (builder/store/platform_tag.py). Other platforms keep their own tag."""
+    kind, _, version = (info.libc or "").partition(" ")
+    arch = info.platform.removeprefix("linux_")
+    if kind != "glibc" or not info.platform.startswith("linux_") or version.count(".") < 1:
+        return info.platform
+    major, minor = version.split(".")[:2]
+    return f"manylinux_{major}_{minor}_{arch}"
 
 
 def visible_gpu_capabilities(info: TargetInfo) -> tuple[str, ...]:

@@ -20,6 +20,10 @@ from builder.planning import compat
 from builder.planning.archs import Arch
 from builder.process import capture
 
+# nvcc options builder uses only where the toolkit has them (builder/building/reproducible.py):
+# --objdir-as-tempdir is in the CUDA 11.2.1 reference (as mesonbuild/meson's compilers/cuda.py cites
+# it); --frandom-seed is in 13.0's --help but not in that list, so each toolkit is asked.
+ASKED_OPTIONS = ("--objdir-as-tempdir", "--frandom-seed")
 _RELEASE_RE = re.compile(r"release (\d+)\.(\d+), V(\d+\.\d+\.\d+)")
 _TOP_RE = re.compile(r"^#\$ TOP=(.+)$", re.M)
 
@@ -33,6 +37,11 @@ class Toolkit:
     version: str
     """Full nvcc version, e.g. "13.0.88"."""
     archs: tuple[str, ...]
+    options: frozenset[str] = frozenset()
+    """Which of `ASKED_OPTIONS` its `nvcc --help` lists (options some nvcc releases lack)."""
+
+    def knows(self, option: str) -> bool:
+        return option in self.options
 
     @property
     def major_minor(self) -> tuple[int, int]:
@@ -58,6 +67,8 @@ class HostCompiler:
     cc: str
     cxx: str
     major: int
+    version: str
+    """The full version (`g++ -dumpfullversion`, e.g. "12.2.0"): part of the cache key."""
 
     def env(self) -> dict[str, str]:
         """Variables that make every backend use it: torch reads CC (as -ccbin) and CXX,
@@ -107,7 +118,9 @@ def probe_toolkit(root: Path) -> Toolkit | None:
                   if line.startswith("compute_"))
     if listed.returncode != 0 or not archs:
         archs = compat.known_archs((int(match[1]), int(match[2]))) or ()
-    return Toolkit(root=root, nvcc=nvcc, version=version, archs=archs)
+    helped = capture([nvcc, "--help"], timeout=30).stdout
+    options = frozenset(option for option in ASKED_OPTIONS if re.search(rf"^{option}\b", helped, re.M))
+    return Toolkit(root=root, nvcc=nvcc, version=version, archs=archs, options=options)
 
 
 def discover_toolkits(environ: Mapping[str, str] | None = None, extra_roots: Sequence[Path] = ()) -> list[Toolkit]:
@@ -160,10 +173,13 @@ def select_toolkit(cuda: str, toolkits: list[Toolkit], *, hint: str | None = Non
     )
 
 
-def _gcc_major(program: str) -> int | None:
-    result = capture([program, "-dumpversion"], timeout=30)
+def gcc_version(program: str) -> str | None:
+    """The full version of a gcc or g++ ("12.2.0"). `-dumpfullversion -dumpversion` prints the full
+    version on gcc >= 7 and the -dumpversion answer on older ones, which lack -dumpfullversion
+    (gcc docs, "Developer Options")."""
+    result = capture([program, "-dumpfullversion", "-dumpversion"], timeout=30)
     text = result.stdout.strip()
-    return int(text.split(".")[0]) if result.returncode == 0 and text[:1].isdigit() else None
+    return text if result.returncode == 0 and text[:1].isdigit() else None
 
 
 def host_compilers(environ: Mapping[str, str] | None = None) -> list[HostCompiler]:
@@ -178,9 +194,10 @@ def host_compilers(environ: Mapping[str, str] | None = None) -> list[HostCompile
     for cxx in dict.fromkeys(names):
         cxx_path = shutil.which(cxx, path=path)
         cc_path = shutil.which(cxx.replace("g++", "gcc"), path=path)
-        major = _gcc_major(cxx_path) if cxx_path else None
-        if cxx_path and cc_path and major is not None:
-            compilers.append(HostCompiler(cc=cc_path, cxx=cxx_path, major=major))
+        version = gcc_version(cxx_path) if cxx_path else None
+        if cxx_path and cc_path and version is not None:
+            compilers.append(HostCompiler(cc=cc_path, cxx=cxx_path, major=int(version.split(".")[0]),
+                                          version=version))
     default, rest = compilers[:1], sorted(compilers[1:], key=lambda c: -c.major)
     return default + rest
 

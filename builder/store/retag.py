@@ -1,14 +1,19 @@
-"""Give a built wheel its final identity: a local version naming the target, pinned requirements.
+"""Give a built wheel its final identity: a local version naming the target, pinned requirements,
+the platform tag its shared objects allow.
 
-`retag` rewrites a wheel's version (``1.0`` -> ``1.0+cu130torch2.14cxx11abiTRUE.sm86``), its
-Requires-Dist lines and its RECORD, adds ``builder.json`` with the build's provenance, and
-writes the result atomically. Every other byte of METADATA and every other file is kept.
+`retag` rewrites a wheel's version (``1.0`` -> ``1.0+cu130torch2.14.1cxx11abiTRUE.sm86``), its
+Requires-Dist lines, its platform tag (builder/store/platform_tag.py computes it) and its RECORD,
+adds ``builder.json`` with the build's provenance, and writes the result atomically. Every other
+byte of METADATA and every other file's content is kept; the zip itself is made reproducible:
+members in name order (dist-info last), each with the fixed time of builds (SOURCE_DATE_EPOCH)
+and mode 644 or 755.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -18,7 +23,18 @@ from packaging.version import InvalidVersion, Version
 
 from builder.errors import BuildError, UsageError
 from builder.planning.requirements import RequirementRules
-from builder.wheelfile import UNSIGNED, dist_info, names, open_wheel, read_member, read_metadata, write_wheel
+from builder.wheelfile import (
+    DEFAULT_TIME,
+    EXECUTABLE,
+    REGULAR,
+    UNSIGNED,
+    dist_info,
+    names,
+    open_wheel,
+    read_member,
+    read_metadata,
+    write_wheel,
+)
 
 PROVENANCE = "builder.json"
 _LOCAL = re.compile(r"^[A-Za-z0-9]+(?:\.[A-Za-z0-9]+)*$")
@@ -77,21 +93,30 @@ def _rewrite_metadata(data: bytes, version: str, rules: RequirementRules) -> byt
 def _rebuild(wheel: Path, target: Path, stem: str, files: Mapping[str, bytes]) -> None:
     """Copy `wheel` to `target`: dist-info and .data renamed to `stem`, `files` put in dist-info.
 
-    Members keep their order, time and mode; dist-info comes last and a new RECORD closes it.
+    Members go in name order with dist-info last, a new RECORD closing it; every member gets the
+    fixed time and mode 755 (any execute bit set before) or 644, so the bytes depend on nothing but
+    the members' contents.
     """
     with open_wheel(wheel) as source, write_wheel(target, f"{stem}.dist-info") as out:
         old, new = dist_info(source, wheel), out.dist_info
         renames = {f"{old}/": f"{new}/", f"{old.removesuffix('.dist-info')}.data/": f"{stem}.data/"}
         skip = {f"{old}/{n}" for n in (*files, *UNSIGNED)}
         members = [i for i in source.infolist() if not i.is_dir() and i.filename not in skip]
-        for info in sorted(members, key=lambda i: i.filename.startswith(old)):  # dist-info last
-            top, sep, rest = info.filename.partition("/")
+        renamed = {i.filename: _renamed(i.filename, renames) for i in members}
+        for info in sorted(members, key=lambda i: (i.filename.startswith(old), renamed[i.filename])):
             with source.open(info) as src:
-                out.add(renames.get(top + sep, top + sep) + rest, src, info.file_size,
-                        date_time=info.date_time, attributes=info.external_attr)
-        like = source.getinfo(f"{old}/METADATA")
-        for path, data in files.items():
-            out.add_bytes(f"{new}/{path}", data, date_time=like.date_time, attributes=like.external_attr)
+                out.add(renamed[info.filename], src, info.file_size, date_time=DEFAULT_TIME, attributes=_mode(info))
+        for path, data in sorted(files.items()):
+            out.add_bytes(f"{new}/{path}", data, date_time=DEFAULT_TIME, attributes=REGULAR)
+
+
+def _renamed(name: str, renames: Mapping[str, str]) -> str:
+    top, sep, rest = name.partition("/")
+    return renames.get(top + sep, top + sep) + rest
+
+
+def _mode(info: zipfile.ZipInfo) -> int:
+    return EXECUTABLE if (info.external_attr >> 16) & 0o111 else REGULAR
 
 
 def _new_identity(wheel: Path, local: str) -> tuple[str, str]:
@@ -118,19 +143,20 @@ def retag(
 ) -> Path:
     """Write `wheel` into `out_dir` as version ``<public>+<local>``; the new wheel's path.
 
-    The file name keeps the input's tags, except that a wheel tagged `any` that carries shared
-    libraries (a setup.py that only copies prebuilt .so files, like bitsandbytes 0.41's) becomes
-    ``py3-none-<platform>`` when `platform` is given. Signatures (RECORD.jws, RECORD.p7s) are
-    dropped: RECORD changes, so they no longer hold.
+    The file name keeps the input's python and ABI tags; a wheel that carries shared libraries
+    gets `platform` (the tag its shared objects allow) as its platform tag when it is given, and
+    one tagged `any` (a setup.py that only copies prebuilt .so files, like bitsandbytes 0.41's)
+    becomes ``py3-none-<platform>``. The WHEEL file's Tag lines follow. Signatures (RECORD.jws,
+    RECORD.p7s) are dropped: RECORD changes, so they no longer hold.
     """
     if not _LOCAL.match(local):
         raise UsageError(f"local version label {local!r} must be dot-separated letters and digits")
     name, version = _new_identity(wheel, local)
     tags = wheel.name.removesuffix(".whl").split("-")[2:]  # [build,] python, abi, platform
     files: dict[str, bytes] = {}
-    if platform and tags[-1] == "any" and _has_libraries(wheel):
-        tags = [*tags[:-3], "py3", "none", platform]
-        files["WHEEL"] = _binary_wheel_file(read_member(wheel, "WHEEL") or b"", "-".join(tags[-3:]))
+    if platform and tags[-1] != platform and _has_libraries(wheel):
+        tags = [*tags[:-3], "py3", "none", platform] if tags[-1] == "any" else [*tags[:-1], platform]
+        files["WHEEL"] = _binary_wheel_file(read_member(wheel, "WHEEL") or b"", *tags[-3:])
     target = out_dir / ("-".join([name, version, *tags]) + ".whl")
     if target.resolve() == wheel.resolve():
         raise UsageError(f"retagging {wheel.name} into {out_dir} would overwrite it")
@@ -144,8 +170,9 @@ def _has_libraries(wheel: Path) -> bool:
     return any(n.endswith(".so") or ".so." in n for n in names(wheel))
 
 
-def _binary_wheel_file(data: bytes, tag: str) -> bytes:
-    """The WHEEL file of a platform wheel: not purelib, one Tag line."""
+def _binary_wheel_file(data: bytes, python: str, abi: str, platform: str) -> bytes:
+    """The WHEEL file of a platform wheel: not purelib, a Tag line per python and ABI tag."""
     lines = [line for line in data.decode().splitlines()
              if line and not line.startswith(("Tag:", "Root-Is-Purelib:"))]
-    return ("\n".join([*lines, "Root-Is-Purelib: false", f"Tag: {tag}"]) + "\n").encode()
+    tags = [f"Tag: {p}-{a}-{platform}" for p in python.split(".") for a in abi.split(".")]
+    return ("\n".join([*lines, "Root-Is-Purelib: false", *tags]) + "\n").encode()

@@ -49,7 +49,7 @@ def find_tool(name: str, plan: Plan, env: Mapping[str, str], hint: str) -> str:
 
 def build_environment(plan: Plan, env: Mapping[str, str], work: Path) -> dict[str, str]:
     """The build's env plus where cuBLAS/cuSPARSE are when the toolkit lacks them."""
-    return {**env, **library_env(plan.toolkit, plan.target.python_exe, work / "cuda-libs")}
+    return {**env, **library_env(plan.toolkit, plan.target.python_exe, work / "cuda-libs", env)}
 
 
 def check_outputs(plan: Plan, source_dir: Path, log_path: Path) -> None:
