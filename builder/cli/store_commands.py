@@ -95,6 +95,8 @@ def cache_serve(args: argparse.Namespace, cache: Cache) -> int:
         raise UsageError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from exc
     host, port = str(server.server_address[0]), server.server_address[1]
     print(f"serving {cache.root} at http://{host}:{port}/simple/ (Ctrl-C stops)", file=sys.stderr, flush=True)
+    print(f"an environment's root: builder index-url --server http://{host}:{port} [--python P] [--arch A]",
+          file=sys.stderr, flush=True)
     try:
         server.serve_forever()
     finally:
