@@ -196,3 +196,136 @@ def small_tmpfs(directory: Path, size: str = "1m") -> Iterator[Path]:
         yield directory
     finally:
         subprocess.run(["umount", "-l", str(directory)], check=True)
+
+
+def fake_torch_venv(path: Path, version: str = "2.8.0+cu128", cuda: str = "12.8") -> Path:
+    """A venv whose torch is a tiny stand-in: a torch/ module that answers builder's probe
+    (version, CUDA, C++ ABI, no GPU) and a torch-<version>.dist-info folder that pip's and uv's
+    resolvers see as an installed torch. Enough to stand for "another torch" without a 5 GB
+    download; nothing in it can run a kernel."""
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(path)], check=True)
+    python = path / "bin" / "python"
+    purelib = Path(subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                                  capture_output=True, text=True, check=True).stdout.strip())
+    module = purelib / "torch"
+    module.mkdir()
+    (module / "__init__.py").write_text(textwrap.dedent(f"""\
+        __version__ = "{version}"
+        class version:
+            cuda = "{cuda}"
+        class _C:
+            _GLIBCXX_USE_CXX11_ABI = True
+        class cuda:
+            @staticmethod
+            def is_available():
+                return False
+        """))
+    dist_info = purelib / f"torch-{version}.dist-info"
+    dist_info.mkdir()
+    (dist_info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: torch\nVersion: {version}\n")
+    (dist_info / "INSTALLER").write_text("tests\n")
+    (dist_info / "RECORD").write_text("".join(f"{p.relative_to(purelib)},,\n" for p in
+                                              [module / "__init__.py", *dist_info.iterdir()]) +
+                                      f"{dist_info.name}/RECORD,,\n")
+    return python
+
+
+def installed_version(python: Path, project: str) -> str | None:
+    """The version of `project` that `python` sees installed, None when none."""
+    code = ("import importlib.metadata as m, sys\ntry: print(m.version(sys.argv[1]))\n"
+            "except m.PackageNotFoundError: print('')")
+    out = subprocess.run([python, "-c", code, project], capture_output=True, text=True, check=True).stdout.strip()
+    return out or None
+
+
+@pytest.fixture(scope="session")
+def fixture_builds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The fixture extension really built twice into one cache, for sm_86 and for sm_80, against the
+    running torch: {"cache": root, "86": build JSON, "80": build JSON}. Shared by every test of
+    the session that needs real wheels of two archs."""
+    root = tmp_path_factory.mktemp("builds")
+    recipe = write_recipe(root, "fixture-ext", f'{{ path = "{TORCHEXT}" }}')
+    builds: dict[str, Any] = {"cache": root / "cache", "recipe": recipe}
+    for arch in ("86", "80"):
+        builds[arch] = builder_json("build", str(recipe), "--arch", arch, "--no-install",
+                                    "--cache", str(root / "cache"))
+    return builds
+
+
+@pytest.fixture(scope="session")
+def pip_releases(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """pip 22.0.2 (Ubuntu 22.04's: the last that accepts only text/html pages) and the newest pip,
+    each installed from PyPI into a folder of its own and run as `python <folder>/pip`, so it
+    installs into whatever interpreter runs it."""
+    root = tmp_path_factory.mktemp("pips")
+    releases = {"22.0.2": root / "pip-22.0.2", "current": root / "pip-current"}
+    for name, folder in releases.items():
+        spec = f"pip=={name}" if name != "current" else "pip"
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--target", str(folder), spec],
+                       check=True, capture_output=True, timeout=600)
+    return releases
+
+
+@pytest.fixture(scope="session")
+def pypi_substitute(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A local stand-in for PyPI as the extra index: a PEP 503 file tree whose only project is a
+    tiny torch 2.99.0 wheel, so an installer that wanted any torch would take it from here, and a
+    test sees at once that it did (the target's torch would change)."""
+    from builder.files import sha256_of
+    from builder.store import index
+    from builder.wheelfile import write_wheel
+
+    root = tmp_path_factory.mktemp("pypi")
+    wheel = root / "files" / "torch-2.99.0-py3-none-any.whl"
+    with write_wheel(wheel, "torch-2.99.0.dist-info") as writer:
+        writer.add_bytes("torch/__init__.py", b'__version__ = "2.99.0"\n')
+        writer.add_bytes("torch-2.99.0.dist-info/METADATA", b"Metadata-Version: 2.1\nName: torch\nVersion: 2.99.0\n")
+        writer.add_bytes("torch-2.99.0.dist-info/WHEEL",
+                         b"Wheel-Version: 1.0\nGenerator: tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+    page = root / "simple" / "torch" / "index.html"
+    page.parent.mkdir(parents=True)
+    page.write_text(index.project_html([index.IndexFile(wheel.name, f"../../files/{wheel.name}", sha256_of(wheel))]))
+    (root / "simple" / "index.html").write_text(index.root_html(["torch"]))
+    return f"{(root / 'simple').as_uri()}/"
+
+
+@pytest.fixture(scope="session")
+def served_builds(fixture_builds: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """`make_server` over the fixture builds' cache on 127.0.0.1, in a thread: {"url": base URL,
+    "requests": one "METHOD path status" line per request}."""
+    import threading
+
+    from builder.store.cache import Cache
+    from builder.store.serve import make_server
+
+    requests: list[str] = []
+    server = make_server(Cache(fixture_builds["cache"]), "127.0.0.1", 0, log=requests.append)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield {"url": f"http://127.0.0.1:{server.server_address[1]}", "requests": requests}
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=30)
+
+
+def installer_env() -> dict[str, str]:
+    """The environment for a pip or uv under test: no user or site configuration (this machine's
+    pip.conf adds indexes, find-links and constraints), so only the indexes a test names count."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "UV_"))}
+    return {**env, "PIP_CONFIG_FILE": os.devnull, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "UV_NO_CONFIG": "1"}
+
+
+def install_from(installer: str, python: Path, index_url: str, extra_index_url: str, requirement: str,
+                 pip_releases: dict[str, Path]) -> subprocess.CompletedProcess[str]:
+    """`pip install` (installer "pip-22.0.2" or "pip-current", run by the target interpreter) or
+    `uv pip install --python` of `requirement` from `index_url` plus `extra_index_url`."""
+    indexes = ["--index-url", index_url, "--extra-index-url", extra_index_url]
+    if installer == "uv":
+        command = [str(Path(sys.executable).parent / "uv"), "pip", "install", "--no-cache", "--python", str(python),
+                   *indexes, requirement]
+    else:
+        pip = pip_releases[installer.removeprefix("pip-")] / "pip"
+        command = [str(python), str(pip), "install", "--no-cache-dir", *indexes, requirement]
+    return subprocess.run(command, capture_output=True, text=True, env=installer_env(), timeout=600)

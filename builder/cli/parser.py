@@ -21,6 +21,8 @@ EPILOG = """examples:
   builder build flash-attn --cuda 11.8 --arch 86 --torch 2.0.1
   builder plan flash-attn --arch 8.0,9.0 --json   show what a build would do
   builder cache list                              what the cache holds
+  pip install --index-url "$(builder index-url)" --extra-index-url https://pypi.org/simple flash-attn
+                                                  the cached build that loads here, else none
   builder config                                  every setting, its value and where it came from
 
 settings: defaults < config file (builder config shows where) < BUILDER_* variables < options
@@ -150,6 +152,15 @@ def build_parser() -> argparse.ArgumentParser:
     toolchain_install.add_argument("cuda", help="CUDA version X.Y")
 
     _add_fleet_commands(sub, common)
+
+    index_url = sub.add_parser("index-url", parents=[common],
+                               help="print the index root listing only the builds that load in an environment "
+                                    "(for pip/uv --index-url)")
+    index_url.add_argument("--python", help="the interpreter the install is for (default: the one running builder)")
+    index_url.add_argument("--arch", dest="gpu", help="the GPU's compute capability, e.g. 86 or 8.6 "
+                                                      "(default: the visible GPU's)")
+    index_url.add_argument("--server", help="a served cache (`builder cache serve`), e.g. http://host:8000 "
+                                            "(default: the local cache's file tree)")
 
     uninstall = sub.add_parser("uninstall", parents=[common],
                                help="undo an artifacts install: restore the files it replaced, remove the rest")

@@ -1,4 +1,5 @@
-"""`builder cache ...`: inspect, prune, verify, share and serve the wheel cache."""
+"""`builder cache ...`: inspect, prune, verify, share and serve the wheel cache; `builder index-url`:
+the root of the builds that load in one environment."""
 
 from __future__ import annotations
 
@@ -6,11 +7,14 @@ import argparse
 import json
 import sys
 from dataclasses import asdict
+from pathlib import Path
 
 from rich.table import Table
 
 from builder.cli.display import Output
+from builder.delivery.index_url import environment_of, index_url, store_base
 from builder.errors import CacheError, UsageError
+from builder.planning.target import probe_interpreter
 from builder.store import maintenance
 from builder.store.cache import Cache
 from builder.store.remote import find_key, open_store, pull, push, sync
@@ -108,8 +112,20 @@ def cache_serve(args: argparse.Namespace, cache: Cache) -> int:
         raise UsageError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from exc
     host, port = str(server.server_address[0]), server.server_address[1]
     print(f"serving {cache.root} at http://{host}:{port}/simple/ (Ctrl-C stops)", file=sys.stderr, flush=True)
+    print(f"an environment's root: builder index-url --server http://{host}:{port} [--python P] [--arch A]",
+          file=sys.stderr, flush=True)
     try:
         server.serve_forever()
     finally:
         server.server_close()
+    return 0
+
+
+def cmd_index_url(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
+    target = probe_interpreter(Path(args.python) if args.python else None)
+    env = environment_of(target, args.gpu)
+    url = index_url(env, store_base(args.server, ws.cache.root))
+    base = env.base
+    out.emit({"url": url, "python": str(target.python_exe), "python_tag": base.python_tag, "torch": target.torch,
+              "cuda": base.cuda, "cxx11_abi": base.cxx11_abi, "gpu": f"sm{env.gpu}"}, lambda: out.line(url))
     return 0

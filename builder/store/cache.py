@@ -1,10 +1,13 @@
 """The local wheel cache: content-addressed entries, atomic writes, a lock per key.
 
 Layout under the cache root:
-  entries/<key>/         one finished build: the wheel and entry.json (written to a temp dir,
-                         then renamed, so a build killed midway leaves no entry)
+  entries/<key>/         one finished build: the wheel, its METADATA as <wheel>.metadata (PEP 658)
+                         and entry.json (written to a temp dir, then renamed, so a build killed
+                         midway leaves no entry)
   wheels/<file>.whl      a hard link to the newest entry with that file name (pip --find-links)
   simple/<project>/      a PEP 503 index over the entries (pip --index-url file://.../simple)
+  env/<...>/simple/      an index per environment: only the builds that load there
+                         (builder/store/environments.py; `builder index-url` prints one)
   index.json             every entry's key, wheel and sha256 (how a shared store is listed)
   sources/ logs/ envs/ build/
   locks/<key>.lock       held while a key is looked up, built and stored; <key>.owner.json says by whom
@@ -25,7 +28,8 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
-from builder.errors import CacheError, FileAccessError
+from builder import wheelfile
+from builder.errors import BuildError, CacheError, FileAccessError
 from builder.files import sha256_of, write_text_atomic
 from builder.owner import Owner, read_owner, wait_reporting, write_owner
 from builder.store import index
@@ -99,6 +103,14 @@ def acquired(lock: FileLock, timeout: float) -> bool:
     except Timeout:
         return False
     return True
+
+
+def core_metadata(wheel: Path) -> bytes | None:
+    """The wheel's METADATA, byte for byte (what PEP 658 serves); None for a file that is no wheel."""
+    try:
+        return wheelfile.read_member(wheel, "METADATA")
+    except BuildError:
+        return None
 
 
 class Cache:
@@ -190,8 +202,12 @@ class Cache:
         try:
             stored = staging / wheel.name
             shutil.copy2(wheel, stored)
+            metadata = core_metadata(stored)
+            if metadata is not None:
+                (staging / f"{wheel.name}{index.METADATA_SUFFIX}").write_bytes(metadata)
             record = {**meta, "key": key, "wheel": wheel.name, "sha256": sha256_of(stored),
                       "size": stored.stat().st_size,
+                      **(index.core_metadata_fields(metadata) if metadata is not None else {}),
                       "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
             (staging / "entry.json").write_text(json.dumps(record, indent=2, sort_keys=True))
             final = entries / key
@@ -249,16 +265,27 @@ class Cache:
         self.write_index()
 
     def write_index(self) -> None:
-        """index.json and the PEP 503 pages, each file replaced atomically, under one lock so
-        concurrent writers (a shared directory) never interleave their rewrites."""
+        """index.json and the pages of simple/ and env/, under one lock so concurrent writers (a
+        shared directory) never interleave their rewrites; a page is replaced atomically, and only
+        when it changed (a store rewrites the many environment pages it rarely changes)."""
         with FileLock(str(self.dir("locks") / "index.lock")):
             metas = [e.meta for e in self.entries()]
-            projects = index.project_files(metas, lambda m: f"../../entries/{m['key']}/{m['wheel']}")
-            simple = self.dir("simple")
-            for project, files in projects.items():
-                write_text_atomic(simple / project / "index.html", index.project_html(files))
-            for stale in simple.iterdir():
-                if stale.is_dir() and stale.name not in projects:
-                    shutil.rmtree(stale)
-            write_text_atomic(simple / "index.html", index.root_html(projects))
+            pages = index.published_pages(metas)
+            for relative, text in pages.items():
+                path = self.root / relative
+                if not path.is_file() or path.read_text() != text:
+                    write_text_atomic(path, text)
+            for tree in ("simple", "env"):
+                self._remove_stale(self.root / tree, pages)
             write_text_atomic(self.root / "index.json", index.entries_json(metas))
+
+    def _remove_stale(self, tree: Path, pages: Mapping[str, str]) -> None:
+        """Pages under `tree` that `pages` no longer has, and the folders that leaves empty."""
+        if not tree.is_dir():
+            return
+        for page in tree.rglob("index.html"):
+            if page.relative_to(self.root).as_posix() not in pages:
+                page.unlink()
+        for folder in sorted((p for p in tree.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+            if not any(folder.iterdir()):
+                folder.rmdir()

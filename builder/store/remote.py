@@ -2,9 +2,10 @@
 
 Every store has the published layout of a local cache:
   entries/<key>/entry.json   the entry's metadata, with the sha256 of its wheel; written last
-  entries/<key>/<wheel>      the wheel
+  entries/<key>/<wheel>      the wheel, and <wheel>.metadata (its METADATA, PEP 658)
   index.json                 every entry's key, wheel and sha256 (how a store is listed)
-  simple/<project>/          PEP 503 pages (pip --index-url, when the store is served over HTTP)
+  simple/, env/<...>/simple/ PEP 503 pages, over everything and per environment (pip --index-url,
+                             when the store is served over HTTP; builder/store/index.py)
 
 A shared directory *is* a cache (builder.cache.Cache): its per-key lock and atomic renames make
 concurrent writers safe. In a bucket, the wheel and entry.json are written with If-None-Match: *,
@@ -31,7 +32,7 @@ from builder.store import index
 from builder.store.cache import Cache, Entry, match_key
 
 # Fields Cache.store writes itself; a pulled entry's metadata is stored without them.
-STORED_FIELDS = ("key", "wheel", "sha256", "size", "created", "object")
+STORED_FIELDS = ("key", "wheel", "sha256", "size", "created", "object", "core_metadata_sha256", "requires_python")
 HTTP_TIMEOUT_S = 30
 
 
@@ -227,28 +228,34 @@ class S3Store:
             return False
         wheel_key = f"entries/{entry.key}/{entry.wheel.name}"
         meta = {k: v for k, v in entry.meta.items() if k != "object"}
-        if not self._put_new(wheel_key, entry.wheel, checksum=True):
+        metadata = entry.path / f"{entry.wheel.name}{index.METADATA_SUFFIX}"
+        if self._put_new(wheel_key, entry.wheel, checksum=True):
+            if metadata.is_file() and "core_metadata_sha256" in meta:  # only the wheel's writer writes it
+                self._put(f"{wheel_key}{index.METADATA_SUFFIX}", metadata.read_bytes(), "text/plain")
+            else:
+                meta.pop("core_metadata_sha256", None)
+        else:
             head = self._call("read", lambda: self.client.head_object(
                 Bucket=self.bucket, Key=self._key(wheel_key), ChecksumMode="ENABLED"))
             meta["sha256"] = base64.b64decode(head["ChecksumSHA256"]).hex()
             meta["size"] = head["ContentLength"]
+            meta.pop("core_metadata_sha256", None)  # another writer's wheel: its metadata file is that writer's
         wrote = self._put_new(f"entries/{entry.key}/entry.json", json.dumps(meta, indent=2).encode())
         self.write_index()
         return wrote
 
     def write_index(self) -> None:
-        """index.json and the PEP 503 pages from the entries listed now; rewritten until a fresh
-        listing matches what was written, so concurrent pushes end with an index naming all."""
+        """index.json and the pages (index.published_pages) from the entries listed now; rewritten
+        until a fresh listing matches what was written, so concurrent pushes end with an index
+        naming all."""
         written: set[str] | None = None
         for _ in range(5):
             listed = self._listed_keys()
             if listed == written:
                 return
             metas = [m for m in (self.entry(k) for k in sorted(listed)) if m is not None]
-            projects = index.project_files(metas, lambda m: f"../../entries/{m['key']}/{m['wheel']}")
-            for project, files in projects.items():
-                self._put(f"simple/{project}/index.html", index.project_html(files).encode(), "text/html")
-            self._put("simple/index.html", index.root_html(projects).encode(), "text/html")
+            for path, page in index.published_pages(metas).items():
+                self._put(path, page.encode(), "text/html")
             self._put("index.json", index.entries_json(metas).encode(), "application/json")
             written = listed
 
