@@ -59,7 +59,7 @@ def _table(checks: list[RecipeCheck]) -> Table:
 
 
 def _rule_line(rule: RuleCheck) -> str:
-    state = {True: "applies", False: "does not apply", None: "no patch"}[rule.applies]
+    state = {True: "applies", False: "does not apply", None: "no patches"}[rule.applies]
     range_text = rule.range or "every version"
     change = f" -> {rule.widened}" if rule.widened else (" (admits it)" if rule.holds else " (left as it is)")
     others = f"; also {rule.other_conditions}" if rule.other_conditions else ""
@@ -68,7 +68,7 @@ def _rule_line(rule: RuleCheck) -> str:
 
 def _details(out: Output, recipe: str, release: ReleaseCheck) -> None:
     """Below the table: the source and its sha256, each rule, the failing hunks."""
-    out.line(f"{recipe} {release.version}:")
+    out.line(f"{recipe} {release.version}: {release.verdict()}")
     if release.source is not None:
         sha = release.source.spec.sha256 or "-"
         out.line(f"  source {release.source.path}, sha256 {sha} ({release.source.sha256_from})")
@@ -79,7 +79,8 @@ def _details(out: Output, recipe: str, release: ReleaseCheck) -> None:
         for dry in rule.dry_runs:
             if dry.applies:
                 continue
-            out.line(f"    {dry.file}: {dry.failure}")
+            if not dry.hunks:
+                out.line(f"    {dry.file}: {dry.failure}")
             for hunk in dry.hunks:
                 out.line(f"    {hunk.describe()}:")
                 out.line("\n".join(f"      {line}" for line in hunk.text.splitlines()))
