@@ -71,7 +71,7 @@ def _details(out: Output, recipe: str, release: ReleaseCheck) -> None:
     out.line(f"{recipe} {release.version}: {release.verdict()}")
     if release.source is not None:
         sha = release.source.spec.sha256 or "-"
-        out.line(f"  source {release.source.path}, sha256 {sha} ({release.source.sha256_from})")
+        out.line(f"  source {release.source.path}; its sha256 {sha} is {release.source.sha256_from}")
     for rule in release.rules:
         out.line(f"  {_rule_line(rule)}")
         if rule.widen_error:

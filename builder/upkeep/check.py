@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import tomlkit
 from packaging.version import Version
 
 from builder.building.patching import DryRun, try_patches
@@ -148,8 +149,6 @@ def raw_ranges(recipe: Recipe) -> tuple[list[str], dict[str, str]]:
 
 def carried_keys(recipe: Recipe) -> dict[str, str]:
     """The newest version's [versions."X"] keys besides its source, as TOML text."""
-    import tomlkit
-
     assert recipe.path is not None
     document = tomlkit.parse(recipe.path.read_text(encoding="utf-8"))
     table = document["versions"][str(max(recipe.versions, key=Version))]
