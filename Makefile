@@ -2,6 +2,9 @@
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
+# The newest torch the recipes support that installs here: builder plans up to 2.15 (CUDA 13.2,
+# builder/planning/compat.py), but this machine's pip constraint (/etc/xdg/pip/constraints.txt:
+# torch<=2.14.1, the releases kept on local disk) refuses 2.15.0; elsewhere `make setup TORCH=2.15.0`.
 TORCH  ?= 2.14.1
 RECIPE ?= causal-conv1d
 ARCH   ?= 86

@@ -17,9 +17,9 @@ builder() { python3 -m builder "$@" --cache "$P/cache" --json; }
 step() { local name=$1 out=$2; shift 2; echo "== $name"; "$@" > "$OUT/$out.json" 2> "$OUT/$out.err"; echo "rc=$?"; }
 lib() { python3 -c "import importlib.util as u, pathlib as p; print(p.Path(u.find_spec('bitsandbytes').origin).parent / 'libbitsandbytes_cuda130.so')"; }
 
-step "wheel, sm_90" wheel builder build bitsandbytes --arch 90
+step "wheel, sm_90" wheel builder build bitsandbytes --version 0.49.0 --arch 90
 sha256sum "$(lib)" | tee "$OUT/sha-wheel.txt"
-step "again, sm_80 + sm_90 (auto: artifacts)" artifacts builder build bitsandbytes --arch 80,90
+step "again, sm_80 + sm_90 (auto: artifacts)" artifacts builder build bitsandbytes --version 0.49.0 --arch 80,90
 sha256sum "$(lib)" | tee "$OUT/sha-artifacts.txt"
 cuobjdump --list-elf "$(lib)" | tee "$OUT/cuobjdump.txt"
 mkdir -p "$P/tests" && tar -xzf "$P/cache/sources/bitsandbytes-0.49.0.tar.gz" -C "$P/tests" --wildcards '*/tests/*' --strip-components=1

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Proof on hardware (the GPU machine: H100 sm_90, 16 cores, torch 2.11+cu130, nvcc 13.0, no
-# network). Builds flash-attn 2.8.3, causal-conv1d 1.7.0 and bitsandbytes 0.49.0 for sm_90 with
-# builder, side by side, installs them into the machine's python3, and runs a subset of each
-# package's own tests.
+# network). Builds each recipe's default version (flash-attn, causal-conv1d, bitsandbytes) for
+# sm_90 with builder, side by side, installs them into the machine's python3, and runs a subset of
+# each package's own tests, taken from the same source archive. Per recipe (its name with _ for -),
+# ARGS_<recipe> adds build options and SELECT_<recipe> replaces the tests' -k expression, e.g.
+#   ARGS_flash_attn="--variant hdims=128" SELECT_flash_attn="hdim and (111 or 128)" \
+#     bench/gpu_proof.sh start flash-attn bitsandbytes
 #
 #   bench/gpu_proof.sh start [RECIPE...]  # sources in .carry/sources, wheels the image lacks in
 #                                         # .carry/whl; starts builds detached
@@ -16,14 +19,16 @@ CACHE=$PROOF/cache
 PY=${PY:-python3}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 
-build_and_test() {  # recipe, sdist, test file, tests subset
-  local recipe=$1 sdist=$2 file=$3 select=$4
+build_and_test() {  # recipe, test file, tests subset
+  local recipe=$1 file=$2 select=$3 sdist args_var="ARGS_${1//-/_}" select_var="SELECT_${1//-/_}"
+  select=${!select_var:-$select}
   cd "$ROOT"
+  sdist=$(PYTHONPATH=$ROOT $PY -c "from builder.planning.recipe import load_recipe as l; r = l('$recipe'); print(r.versions[r.default_version].file)")
   # ninja's per-file start/end times, copied while the build tree exists (it is removed after)
   (while sleep 5; do find "$CACHE/build" -name .ninja_log -exec cp {} "$PROOF/$recipe.ninja_log" \; 2>/dev/null; done) &
   local watcher=$!
   PYTHONPATH=$ROOT${PYTHONPATH:+:$PYTHONPATH} $PY bench/measure.py --interval 2 --out "$PROOF/$recipe.measure.json" -- \
-    $PY -m builder build "$recipe" --arch 90 --cache "$CACHE" --json > "$PROOF/$recipe.build.json" \
+    $PY -m builder build "$recipe" --arch 90 ${!args_var:-} --cache "$CACHE" --json > "$PROOF/$recipe.build.json" \
     2> "$PROOF/$recipe.build.err"
   echo "build rc=$?" >> "$PROOF/$recipe.status"
   kill $watcher
@@ -46,9 +51,9 @@ case "${1:-}" in
     export -f build_and_test; export PROOF CACHE PY ROOT
     want=" ${*:2} "; [ "$want" = "  " ] && want=" flash-attn causal-conv1d "
     echo "$want" > "$PROOF/wanted"
-    [[ $want == *" flash-attn "* ]] && setsid nohup bash -c 'build_and_test flash-attn flash_attn-2.8.3.tar.gz tests/test_flash_attn.py "test_flash_attn_qkvpacked or test_flash_attn_causal"' > "$PROOF/flash-attn.nohup" 2>&1 < /dev/null &
-    [[ $want == *" causal-conv1d "* ]] && setsid nohup bash -c 'build_and_test causal-conv1d causal_conv1d-1.7.0.tar.gz tests/test_causal_conv1d.py "test_causal_conv1d and not race"' > "$PROOF/causal-conv1d.nohup" 2>&1 < /dev/null &
-    [[ $want == *" bitsandbytes "* ]] && setsid nohup bash -c 'build_and_test bitsandbytes bitsandbytes-0.49.0.tar.gz tests/test_functional.py "(blockwise_quantization or int8_linear_matmul or int8_double_quant or dequant_mm or 4bit_quant or gemv_4bit or spmm_coo) and not cpu and not bench"' > "$PROOF/bitsandbytes.nohup" 2>&1 < /dev/null &
+    [[ $want == *" flash-attn "* ]] && setsid nohup bash -c 'build_and_test flash-attn tests/test_flash_attn.py "test_flash_attn_qkvpacked or test_flash_attn_causal"' > "$PROOF/flash-attn.nohup" 2>&1 < /dev/null &
+    [[ $want == *" causal-conv1d "* ]] && setsid nohup bash -c 'build_and_test causal-conv1d tests/test_causal_conv1d.py "test_causal_conv1d and not race"' > "$PROOF/causal-conv1d.nohup" 2>&1 < /dev/null &
+    [[ $want == *" bitsandbytes "* ]] && setsid nohup bash -c 'build_and_test bitsandbytes tests/test_functional.py "(blockwise_quantization or int8_linear_matmul or int8_double_quant or dequant_mm or 4bit_quant or gemv_4bit or spmm_coo) and not cpu and not bench"' > "$PROOF/bitsandbytes.nohup" 2>&1 < /dev/null &
     sleep 5; echo started; cat "$PROOF/gpu.txt"
     ;;
   wait)

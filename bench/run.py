@@ -32,7 +32,7 @@ from measure import measure  # noqa: E402
 
 from builder.building.patching import apply_patches  # noqa: E402
 from builder.building.source import extract  # noqa: E402
-from builder.planning.recipe import Condition, Patch, load_recipe  # noqa: E402
+from builder.planning.recipe import Patch, load_recipe  # noqa: E402
 from builder.resources import shipped_dir  # noqa: E402
 from tests.conftest import make_venv  # noqa: E402
 from tests.test_upstream import trimmed_flash_attn  # noqa: E402
@@ -103,7 +103,7 @@ def bench_matrix(work: Path) -> list[str]:
 def plain_pip_wheel(work: Path, sdist: Path, patch_file: str) -> dict[str, object]:
     """`pip wheel --no-build-isolation` of an sdist with only the C++ standard patch applied."""
     tree = extract(sdist, work / "plain-src")
-    apply_patches([Patch(patch_file, Condition(), shipped_dir("patches") / patch_file)], tree)
+    apply_patches([Patch(file=patch_file, path=shipped_dir("patches") / patch_file)], tree)
     env_prefix = "CAUSAL_CONV1D_FORCE_BUILD=TRUE BUILDER_CXX_STD=c++20 MAX_JOBS=2 CUDA_HOME=/usr/local/cuda"
     return measure(["sh", "-c", f"{env_prefix} {sys.executable} -m pip wheel --no-build-isolation --no-deps "
                     f"-w {work / 'plain-out'} {tree} > {work / 'plain.log'} 2>&1"])

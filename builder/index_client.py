@@ -1,4 +1,5 @@
-"""A client of package indexes (PyPI's simple API and its mirrors): the files of a project.
+"""A client of package indexes (PyPI's simple API and its mirrors): the files of a project, and
+its releases read from the files' names.
 
 Asks for PEP 691 JSON and takes PEP 503 HTML when that is what the index serves (many mirrors and
 plain static file trees do), the way pip negotiates (pip/_internal/index/collector.py sends the
@@ -19,7 +20,14 @@ from pathlib import Path
 from typing import Any, cast
 from urllib.parse import urldefrag, urljoin, urlparse
 
-from packaging.utils import canonicalize_name
+from packaging.utils import (
+    InvalidSdistFilename,
+    InvalidWheelFilename,
+    canonicalize_name,
+    parse_sdist_filename,
+    parse_wheel_filename,
+)
+from packaging.version import InvalidVersion, Version
 
 from builder.errors import SourceError
 
@@ -39,6 +47,8 @@ class IndexedFile:
     requires_python: str | None = None
     metadata: bool = False
     """The index serves the file's METADATA at `<url>.metadata` (PEP 658, PEP 714)."""
+    yanked: bool = False
+    """PEP 592: pip installs a yanked file only when pinned to it exactly."""
 
 
 @contextmanager
@@ -90,7 +100,7 @@ def _from_json(body: bytes, page: str) -> list[IndexedFile]:
             metadata = entry.get("core-metadata", entry.get("data-dist-info-metadata"))
             found.append(IndexedFile(str(entry["filename"]), urljoin(page, str(entry["url"])),
                                      str(sha) if sha else None, entry.get("requires-python") or None,
-                                     bool(metadata)))
+                                     bool(metadata), yanked=entry.get("yanked", False) not in (False, None)))
     return found
 
 
@@ -129,5 +139,32 @@ def _from_html(text: str, page: str) -> list[IndexedFile]:
         sha = fragment.split("=", 1)[1] if fragment.startswith("sha256=") else None
         key = next((k for k in ("data-core-metadata", "data-dist-info-metadata") if k in attrs), None)
         found.append(IndexedFile(name, url, sha, attrs.get("data-requires-python") or None,
-                                 key is not None and attrs[key] != "false"))
+                                 key is not None and attrs[key] != "false", yanked="data-yanked" in attrs))
     return found
+
+
+def file_version(filename: str) -> Version | None:
+    """The release a wheel or sdist file belongs to, from its name (None for other names)."""
+    try:
+        if filename.endswith(".whl"):
+            return parse_wheel_filename(filename)[1]
+        return parse_sdist_filename(filename)[1]
+    except (InvalidWheelFilename, InvalidSdistFilename, InvalidVersion):
+        return None
+
+
+def project_releases(index_url: str, project: str) -> dict[Version, list[IndexedFile]]:
+    """The project's releases with their files, oldest first; a release whose every file is yanked
+    is left out (PEP 592: such a release is gone for everyone who does not pin it)."""
+    by_version: dict[Version, list[IndexedFile]] = {}
+    for found in project_files(index_url, project):
+        version = file_version(found.filename)
+        if version is not None:
+            by_version.setdefault(version, []).append(found)
+    return {v: files for v, files in sorted(by_version.items()) if not all(f.yanked for f in files)}
+
+
+def sdist_of(files: list[IndexedFile]) -> IndexedFile | None:
+    """The release's source distribution (.tar.gz first, then .zip), yanked files left out."""
+    sdists = [f for f in files if not f.yanked and f.filename.endswith((".tar.gz", ".zip"))]
+    return sorted(sdists, key=lambda f: not f.filename.endswith(".tar.gz"))[0] if sdists else None

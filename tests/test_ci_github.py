@@ -160,6 +160,14 @@ def test_the_projects_own_workflow_passes_actionlint(lint: Lint) -> None:
     assert lint(workflow, labels=()) == []
 
 
+def test_the_weekly_freshness_check_passes_actionlint(lint: Lint) -> None:
+    workflow = ROOT / ".github" / "workflows" / "freshness.yml"
+    text = workflow.read_text()
+    assert "schedule:" in text and "builder recipe check --fail-on-new" in text
+    assert ".ci/run" not in text.split("jobs:")[1]  # its answer depends on release days, not on the commit
+    assert lint(workflow, labels=()) == []
+
+
 def test_a_matrix_with_nothing_to_build_writes_nothing(tmp_path: Path) -> None:
     output = tmp_path / "wf.yml"
     result = run_builder("ci", "github", "--recipe", "flash-attn", "--torch", "2.8.0", "--cuda", "11.8",

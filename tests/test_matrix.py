@@ -37,9 +37,9 @@ def spec_3x2x2(**extra: object) -> MatrixSpec:
 def test_a_3x2x2_matrix_expands_to_12_and_drops_with_reasons() -> None:
     cells = expand(spec_3x2x2(), BOOK)
     assert len(cells) == 12
-    assert cells[:2] == [Cell("flash-attn", "2.8.3", "3.12", "2.7.1", "12.8", "80"),
-                         Cell("flash-attn", "2.8.3", "3.12", "2.7.1", "12.8", "90")]
-    assert cells[0].label == "flash-attn 2.8.3 py3.12 torch2.7.1 cu12.8 sm80"
+    assert cells[:2] == [Cell("flash-attn", "2.8.3.post2", "3.12", "2.7.1", "12.8", "80"),
+                         Cell("flash-attn", "2.8.3.post2", "3.12", "2.7.1", "12.8", "90")]
+    assert cells[0].label == "flash-attn 2.8.3.post2 py3.12 torch2.7.1 cu12.8 sm80"
     kept, dropped = filter_cells(cells, BOOK)
     reasons = {(c.torch, c.cuda, c.arch): r for c, r in dropped}
     assert reasons == {
@@ -65,7 +65,7 @@ def test_toolkit_reasons(cuda: str, arch: str, reason: str) -> None:
     spec = MatrixSpec.from_mapping({"recipe": ["flash-attn"], "python": ["3.12"], "arch": [arch],
                                     "torch": ["2.9.0"], "cuda": [cuda]}, "test", BOOK)
     dropped = filter_cells(expand(spec, BOOK), BOOK)[1]
-    assert dropped == [(Cell("flash-attn", "2.8.3", "3.12", "2.9.0", cuda, arch), reason)]
+    assert dropped == [(Cell("flash-attn", "2.8.3.post2", "3.12", "2.9.0", cuda, arch), reason)]
 
 
 def test_recipe_requirements_drop_cells() -> None:
@@ -80,8 +80,8 @@ def test_recipe_requirements_drop_cells() -> None:
                          "103, 110, 120, 121)",
         ("2.6.3", "75"): "flash-attn has no kernels for sm_75 (it supports 80, 86, 87, 89, 90, 90a, 100, 100a, "
                          "103, 110, 120, 121)",
-        ("9.9", "80"): "flash-attn has no version '9.9'; known: 2.8.3, 2.6.3",
-        ("9.9", "75"): "flash-attn has no version '9.9'; known: 2.8.3, 2.6.3",
+        ("9.9", "80"): "flash-attn has no version '9.9'; known: 2.8.3.post2, 2.8.3, 2.6.3",
+        ("9.9", "75"): "flash-attn has no version '9.9'; known: 2.8.3.post2, 2.8.3, 2.6.3",
     }
 
 
@@ -116,9 +116,9 @@ def test_exclude_and_the_github_split() -> None:
     chunks = github_matrices(cells, max_jobs=2)
     assert [len(c["include"]) for c in chunks] == [2, 2, 1]
     assert [entry["arch"] for c in chunks for entry in c["include"]] == ["80", "90", "100", "80", "90"]
-    assert chunks[0]["include"][0] == {"recipe": "flash-attn", "version": "2.8.3", "python": "3.12",
+    assert chunks[0]["include"][0] == {"recipe": "flash-attn", "version": "2.8.3.post2", "python": "3.12",
                                        "torch": "2.7.1", "cuda": "12.8", "arch": "80",
-                                       "label": "flash-attn 2.8.3 py3.12 torch2.7.1 cu12.8 sm80"}
+                                       "label": "flash-attn 2.8.3.post2 py3.12 torch2.7.1 cu12.8 sm80"}
     assert [len(c["include"]) for c in github_matrices(cells)] == [5]
     assert github_matrices([]) == []
     for bad in (0, GITHUB_MAX_JOBS + 1):

@@ -25,8 +25,9 @@ def test_every_shipped_recipe_loads() -> None:
 def test_flash_attn_patches_follow_the_version() -> None:
     recipe = load_recipe("flash-attn")
     facts = {"torch": "2.14.1", "cuda": "13.0.88", "python": "3.11"}
-    assert [p.file for p in recipe.patches_for({**facts, "version": "2.8.3"})] == [
-        "flash-attn/2.8-any-arch.patch", "flash-attn/2.8-cxx-std.patch"]
+    for version in ("2.8.3", "2.8.3.post2"):
+        assert [p.file for p in recipe.patches_for({**facts, "version": version})] == [
+            "flash-attn/2.8-any-arch.patch", "flash-attn/2.8-cxx-std.patch"]
     assert [p.file for p in recipe.patches_for({**facts, "version": "2.6.3"})] == [
         "flash-attn/2.6-any-arch.patch", "flash-attn/2.6-cxx-std.patch"]
 
@@ -38,7 +39,7 @@ def test_unknown_recipe_suggests_a_name() -> None:
 
 
 def test_unknown_version_lists_known_ones() -> None:
-    with pytest.raises(RecipeError, match=r"no version '9.9'; known: 2.8.3, 2.6.3"):
+    with pytest.raises(RecipeError, match=r"no version '9.9'; known: 2\.8\.3\.post2, 2\.8\.3, 2\.6\.3"):
         load_recipe("flash-attn").source_for("9.9")
 
 
@@ -77,6 +78,7 @@ def test_bad_condition_and_missing_sha(tmp_path: Path) -> None:
 def test_bitsandbytes_builds_each_era_with_its_backend_and_patches() -> None:
     recipe = load_recipe("bitsandbytes")
     assert recipe.backend_for("0.49.0") == "cmake" and recipe.backend_for("0.41.0") == "make"
+    assert recipe.backend_for("0.50.1") == "cmake"
     assert recipe.native["make"].targets == ("cuda11x", "cuda11x_nomatmul")
     facts = {"torch": "2.14.1", "python": "3.11"}
     assert [p.file for p in recipe.patches_for({**facts, "version": "0.41.0", "cuda": "13.0.88"})] == [
@@ -95,7 +97,7 @@ def test_a_native_backend_needs_its_table_and_outputs(tmp_path: Path) -> None:
         load_recipe(str(_write(tmp_path, text + '[make]\noutputs = ["lib{cuda_digit}.so"]\n')))
 
 
-def test_flash_attn_kernel_subsets_are_variants_of_2_8_3(tmp_path: Path) -> None:
+def test_flash_attn_kernel_subsets_are_variants_of_2_8_3_and_its_post_releases(tmp_path: Path) -> None:
     plan = builder_json("plan", "flash-attn", "--arch", "90", "--variant", "hdims=256,32",
                         "--variant", "backward=off", "--cache", str(tmp_path))
     assert plan["variants"] == {"hdims": "32,256", "backward": "off"}
@@ -106,5 +108,6 @@ def test_flash_attn_kernel_subsets_are_variants_of_2_8_3(tmp_path: Path) -> None
     refused = run_builder("plan", "flash-attn", "--version", "2.6.3", "--arch", "90", "--variant", "hdims=64",
                           "--cache", str(tmp_path), "--json")
     assert refused.returncode == 2
-    assert json.loads(refused.stdout) == {"error": "variant hdims of flash-attn needs version ==2.8.3, not 2.6.3",
+    assert json.loads(refused.stdout) == {"error": "variant hdims of flash-attn needs version <=2.8.3.post2,>=2.8.3, "
+                                                   "not 2.6.3",
                                           "kind": "UsageError", "exit_code": 2}

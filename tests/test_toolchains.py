@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from builder.errors import ToolchainError
-from builder.planning.buildpython import choose_torch_index
-from builder.planning.compat import MIN_DRIVER_FOR_CUDA_MAJOR
+from builder.planning.buildpython import choose_torch_index, table_cuda
+from builder.planning.compat import MIN_DRIVER_FOR_CUDA_MAJOR, cxx_standard_for_torch
 from tests.conftest import builder_json, run_builder, running_torch_cuda, running_torch_release
 from tests.test_bad_input import ARCHS_11_8, assert_refused, fake_toolkit
 
@@ -124,6 +124,14 @@ def test_flash_attn_2_8_asked_for_refuses_torch_2_0_before_compiling(tmp_path: P
     result = run_builder("plan", "flash-attn", "--version", "2.8.3", "--cuda", "11.8", "--arch", "86",
                          "--torch", "2.0.1", env=env)
     assert_refused(result, 5, "flash-attn 2.8.3 needs torch >=2.2, this build has torch 2.0.1")
+
+
+def test_the_newest_torch_releases_are_planned_with_their_pypi_cuda_and_cxx_standard() -> None:
+    """2.12-2.15 as their wheels' METADATA and torch/all.h say (builder/planning/compat.py)."""
+    assert [table_cuda(t) for t in ("2.12.1", "2.13.0", "2.14.1", "2.15.0")] == \
+        ["13.0", "13.0", "13.0", "13.2"]
+    assert [cxx_standard_for_torch(t) for t in ("2.13.0", "2.14.0", "2.15.0")] == ["c++17", "c++20", "c++20"]
+    assert choose_torch_index("2.15.0", "13.0", None) is None  # PyPI's CUDA 13.2 build, same major
 
 
 def test_torch_index_follows_the_cuda_major_asked_for() -> None:

@@ -20,7 +20,7 @@ import pytest
 from builder.building.patching import apply_patches
 from builder.building.source import extract
 from builder.delivery.verify import list_cubins
-from builder.planning.recipe import load_recipe
+from builder.planning.recipe import Patch, load_recipe
 from tests.conftest import builder_json, make_venv, run_builder, running_torch_cuda
 from tests.conftest import label as running_label
 from tests.test_build_fixture import CUOBJDUMP
@@ -38,8 +38,8 @@ def sources(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return cache
 
 
-@pytest.mark.parametrize(("recipe", "version"), [("flash-attn", "2.8.3"), ("flash-attn", "2.6.3"),
-                                                 ("causal-conv1d", "1.7.0")])
+@pytest.mark.parametrize(("recipe", "version"), [("flash-attn", "2.8.3.post2"), ("flash-attn", "2.8.3"),
+                                                 ("flash-attn", "2.6.3"), ("causal-conv1d", "1.7.0")])
 def test_every_patch_applies_to_the_real_sdist(sources: Path, tmp_path: Path, recipe: str,
                                                version: str) -> None:
     loaded = load_recipe(recipe)
@@ -48,7 +48,9 @@ def test_every_patch_applies_to_the_real_sdist(sources: Path, tmp_path: Path, re
     tree = extract(sources / "sources" / spec.file, tmp_path / "src")
     patches = loaded.patches_for({**FACTS, "version": version})
     assert len(patches) == 2
-    apply_patches(patches, tree)
+    variant_files = sorted({f for v in loaded.variants.values() if v.versions.contains(version, prereleases=True)
+                            for f in v.patches})  # flash-attn 2.8.3's kernel subsets, after the rest
+    apply_patches(patches + tuple(Patch(file=f, path=loaded.variant_patch_paths[f]) for f in variant_files), tree)
     py_compile.compile(str(tree / "setup.py"), doraise=True)
     text = (tree / "setup.py").read_text()
     assert "BUILDER_CUDA_ARCHS" in text and "BUILDER_CXX_STD" in text
@@ -110,6 +112,7 @@ CUDA_11_8_READY = Path("/usr/bin/nvcc").is_file() and shutil.which("g++-11") is 
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("version", "keep", "toolchain", "label"), [
+    ("2.8.3.post2", "flash_fwd_hdim128_fp16_sm80.cu", [], None),
     ("2.8.3", "flash_fwd_hdim128_fp16_sm80.cu", [], None),
     pytest.param("2.6.3", "flash_fwd_split_hdim256_bf16_causal_sm80.cu", ["--cuda", "11.8", "--torch", "2.0.1"],
                  "cu118torch2.0.1cxx11abiFALSE.sm86",

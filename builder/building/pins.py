@@ -84,14 +84,26 @@ def check_all_matched(rules: RequirementRules, changes: list[PinChange], results
 
 def listed_names(file: str, text: str) -> set[str]:
     """Requirement names a build file lists, for error messages."""
+    try:
+        return {requirement_name(r) or r for r in listed_requirements(file, text)}
+    except PatchError:
+        return set()
+
+
+def listed_requirements(file: str, text: str) -> list[str]:
+    """Every requirement a build file lists (the lists rewrite_text edits), read, never run:
+    setup.py's setup() keywords by AST, pyproject.toml's [project] and [build-system] by tomlkit."""
     if Path(file).name == "pyproject.toml":
         import tomlkit
 
-        return {requirement_name(str(r)) or str(r) for a in _pyproject_arrays(tomlkit.parse(text)) for r in a}
+        try:
+            return [str(r) for a in _pyproject_arrays(tomlkit.parse(text)) for r in a]
+        except Exception as exc:  # tomlkit raises its own ParseError family
+            raise PatchError(f"{file} is not valid TOML ({exc})") from exc
     try:
-        return {requirement_name(t) or t for t in _setup_py_requirements(text)}
-    except SyntaxError:
-        return set()
+        return list(_setup_py_requirements(text))
+    except SyntaxError as exc:
+        raise PatchError(f"{file} does not parse ({exc.msg}, line {exc.lineno})") from exc
 
 
 # --- setup.py ---------------------------------------------------------------------------------

@@ -120,7 +120,17 @@ def _resolve_pypi(project: str, file: str, index_url: str, expected: str) -> str
                       hint="is the index a full mirror? BUILDER_INDEX_URL or pip's index-url sets it")
 
 
-def _download(url: str, target: Path, expected: str, served_by: str | None = None) -> None:
+def download(url: str, target: Path, expected: str | None) -> str:
+    """Stream `url` into place beside `target` and return its sha256; with `expected`, it replaces
+    `target` only if the hash matches. A release no recipe pins yet has only the index's hash, or
+    none (then the hash is the download's, for the recipe to record)."""
+    if expected is not None and target.is_file() and sha256_of(target) == expected.lower():
+        return expected.lower()
+    _download(url, target, expected.lower() if expected is not None else None)
+    return sha256_of(target)
+
+
+def _download(url: str, target: Path, expected: str | None, served_by: str | None = None) -> None:
     """Stream `url` into place beside `target`; it replaces `target` only if its hash matches.
     `served_by` says which mirror served it, for the hint of a mismatch."""
     with atomic_writer(target) as out, open_url(url) as response:
@@ -128,7 +138,7 @@ def _download(url: str, target: Path, expected: str, served_by: str | None = Non
         while chunk := response.read(1 << 20):
             digest.update(chunk)
             out.write(chunk)
-        if (actual := digest.hexdigest()) != expected:
+        if expected is not None and (actual := digest.hexdigest()) != expected:
             hint = f"{served_by}; the recipe's sha256 guards every download: nothing was stored" if served_by else None
             raise SourceError(f"sha256 mismatch for {url}: expected {expected}, got {actual}", hint=hint)
 
@@ -154,6 +164,32 @@ def extract(archive: Path, dest: Path) -> Path:
     entries = list(dest.iterdir())
     only = entries[0] if len(entries) == 1 else None
     return only if only is not None and only.is_dir() and not only.is_symlink() else dest
+
+
+def read_top_file(source: Path, name: str) -> str | None:
+    """The text of file `name` at the top of a source (an archive's single top-level folder, or a
+    directory), read without unpacking the rest; None when it has none."""
+    if source.is_dir():
+        path = source / name
+        return path.read_text(encoding="utf-8", errors="replace") if path.is_file() else None
+    try:
+        if source.name.lower().endswith(".zip"):
+            with zipfile.ZipFile(source) as zf:
+                found = [n for n in zf.namelist() if _is_top_file(n, name)]
+                return zf.read(found[0]).decode("utf-8", "replace") if found else None
+        with tarfile.open(source, "r:*") as tar:
+            for member in tar:
+                if member.isreg() and _is_top_file(member.name, name):
+                    handle = tar.extractfile(member)
+                    return handle.read().decode("utf-8", "replace") if handle is not None else None
+    except (tarfile.TarError, zipfile.BadZipFile, OSError, EOFError) as e:
+        raise SourceError(f"cannot read {source}: {e}") from e
+    return None
+
+
+def _is_top_file(member: str, name: str) -> bool:
+    parts = PurePosixPath(member).parts
+    return parts[-1:] == (name,) and len(parts) <= 2
 
 
 def _unpack(archive: Path, staging: Path) -> None:

@@ -32,6 +32,7 @@ from builder.cli.commands import (
 from builder.cli.display import Output, RichReporter, report_error
 from builder.cli.fleet_commands import cmd_ci, cmd_matrix
 from builder.cli.parser import build_parser, command_line_settings
+from builder.cli.recipe_commands import cmd_recipe
 from builder.cli.store_commands import cmd_cache, cmd_index_url
 from builder.errors import BuilderError, FileAccessError
 from builder.lifetime import Interrupted, children_end_with_builder
@@ -43,6 +44,7 @@ COMMANDS: dict[str, Command] = {
     "build": cmd_build, "plan": cmd_plan, "recipes": cmd_recipes, "config": cmd_config, "fetch": cmd_fetch,
     "matrix": cmd_matrix, "ci": cmd_ci, "cache": cmd_cache, "install": cmd_install, "uninstall": cmd_uninstall,
     "stats": cmd_stats, "doctor": cmd_doctor, "toolchain": cmd_toolchain, "index-url": cmd_index_url,
+    "recipe": cmd_recipe,
 }
 
 

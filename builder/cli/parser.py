@@ -23,6 +23,7 @@ EPILOG = """examples:
   builder cache list                              what the cache holds
   pip install --index-url "$(builder index-url)" --extra-index-url https://pypi.org/simple flash-attn
                                                   the cached build that loads here, else none
+  builder recipe check                            releases upstream has that the recipes do not
   builder config                                  every setting, its value and where it came from
 
 settings: defaults < config file (builder config shows where) < BUILDER_* variables < options
@@ -133,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "index-url setting, else pip's configured index)")
 
     _add_cache_commands(sub, common)
+    _add_recipe_commands(sub, common)
 
     stats = sub.add_parser("stats", parents=[common],
                            help="per-file compile costs of a recipe's builds: slowest files, peak memory, core use")
@@ -201,6 +203,33 @@ def _add_cache_commands(sub: Any, common: argparse.ArgumentParser) -> None:
                                  help="serve the cache as a PEP 503/691 index for pip, uv and --cache-url")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     serve.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
+
+
+def _add_recipe_commands(sub: Any, common: argparse.ArgumentParser) -> None:
+    recipe = sub.add_parser("recipe", help="recipes against upstream: releases they do not know, adding one")
+    recipe_sub = recipe.add_subparsers(dest="recipe_command", required=True, metavar="ACTION")
+    check = recipe_sub.add_parser(
+        "check", parents=[common], help="the releases on the index newer than a recipe knows, and whether its "
+        "patches apply to each (patch --dry-run), its `when` ranges admit it and its build requirements changed")
+    check.add_argument("recipe", nargs="?", help="recipe name or .toml path (default: every recipe)")
+    check.add_argument("--version", dest="pkg_version", help="check this release only")
+    check.add_argument("--source", help="the newest release's archive or directory, instead of its download "
+                                        "(a GitHub tag archive where GitHub cannot be reached)")
+    check.add_argument("--pre", action="store_true", help="pre-releases too")
+    check.add_argument("--fail-on-new", action="store_true",
+                       help="exit 1 when a recipe lacks a release of its project (the scheduled CI check)")
+    check.add_argument("--index-url", help="package index to ask (default: pip's configured index)")
+    add = recipe_sub.add_parser(
+        "add-version", parents=[common], help="fetch a release, record its file and sha256 in the recipe, widen "
+        "the `when` ranges of the patches that apply to it, report those that do not")
+    add.add_argument("recipe", help="recipe name or .toml path")
+    add.add_argument("version", help="the release, as the index names it")
+    add.add_argument("--source", help="the release's archive (for a URL source whose host cannot be reached); "
+                                      "the sha256 recorded is this file's")
+    add.add_argument("--output", help="write the recipe here instead of in place (needed for a recipe outside "
+                                      "your recipe-path, e.g. a shipped one)")
+    add.add_argument("--default", action="store_true", help="make the release the recipe's default_version")
+    add.add_argument("--index-url", help="package index (default: pip's configured index)")
 
 
 def _add_fleet_commands(sub: Any, common: argparse.ArgumentParser) -> None:

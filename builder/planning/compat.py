@@ -42,21 +42,28 @@ ARCHS_FOR_CUDA: dict[tuple[int, int], tuple[str, ...]] = {
 
 # C++ standard torch's headers need: torch/csrc/api/include/torch/all.h says "C++14 or later" in v2.0.1
 # (whose cpp_extension.py passes -std=c++17), "C++17 or later" from v2.1.0 (pytorch/pytorch#100557) to
-# v2.13.0, "C++20 or later" in v2.14.1 (pytorch/pytorch#178150; c10/util/intrusive_ptr.h uses std::strong_ordering).
+# v2.13.0, "C++20 or later" in v2.14.1 (pytorch/pytorch#178150; c10/util/intrusive_ptr.h uses std::strong_ordering)
+# and in v2.14.0 and v2.15.0 (all.h of their cp311 manylinux_2_28_x86_64 wheels on PyPI, read with HTTP
+# range requests, 2026-12-03; v2.12.0, v2.12.1 and v2.13.0 there say C++17).
 def cxx_standard_for_torch(torch_version: str) -> str:
     """The -std value a package must pass to compile against this torch's headers."""
     return "c++20" if Version(torch_version).release[:2] >= (2, 14) else "c++17"
 
 
-# CUDA build of torch on PyPI per release (checked with `pip install --dry-run --report`);
-# other CUDA builds live on PyTorch's own per-CUDA indexes.
+# CUDA build of torch on PyPI per release (up to 2.11 checked with `pip install --dry-run
+# --report`); other CUDA builds live on PyTorch's own per-CUDA indexes. 2.12-2.15: the CUDA runtime
+# the release's wheel requires, read from the METADATA of its cp311 manylinux_2_28_x86_64 wheel on
+# PyPI (fetched with HTTP range requests, 2026-12-03): `Requires-Dist: cuda-toolkit[cudart,...]==`
+# 13.0.2 in 2.12.0 and 2.12.1, 13.0.3 in 2.13.0, 2.14.0 and 2.14.1, 13.2.2 in 2.15.0 (with
+# nvidia-cudnn-cu13 and nvidia-nccl-cu13 beside it).
 PYPI_TORCH_CUDA: dict[tuple[int, int], str] = {
     (2, 0): "11.7",
     (2, 1): "12.1", (2, 2): "12.1", (2, 3): "12.1", (2, 4): "12.1",
     (2, 5): "12.4", (2, 6): "12.4",
     (2, 7): "12.6",
     (2, 8): "12.8", (2, 9): "12.8", (2, 10): "12.8",
-    (2, 11): "13.0",
+    (2, 11): "13.0", (2, 12): "13.0", (2, 13): "13.0", (2, 14): "13.0",
+    (2, 15): "13.2",
 }
 
 

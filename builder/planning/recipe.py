@@ -74,6 +74,10 @@ class Condition:
     def describe(self) -> str:
         return ", ".join(f"{key} {spec}" for key, spec in self.specs.items()) or "always"
 
+    def only(self, *keys: str) -> Condition:
+        """The part of the condition over `keys` (a new release's version, before any target)."""
+        return Condition(**{key: spec for key, spec in self.specs.items() if key in keys})
+
 
 @dataclass(frozen=True)
 class Patch:
