@@ -27,8 +27,8 @@ from builder.errors import VerifyError
 from tests.conftest import FIXTURES, ROOT, builder_json, label, make_venv, run_builder
 
 NINJA = str(Path(sys.executable).parent / "ninja")
-GATE = [sys.executable, str(ROOT / "builder" / "gate.py")]
-ORDER = [sys.executable, str(ROOT / "builder" / "ninja_order.py"), NINJA]
+GATE = [sys.executable, str(ROOT / "builder" / "building" / "gate.py")]
+ORDER = [sys.executable, str(ROOT / "builder" / "building" / "ninja_order.py"), NINJA]
 HOG = FIXTURES / "hog" / "hog.py"
 COSTLY = FIXTURES / "costly"
 
