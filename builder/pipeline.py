@@ -16,7 +16,7 @@ from packaging.utils import parse_wheel_filename
 from packaging.version import Version
 
 from builder import __version__
-from builder.building import costs
+from builder.building import costs, reference
 from builder.building.backends import Backend, get_backend
 from builder.building.compile import Compiled, build_env, compile_wheel, workdir
 from builder.building.patching import apply_patches
@@ -154,8 +154,8 @@ def compile_and_store(plan: Plan, backend: Backend, ws: Workspace, steps: Steps,
         compiled = Compiled()
         env = build_env(plan, ws.environ, cache.dir("sccache"), work)
         try:
-            raw = compile_wheel(plan, backend, src, work, env, log_path, steps,
-                                previous=records.load(cache, costs.costs_key(plan)), compiled=compiled)
+            previous = records.load(cache, costs.costs_key(plan)) or reference.for_plan(plan)
+            raw = compile_wheel(plan, backend, src, work, env, log_path, steps, previous=previous, compiled=compiled)
         finally:
             if compiled.costs is not None:
                 records.save(cache, compiled.costs)

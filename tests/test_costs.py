@@ -65,7 +65,8 @@ class HogSampler:
         while not self._stop.is_set():
             total = 0
             for process in psutil.process_iter(["cmdline", "memory_info"]):
-                if str(HOG) in (process.info["cmdline"] or []) and process.info["memory_info"]:
+                # hog.py itself (`python hog.py ...`), not the gates waiting to start one
+                if (process.info["cmdline"] or [])[1:2] == [str(HOG)] and process.info["memory_info"]:
                     total += process.info["memory_info"].rss
             self.peak_mb = max(self.peak_mb, total / 2**20)
             time.sleep(0.01)

@@ -35,6 +35,7 @@ from builder.planning.toolchain import (
     host_compilers,
     select_host_compiler,
     select_toolkit,
+    splits_compiles,
 )
 from builder.planning.variants import choose as choose_variants
 from builder.planning.variants import labels as variant_labels
@@ -75,6 +76,10 @@ class Plan:
     """The recipe's companions: the exact version builder builds for each, None when dropped."""
     variants: Mapping[str, str] = field(default_factory=dict)
     """The chosen variants that differ from their defaults (builder/variants.py)."""
+    split_compile: bool = False
+    """The compile gate may split a long nvcc compile over idle cores (builder/building/gate.py):
+    asked for (the split-compile setting), nvcc has --split-compile, and no --ccache (whose hashes
+    would change with the thread count). Not in the key: the device code is the same."""
 
     def render(self, template: str) -> str:
         return template.format_map(self.fields)
@@ -139,6 +144,7 @@ class Plan:
             "local_version": self.local_version,
             "cache_key": self.key,
             "ccache": self.ccache,
+            "split_compile": self.split_compile,
         }
 
 
@@ -324,4 +330,12 @@ def resolve_plan(
                 install_python=install_python, build_env=build_env, toolkit=toolkit, host=host,
                 archs=archs, cxx11_abi=abi, cxx_std=cxx_std, jobs=jobs, env=env, patches=patches,
                 local_version=local, key=key, source_sha256=source_sha256, ccache=request.ccache, force=request.force,
-                facts=facts, backend=backend, fields=fields, companions=dict(companions or {}), variants=chosen)
+                facts=facts, backend=backend, fields=fields, companions=dict(companions or {}), variants=chosen,
+                split_compile=choose_split(request, toolkit, archs))
+
+
+def choose_split(request: Request, toolkit: Toolkit, archs: tuple[Arch, ...]) -> bool:
+    """Whether the gate may split nvcc compiles: asked for, device code to compile, no --ccache, and
+    an nvcc that has --split-compile."""
+    return (request.split_compile is not False and bool(archs) and not request.ccache
+            and splits_compiles(toolkit.nvcc))
