@@ -26,7 +26,7 @@ def sccache_env(sccache: str, store: Path, work: Path, env: Mapping[str, str]) -
     build's own folder (which is named by its cache key) are hashed relative to it."""
     socket = Path(tempfile.gettempdir()) / f"builder-sccache-{work.name[:12]}-{os.getpid()}.sock"
     return {**env, "SCCACHE_DIR": str(store), "SCCACHE_SERVER_UDS": str(socket), "SCCACHE_BASEDIRS": str(work),
-            "TORCH_EXTENSION_SKIP_NVCC_GEN_DEPENDENCIES": "1",
+            "SCCACHE_DIRECT": env.get("SCCACHE_DIRECT", "true"), "TORCH_EXTENSION_SKIP_NVCC_GEN_DEPENDENCIES": "1",
             "PATH": os.pathsep.join([str(Path(sccache).parent), env.get("PATH", "")])}
 
 
