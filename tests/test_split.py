@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from builder.building import reference
+from builder.building.costs import BuildCosts, FileCost
 from builder.building.gate import (
     MIN_SPLIT_SECONDS,
     RECORD_MARGIN,
@@ -26,6 +27,7 @@ from builder.building.gate import (
     splits_already,
 )
 from builder.building.ninja_order import gate_nvcc, planned, reorder, weights
+from builder.errors import RecipeError
 from builder.planning.toolchain import splits_compiles
 from tests.conftest import FIXTURES, builder_json, run_builder
 from tests.test_costs import compile_order
@@ -243,6 +245,23 @@ def test_reference_device_costs_scale_with_the_number_of_archs_and_peaks_do_not(
     assert four["csrc/api.cpp"].cpu_s == 30  # a host compile does not depend on the archs
     two = {f.file: f for f in reference.scaled(measurement(["86"], "13.0.88", 100), 2)}
     assert two["csrc/k.cu"].cpu_s == 200
+
+
+def test_export_adds_a_measurement_per_archs_and_toolkit_major(tmp_path: Path) -> None:
+    def costs(archs: list[str], cuda: str, cpu: float, recipe: str = "k") -> BuildCosts:
+        return BuildCosts(key="x", recipe=recipe, version="1.0", archs=archs, cuda=cuda, host="g++ 12", jobs=2,
+                          cores=2, memory_budget_gb=10, files=[FileCost("csrc/k.cu", cpu, cpu, 900.0, threads=2)])
+    path = tmp_path / "costs" / "k-1.0.json"
+    reference.export(costs(["86"], "13.0.88", 10), path)
+    reference.export(costs(["90"], "13.0.88", 20), path)
+    reference.export(costs(["86"], "13.1.0", 30), path)  # same archs and major: replaces the first
+    data = json.loads(path.read_text())
+    assert [(m["archs"], m["cuda"], m["files"][0]["cpu_s"]) for m in data["measurements"]] == [
+        (["90"], "13.0.88", 20), (["86"], "13.1.0", 30)]
+    assert data["measurements"][0]["files"][0] == {"file": "csrc/k.cu", "wall_s": 20, "cpu_s": 20, "peak_mb": 900.0,
+                                                   "threads": 2}
+    with pytest.raises(RecipeError, match=r"holds costs of k 1\.0, not other 1\.0"):
+        reference.export(costs(["86"], "13.0.88", 10, recipe="other"), path)
 
 
 # -- a real build: records exported, then a fresh cache starting from them ------------------------

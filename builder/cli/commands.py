@@ -59,6 +59,7 @@ def cmd_plan(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
         for key in ("source", "target", "build_env", "toolkit", "host_compiler", "jobs"):
             out.line(f"{key:15} {json.dumps(data[key])}")
         out.line(f"{'archs':15} {' '.join(data['archs'])}   gencode: {' '.join(data['gencode'])}")
+        out.line(f"{'split_compile':15} {'on: long nvcc compiles over idle cores' if data['split_compile'] else 'off'}")
         if data["variants"]:
             out.line(f"{'variants':15} " + " ".join(f"{k}={v}" for k, v in data["variants"].items()))
         out.line("patches:" + "".join(
