@@ -224,9 +224,9 @@ def main() -> int:
     parser.add_argument("--results", type=Path, default=ROOT / "bench" / "RESULTS.md")
     args = parser.parse_args()
     if args.upstream or args.sccache or args.split:
-        subprocess.run(builder("fetch", "causal-conv1d"), check=True)
+        subprocess.run(builder("fetch", "causal-conv1d", "--cache", str(ROOT / "cache")), check=True)
     if args.upstream:
-        subprocess.run(builder("fetch", "flash-attn", "--version", "2.8.3"), check=True)
+        subprocess.run(builder("fetch", "flash-attn", "--version", "2.8.3", "--cache", str(ROOT / "cache")), check=True)
     with tempfile.TemporaryDirectory(prefix="builder-bench-") as tmp:
         work = Path(tmp)
         rows = [] if args.only else [*bench_fixture(work), *bench_shared(work), *bench_matrix(work)]
