@@ -5,6 +5,7 @@ the command that produced it.
     python bench/run.py --upstream      # + causal-conv1d for one arch and flash-attn one arch vs four
     python bench/run.py --upstream --baseline   # + plain pip wheel of causal-conv1d, default archs (~1 h)
     python bench/run.py --sccache       # + causal-conv1d under --ccache: cold, then a warm rebuild
+    python bench/run.py --split         # + causal-conv1d sm_86, --jobs 2, without and with split compiles
 
 Every build here runs in a fresh cache under a temporary directory, with sources copied from
 cache/sources (fetched first with `builder fetch`), so nothing is a hit unless it should be.
@@ -154,6 +155,31 @@ def bench_sccache(work: Path) -> list[str]:
     ]
 
 
+def bench_split(work: Path) -> list[str]:
+    """causal-conv1d for sm_86 on 2 jobs, each in a fresh cache starting from the shipped reference
+    costs (heaviest first either way): --no-split-compile, then with split compiles allowed."""
+    runs: dict[str, tuple[dict[str, object], dict[str, object]]] = {}
+    for label, extra in (("plain", ("--no-split-compile",)), ("split", ())):
+        cache = work / f"split-{label}"
+        (cache / "sources").mkdir(parents=True)
+        shutil.copy2(causal_sdist(), cache / "sources")
+        cost, _ = timed_build(cache, "causal-conv1d", "--arch", "86", "--jobs", "2", "--no-install", *extra)
+        shown = subprocess.run(builder("stats", "causal-conv1d", "--cache", str(cache), "--json"),
+                               capture_output=True, text=True, check=True)
+        runs[label] = cost, json.loads(shown.stdout)[0]
+
+    def row(label: str, what: str) -> str:
+        cost, stats = runs[label]
+        files = ", ".join(f"{Path(f['file']).name} {f['wall_s']:.0f} s x{f['threads']} ({f['basis']})"
+                          for f in stats["slowest"])
+        return (f"| causal-conv1d 1.7.0, sm_86, `--jobs 2`, {what} | {cost['wall_s']} s wall, {cost['cpu_s']} CPU-s; "
+                f"compiles {stats['wall_s']} s, core use {stats['core_use']}; {files} |")
+    plain, split = runs["plain"][0], runs["split"][0]
+    return [row("plain", "`--no-split-compile`"), row("split", "split compiles allowed"),
+            f"| **split / plain** | **{ratio(split, plain, 'wall_s')}** wall, **{ratio(split, plain, 'cpu_s')}** "
+            f"CPU |"]
+
+
 def causal_sdist() -> Path:
     spec = load_recipe("causal-conv1d").versions["1.7.0"]
     assert spec.file is not None
@@ -191,24 +217,29 @@ def main() -> int:
                         help="with --upstream: also plain `pip wheel` of causal-conv1d with its nine default archs "
                              "(~40 min on 2 cores)")
     parser.add_argument("--sccache", action="store_true", help="also causal-conv1d cold vs warm under --ccache")
+    parser.add_argument("--split", action="store_true",
+                        help="also causal-conv1d sm_86 on 2 jobs without and with split compiles (~2 x 5-9 min)")
+    parser.add_argument("--only", action="store_true",
+                        help="only the benchmarks asked for (--upstream, --sccache, --split), not the fixture ones")
     parser.add_argument("--results", type=Path, default=ROOT / "bench" / "RESULTS.md")
     args = parser.parse_args()
-    if args.upstream or args.sccache:
-        subprocess.run(builder("fetch", "causal-conv1d"), check=True)
+    if args.upstream or args.sccache or args.split:
+        subprocess.run(builder("fetch", "causal-conv1d", "--cache", str(ROOT / "cache")), check=True)
     if args.upstream:
-        subprocess.run(builder("fetch", "flash-attn", "--version", "2.8.3"), check=True)
+        subprocess.run(builder("fetch", "flash-attn", "--version", "2.8.3", "--cache", str(ROOT / "cache")), check=True)
     with tempfile.TemporaryDirectory(prefix="builder-bench-") as tmp:
         work = Path(tmp)
-        rows = bench_fixture(work)
-        rows += bench_shared(work)
-        rows += bench_matrix(work)
+        rows = [] if args.only else [*bench_fixture(work), *bench_shared(work), *bench_matrix(work)]
         if args.upstream:
             rows += bench_causal(work, args.baseline)
             rows += bench_flash_attn(work)
         if args.sccache:
             rows += bench_sccache(work)
+        if args.split:
+            rows += bench_split(work)
     machine = f"{platform.node()}: {psutil.cpu_count()} cores, {psutil.virtual_memory().total / 1024**3:.0f} GB"
-    flags = "".join(f" --{flag}" for flag in ("upstream", "baseline", "sccache") if getattr(args, flag))
+    flags = "".join(f" --{flag}" for flag in ("upstream", "baseline", "sccache", "split", "only")
+                    if getattr(args, flag))
     section = "\n".join([
         f"\n### {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} — `python bench/run.py{flags}` on {machine}\n",
         "| what | measured |", "| --- | --- |", *rows, ""])

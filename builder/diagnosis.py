@@ -35,8 +35,8 @@ class Diagnosis:
     """The line of the output that names it."""
 
 
-_FREE_SPACE = ("free space on that disk (`df -h`; `builder cache gc` prunes old builds), or point --cache "
-               "(BUILDER_CACHE_DIR) at a bigger disk: builds run under the cache's build/")
+_FREE_SPACE = ("free space on that disk (`df -h`; `builder cache gc` prunes old builds), or point the "
+               "build-dir setting (BUILDER_BUILD_DIR, default /var/tmp/builder-build) or --cache at a bigger disk")
 _LESS_MEMORY = ("run fewer compiles at once: --jobs 1, or a smaller --memory-budget (`builder stats RECIPE` "
                 "shows each file's peak memory); `dmesg` names the OOM killer")
 

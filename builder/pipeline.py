@@ -17,7 +17,7 @@ from packaging.utils import parse_wheel_filename
 from packaging.version import Version
 
 from builder import __version__
-from builder.building import costs
+from builder.building import costs, reference
 from builder.building.backends import Backend, get_backend
 from builder.building.compile import Compiled, build_env, compile_wheel
 from builder.building.patching import apply_patches
@@ -190,8 +190,8 @@ def compile_to_wheel(plan: Plan, backend: Backend, ws: Workspace, steps: Steps, 
         compiled = Compiled()
         env = build_env(plan, cache.dir("sccache"), work)
         try:
-            raw = compile_wheel(plan, backend, src, work, env, log_path, steps,
-                                previous=records.load(cache, costs.costs_key(plan)), compiled=compiled)
+            previous = records.load(cache, costs.costs_key(plan)) or reference.for_plan(plan)
+            raw = compile_wheel(plan, backend, src, work, env, log_path, steps, previous=previous, compiled=compiled)
         finally:
             if compiled.costs is not None:
                 records.save(cache, compiled.costs)

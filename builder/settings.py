@@ -18,6 +18,7 @@ The config file is TOML with the settings' names as keys:
     archs = ["86", "90"]
     jobs = 8
     memory-budget = 40
+    split-compile = false
     index-url = "https://mirrors.example.org/pypi/simple"
     url-mirrors = { "https://github.com/" = "https://ghproxy.example.org/https://github.com/" }
 """
@@ -155,6 +156,9 @@ SETTINGS: tuple[Setting, ...] = (
             "the memory available)", env=("BUILDER_MEMORY_BUDGET",), flag="--memory-budget"),
     Setting("ccache", _bool, "compile through sccache", env=("BUILDER_CCACHE",), flag="--ccache",
             default=lambda: False),
+    Setting("split-compile", _bool, "let the compile gate split a long nvcc compile over idle cores "
+            "(nvcc --split-compile) where the toolkit's nvcc has it", env=("BUILDER_SPLIT_COMPILE",),
+            flag="--no-split-compile", default=lambda: True),
     Setting("torch-index", _text, "the index --torch takes torch from (default: chosen per CUDA)",
             env=("BUILDER_TORCH_INDEX",), flag="--torch-index"),
     Setting("index-url", _text, "the package index source downloads and --torch build environments use "
@@ -178,6 +182,7 @@ class Settings:
     jobs: int | None
     memory_budget: float | None
     ccache: bool
+    split_compile: bool
     torch_index: str | None
     index_url: str | None
     """None: pip's configured index (`source_index`)."""

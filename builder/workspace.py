@@ -74,6 +74,7 @@ class Workspace:
             jobs_origin="--jobs" if request.jobs is not None else settings.origins.get("jobs", "default"),
             memory_budget=request.memory_budget if request.memory_budget is not None else settings.memory_budget,
             ccache=request.ccache or settings.ccache,
+            split_compile=request.split_compile if request.split_compile is not None else settings.split_compile,
             torch_index=request.torch_index or settings.torch_index,
             cache_url=request.cache_url or settings.cache_url,
         )

@@ -158,6 +158,16 @@ def make_venv(path: Path) -> Path:
     return python
 
 
+def cache_sharing_envs(path: Path) -> Path:
+    """A fresh cache whose build environments (cache/envs: a --torch venv is GBs from PyPI) are the
+    checkout's own cache's (./cache/envs), made once and reused by later test runs."""
+    shared = ROOT / "cache" / "envs"
+    shared.mkdir(parents=True, exist_ok=True)
+    path.mkdir(parents=True)
+    (path / "envs").symlink_to(shared)
+    return path
+
+
 @pytest.fixture
 def fresh_venv(tmp_path: Path) -> Path:
     return make_venv(tmp_path / "venv")

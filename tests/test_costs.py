@@ -27,8 +27,8 @@ from builder.errors import VerifyError
 from tests.conftest import FIXTURES, ROOT, builder_json, label, make_venv, run_builder
 
 NINJA = str(Path(sys.executable).parent / "ninja")
-GATE = [sys.executable, str(ROOT / "builder" / "gate.py")]
-ORDER = [sys.executable, str(ROOT / "builder" / "ninja_order.py"), NINJA]
+GATE = [sys.executable, str(ROOT / "builder" / "building" / "gate.py")]
+ORDER = [sys.executable, str(ROOT / "builder" / "building" / "ninja_order.py"), NINJA]
 HOG = FIXTURES / "hog" / "hog.py"
 COSTLY = FIXTURES / "costly"
 
@@ -65,7 +65,8 @@ class HogSampler:
         while not self._stop.is_set():
             total = 0
             for process in psutil.process_iter(["cmdline", "memory_info"]):
-                if str(HOG) in (process.info["cmdline"] or []) and process.info["memory_info"]:
+                # hog.py itself (`python hog.py ...`), not the gates waiting to start one
+                if (process.info["cmdline"] or [])[1:2] == [str(HOG)] and process.info["memory_info"]:
                     total += process.info["memory_info"].rss
             self.peak_mb = max(self.peak_mb, total / 2**20)
             time.sleep(0.01)

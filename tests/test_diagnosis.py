@@ -31,13 +31,14 @@ def test_a_build_on_a_full_disk_names_the_disk(tmp_path: Path) -> None:
     """A real fixture build whose build directory lies on a 1 MB tmpfs."""
     recipe = write_recipe(tmp_path, "fixture-ext", f'{{ path = "{TORCHEXT}" }}')
     cache = tmp_path / "cache"
-    with small_tmpfs(cache / "build", "1m"):
-        result = run_builder("build", str(recipe), "--arch", "86", "--no-install", "--cache", str(cache), "--json")
+    with small_tmpfs(tmp_path / "build", "1m") as build_dir:
+        result = run_builder("build", str(recipe), "--arch", "86", "--no-install", "--cache", str(cache), "--json",
+                             env={"BUILDER_BUILD_DIR": str(build_dir)})
     document = json.loads(result.stdout)
     assert result.returncode == 8, result.stderr
     assert document["error"].endswith("failed with exit code 1: the disk is full (No space left on device)")
     assert "No space left on device" in document["cause_line"] and document["first_error"]
-    assert "free space" in document["hint"] and "--cache" in document["hint"]
+    assert "free space" in document["hint"]
     assert Path(document["log"]).is_file()
 
 

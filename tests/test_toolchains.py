@@ -16,7 +16,7 @@ import pytest
 from builder.errors import ToolchainError
 from builder.planning.buildpython import choose_torch_index, table_cuda
 from builder.planning.compat import MIN_DRIVER_FOR_CUDA_MAJOR, cxx_standard_for_torch
-from tests.conftest import builder_json, run_builder, running_torch_cuda, running_torch_release
+from tests.conftest import builder_json, cache_sharing_envs, run_builder, running_torch_cuda, running_torch_release
 from tests.test_bad_input import ARCHS_11_8, assert_refused, fake_toolkit
 
 DEBIAN_CUDA_11_8 = Path("/usr/bin/nvcc").is_file() and Path("/usr/include/cuda_runtime_api.h").is_file()
@@ -181,9 +181,17 @@ def test_cuda_13_provisioned_from_pypi_compiles_the_fixture(fixture_recipe: Path
 @pytest.mark.slow
 @needs_cuda_11_8
 def test_fixture_builds_with_cuda_11_8_and_torch_2_0_1(fixture_recipe: Path, tmp_path: Path) -> None:
-    """The mission's own example, for real: Debian's nvcc 11.8, g++-11 chosen, torch 2.0.1's venv."""
+    """The mission's own example, for real: Debian's nvcc 11.8, g++-11 chosen, torch 2.0.1's venv.
+    torch 2.0.1's cpp_extension has no PYTORCH_NVCC; the gate still sees every compile (the ordering
+    ninja puts it in front of build.ninja's `nvcc`): a record for each of the four files."""
+    cache = str(cache_sharing_envs(tmp_path / "cache"))
     result = builder_json("build", str(fixture_recipe), "--cuda", "11.8", "--arch", "86", "--torch", "2.0.1",
-                          "--cache", str(tmp_path / "cache"))
+                          "--cache", cache)
     assert result["plan"]["host_compiler"]["gcc_major"] == 11
     assert result["verified"]["cubins"] == {"fixture_ext_cuda": ["86"]}
     assert "+cu118torch2.0.1cxx11abiFALSE.sm86-" in result["wheel"]
+    assert result["plan"]["split_compile"] is False  # 11.8's nvcc has no --split-compile
+    [stats] = builder_json("stats", "fixture-ext", "--cache", cache)
+    assert sorted(f["file"] for f in stats["slowest"]) == ["csrc/binding.cpp", "csrc/vec_add.cu",
+                                                           "csrc/vec_scale.cu", "csrc/vec_sum.cu"]
+    assert all(f["peak_mb"] > 0 and f["basis"] == "estimate" for f in stats["slowest"])

@@ -49,6 +49,9 @@ def compile_wheel(plan: Plan, backend: Backend, src: Path, work: Path, env: Mapp
     if backend.gated:
         env = costs.instrument(plan, work, src, env, previous=previous,
                                gates_host_compiler=backend.gates_host_compiler)
+        if previous is not None and previous.reference:
+            steps.reporter.say(f"    no records of this build yet: starting from the recipe's reference costs "
+                               f"({previous.reference})")
     try:
         with steps("compile", label), steps.reporter.compile_progress(plan.recipe.name) as update:
             compiled.wheel = backend.build(plan, src, work / "raw", env, log_path, compile_line_parser(update))

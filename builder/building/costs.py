@@ -1,14 +1,18 @@
 """Per-file compile costs: recorded by the compile gate on every build, kept in the cache, and fed
-back to the next build of the same kind (memory admission and heaviest-first order).
+back to the next build of the same kind (memory admission, heaviest-first order, split compiles).
+A build with no records of its own starts from the recipe's shipped reference costs
+(builder/building/reference.py).
 
 A build's records are keyed by what decides a file's cost: recipe, version, arch set, toolkit and
 host compiler. The store keeps them (builder/store/records.py).
 
 The build's tools folder (work/tools) holds the wrappers builder puts in place:
-  gate    the compile gate (builder/gate.py) in front of nvcc (PYTORCH_NVCC, make's NVCC) and
-          CMake's compiler launchers (CMAKE_<LANG>_COMPILER_LAUNCHER, read from the environment)
-  ninja   the real ninja after reordering build.ninja heaviest first (builder/ninja_order.py),
-          first on PATH (torch's cpp_extension runs `ninja`) and CMake's CMAKE_MAKE_PROGRAM
+  gate    the compile gate (builder/building/gate.py) in front of nvcc (PYTORCH_NVCC, the `nvcc`
+          variable of torch's build.ninja, make's NVCC) and CMake's compiler launchers
+          (CMAKE_<LANG>_COMPILER_LAUNCHER, read from the environment)
+  ninja   the real ninja after preparing build.ninja (builder/building/ninja_order.py): the gate in
+          front of nvcc, heaviest first, the planned files listed; first on PATH (torch's
+          cpp_extension runs `ninja`) and CMake's CMAKE_MAKE_PROGRAM
 """
 
 from __future__ import annotations
@@ -42,6 +46,8 @@ class FileCost:
     expected_mb: float = 0.0
     basis: str = "estimate"
     waited_s: float = 0.0
+    threads: int = 1
+    """nvcc's --split-compile threads the gate gave it (1: not split)."""
 
 
 @dataclass(frozen=True)
@@ -59,6 +65,9 @@ class BuildCosts:
     memory_budget_gb: float
     files: list[FileCost] = field(default_factory=list)
     created: float = 0.0
+    reference: str = ""
+    """Set for costs read from a recipe's shipped reference (what they were measured on), not
+    recorded by a build of this kind."""
 
     @property
     def wall_s(self) -> float:
@@ -82,8 +91,11 @@ class BuildCosts:
         return max((sum(o.peak_mb for o in self.files if o.start <= f.start < o.end) for f in self.files),
                    default=0.0)
 
-    def hints(self) -> dict[str, dict[str, float]]:
-        return {f.file: {"wall_s": f.wall_s, "peak_mb": f.peak_mb} for f in self.files}
+    def hints(self) -> dict[str, dict[str, float | int | str]]:
+        """What the gate and the ordering ninja read (hints.json)."""
+        basis = "reference" if self.reference else "record"
+        return {f.file: {"wall_s": f.wall_s, "cpu_s": f.cpu_s, "peak_mb": f.peak_mb, "threads": f.threads,
+                         "basis": basis} for f in self.files}
 
     def summary(self) -> dict[str, Any]:
         return {"wall_s": round(self.wall_s, 1), "cpu_s": round(self.cpu_s, 1),
@@ -123,7 +135,7 @@ def host_compiler_gate(tools: Path, cxx: str) -> str:
 def instrument(plan: Plan, work: Path, source_dir: Path, env: Mapping[str, str], *,
                previous: BuildCosts | None, gates_host_compiler: bool) -> dict[str, str]:
     """The build's environment with the gate and the ordering ninja in place, seeded with the
-    `previous` build's records of this kind."""
+    `previous` costs of this kind (a build's records, or the recipe's reference)."""
     tools, gate_dir = work / "tools", work / "gate"
     tools.mkdir(parents=True, exist_ok=True)
     gate_dir.mkdir(parents=True, exist_ok=True)
@@ -132,9 +144,12 @@ def instrument(plan: Plan, work: Path, source_dir: Path, env: Mapping[str, str],
     gate = _script(tools / "gate", [sys.executable, str(HERE / "gate.py")])
     out = {**env, "BUILDER_GATE_DIR": str(gate_dir), "BUILDER_GATE_SOURCE_ROOT": str(source_dir.resolve()),
            "BUILDER_GATE_BUDGET_MB": str(plan.jobs.memory_budget_gb * MB_PER_GB),
-           "BUILDER_GATE_JOB_MB": str(plan.recipe.build.job_memory_gb * MB_PER_GB), "BUILDER_GATE": gate}
+           "BUILDER_GATE_JOB_MB": str(plan.recipe.build.job_memory_gb * MB_PER_GB), "BUILDER_GATE": gate,
+           "BUILDER_GATE_CORES": str(plan.jobs.jobs), "BUILDER_GATE_SPLIT": "1" if plan.split_compile else "0"}
     nvcc = env.get("PYTORCH_NVCC", str(plan.toolkit.nvcc))
     out["PYTORCH_NVCC"] = f"{gate} {nvcc}"
+    # What the ordering ninja puts in front of a build.ninja's bare `nvcc` (torch without PYTORCH_NVCC).
+    out["BUILDER_NVCC_LAUNCHER"] = shlex.join([gate, env["BUILDER_SCCACHE"]]) if plan.ccache else gate
     if gates_host_compiler and not plan.ccache and env.get("CXX"):
         out["CXX"] = host_compiler_gate(tools, env["CXX"])
     launcher = f"{gate};{env['BUILDER_SCCACHE']}" if plan.ccache else gate
@@ -166,5 +181,7 @@ def collect(plan: Plan, work: Path) -> BuildCosts | None:
 
 def describe(costs: BuildCosts) -> str:
     s = costs.summary()
+    split = [f"{f.file} on {f.threads} threads" for f in costs.files if f.threads > 1]
     return (f"{s['files']} compile(s): {s['wall_s']:g} s, core use {s['core_use']:.0%}, "
-            f"peak {s['peak_mb']:.0f} MB per compile, {s['concurrent_peak_mb']:.0f} MB together")
+            f"peak {s['peak_mb']:.0f} MB per compile, {s['concurrent_peak_mb']:.0f} MB together"
+            + (f"; split: {', '.join(split)}" if split else ""))

@@ -1,34 +1,53 @@
-"""The compile gate: a wrapper builder puts in front of every compiler a build runs (PYTORCH_NVCC
-and CXX for torch extensions, the Makefile's NVCC, CMake's compiler launchers). For one compile it
+"""The compile gate: a wrapper builder puts in front of every compiler a build runs (nvcc through
+PYTORCH_NVCC or the `nvcc` variable of torch's build.ninja, CXX for torch extensions, the
+Makefile's NVCC, CMake's compiler launchers). For one compile it
 
-1. waits until the compile's expected peak memory fits in the build's memory budget beside the
-   compiles already running (always admitted when none runs, so a build never deadlocks);
-2. runs the compiler, sampling the resident memory of its whole process tree;
-3. appends a record: file, start, end, wall and CPU seconds, peak RSS, expected and waited.
+1. decides how many threads an nvcc compile gets (`--split-compile N`, below), and waits until the
+   compile's expected peak memory fits in the build's memory budget beside the compiles already
+   running (always admitted when none runs, so a build never deadlocks);
+2. runs the compiler, sampling the resident memory of its whole process tree (a split compile's
+   threads included);
+3. appends a record: file, start, end, wall and CPU seconds, peak RSS, threads, expected and waited.
+
+Expected costs come from hints.json (file -> cpu_s, wall_s, peak_mb, threads, basis): the last
+build's records of the same kind, else the recipe's shipped reference costs; without a hint the
+expected peak is the recipe's job_memory_gb. Commands that compile no source file (version
+queries, links) pass straight through.
 
 With BUILDER_GATE_NVCC_SEED=1 it also gives each nvcc compile `-frandom-seed=<source file relative
 to the source tree>`: nvcc otherwise puts its process id into the names of internal-linkage
 entities (`_ZN57_INTERNAL_..._causal_conv1d_fwd_cu_6ed2b511_28350...`), and its --help asks for a
 different seed per file (builder/building/reproducible.py).
 
-Expected peaks come from the last build's records (hints.json: file -> wall_s, peak_mb), else the recipe's
-job_memory_gb. Commands that compile no source file (version queries, links) pass straight through.
+Split compilation: nvcc's `--split-compile N` runs one file's device optimisation on N threads
+(nvcc 13.0 --help; CUDA 11.8's nvcc has no such option, so builder asks each toolkit's --help).
+A file gets more than one thread when cores would otherwise sit idle: fewer compiles starting
+than free cores (the free ones are shared in proportion to the expected work), or the file's
+expected work exceeds the rest of the build's work divided by the cores (it would set the end
+alone). `split_threads` decides, from the build's planned files (planned.json, written by the
+ordering ninja), the compiles running (running.json) and the hints. It leaves device code
+unchanged: `cuobjdump -sass` is identical with and without (tests/test_split.py), so it is not
+part of the cache key.
 
-It runs as a script (`python builder/gate.py COMPILER ARGS...`) with the build's environment,
-needing only the standard library, psutil and filelock, so the compiler it starts sees exactly
-the environment builder set. The gate's settings come from BUILDER_GATE_* variables.
+It runs as a script (`python builder/building/gate.py COMPILER ARGS...`) with the build's
+environment, needing only the standard library, psutil and filelock, so the compiler it starts
+sees exactly the environment builder set. The gate's settings come from BUILDER_GATE_* variables.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import resource
+import shlex
 import subprocess
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import psutil
 from filelock import FileLock
@@ -40,9 +59,16 @@ SAMPLE_SECONDS = 0.05
 WAIT_SECONDS = 0.1
 # A recorded peak is a sample; the next build of the file is expected a little above it.
 RECORD_MARGIN = 1.15
+# A split compile's peak over the same file's unsplit one: costly.cu (tests/fixtures/costly), sm_86,
+# nvcc 13.0, largest process RSS 191 MB unsplit, 292 MB with --split-compile 2, 296 MB with 4 (+52%,
+# +55%). Modelled as 1 + 0.5 * log2(N), above both; a record made at N threads replaces the model.
+SPLIT_PEAK_GROWTH = 0.5
+# Below this expected CPU time a compile is not split: the gain is seconds, the threads cost memory.
+MIN_SPLIT_SECONDS = 20.0
 # Set for the compiler the gate runs: a gated compiler it starts in turn (nvcc's host compiler, were
 # it wrapped too) passes straight through instead of waiting for room its parent holds.
 INSIDE = "BUILDER_GATE_INSIDE"
+SPLIT_OPTIONS = ("--split-compile", "-split-compile")
 MB = 1024 * 1024
 
 
@@ -54,47 +80,178 @@ def source_file(args: list[str], root: str) -> str | None:
     files = []
     for arg in args:
         if arg.endswith(SOURCE_SUFFIXES) and os.path.isfile(arg):
-            path = os.path.abspath(arg)
-            files.append(os.path.relpath(path, root) if root and path.startswith(root.rstrip("/") + "/") else path)
+            files.append(source_key(os.path.abspath(arg), root))
     return " ".join(files) or None
 
 
 def with_seed(args: list[str], file: str) -> list[str]:
     """An nvcc compile (run directly or through a launcher such as sccache) with a seed of its own."""
-    if not any(os.path.basename(arg) == "nvcc" for arg in args[:2]) or any(
-            arg.lstrip("-").startswith("frandom-seed") for arg in args):
+    if not is_nvcc(args) or any(arg.lstrip("-").startswith("frandom-seed") for arg in args):
         return args
     return [*args, f"-frandom-seed={file}"]
 
 
-def expected_mb(file: str, gate_dir: Path, default_mb: float) -> tuple[float, str]:
-    """The compile's expected peak and where the number came from ("record" or "estimate")."""
-    hints_file = gate_dir / "hints.json"
-    hints = json.loads(hints_file.read_text()) if hints_file.is_file() else {}
-    if file in hints:
-        return float(hints[file]["peak_mb"]) * RECORD_MARGIN, "record"
-    return default_mb, "estimate"
+def source_key(path: str, root: str) -> str:
+    """A source's name in records and hints: relative to the source tree when inside it."""
+    return os.path.relpath(path, root) if root and path.startswith(root.rstrip("/") + "/") else path
 
 
-def admit(gate_dir: Path, budget_mb: float, need_mb: float) -> float:
-    """Wait for room in the budget and register this compile; returns the seconds waited."""
+def is_nvcc(args: Sequence[str]) -> bool:
+    """The command runs nvcc: the compiler itself, or behind a launcher (sccache nvcc ...)."""
+    for arg in args:
+        if arg.startswith("-"):
+            return False
+        if os.path.basename(arg) == "nvcc":
+            return True
+    return False
+
+
+def splits_already(args: Sequence[str], env: Mapping[str, str]) -> bool:
+    """The compile already asks for split compilation (its flags or NVCC_APPEND/PREPEND_FLAGS)."""
+    words = [*args, *shlex.split(env.get("NVCC_APPEND_FLAGS", "")), *shlex.split(env.get("NVCC_PREPEND_FLAGS", ""))]
+    return any(word.split("=")[0] in SPLIT_OPTIONS for word in words)
+
+
+def work_of(hint: Mapping[str, Any] | None) -> float | None:
+    """A file's expected work in CPU seconds (its single-thread time), None when unrecorded."""
+    if not hint:
+        return None
+    return float(hint.get("cpu_s") or hint.get("wall_s") or 0.0) or None
+
+
+def split_threads(work: float | None, pending: Sequence[float | None],
+                  running: Sequence[tuple[int, float | None]], cores: int) -> int:
+    """The threads a compile starting now gets (1: no split), from expected CPU seconds.
+
+    `work` is this file's, `pending` the build's files not started yet, `running` (threads,
+    remaining CPU seconds) of each compile running; None is unrecorded, taken as the mean of the
+    recorded ones (all alike when none is). Two ways to idle cores, the larger answer wins:
+    - fewer compiles start than there are free cores: this one and the heaviest pending ones
+      share the free cores in proportion to their work (rounded), leaving a core to each of the
+      others;
+    - this file's recorded work exceeds the whole remaining work over the cores: it gets the
+      threads that bring it near that share, at least 2 (it would otherwise end the build alone).
+    """
+    known = [w for w in (work, *pending) if w is not None]
+    fill = sum(known) / len(known) if known else 1.0
+    mine = work if work is not None else fill
+    if cores <= 1 or (work is not None and work < MIN_SPLIT_SECONDS):
+        return 1
+    others = sorted((w if w is not None else fill for w in pending), reverse=True)
+    free = cores - sum(threads for threads, _ in running)
+    starting = [mine, *others[:max(0, free - 1)]]
+    idle = 1
+    if free > len(starting):
+        idle = min(int(free * mine / sum(starting) + 0.5), free - len(starting) + 1)
+    critical = 1
+    if work is not None:  # only a recorded cost can say a file outlasts the rest
+        total = mine + sum(others) + sum(fill if left is None else left for _, left in running)
+        ratio = mine * cores / total
+        critical = max(2, int(ratio + 0.5)) if ratio > 1 else 1
+    return max(1, min(cores, max(idle, critical)))
+
+
+def expected_mb(hint: Mapping[str, Any] | None, default_mb: float, threads: int = 1) -> tuple[float, str]:
+    """The compile's expected peak at `threads` and where the number came from ("record",
+    "reference" or "estimate"). A hint measured at other threads is scaled by the split model."""
+    if not hint:
+        return default_mb * split_growth(threads), "estimate"
+    measured_at = int(hint.get("threads", 1) or 1)
+    peak = float(hint["peak_mb"]) * split_growth(threads) / split_growth(measured_at)
+    return peak * RECORD_MARGIN, str(hint.get("basis", "record"))
+
+
+def work_done(pid: int, entry: Mapping[str, Any], now: float) -> float:
+    """CPU seconds a running compile has used so far: its gate's process tree, measured (a loaded
+    machine stretches wall time, not work); else its wall time so far on its threads."""
+    with contextlib.suppress(psutil.Error):
+        total = 0.0
+        for member in psutil.Process(pid).children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                # Its own time, and that of its children it has waited for (the live ones count apart).
+                times = member.cpu_times()
+                total += times.user + times.system + times.children_user + times.children_system
+        return total
+    return (now - float(entry["start"])) * int(entry["threads"])
+
+
+def split_growth(threads: int) -> float:
+    return 1.0 + SPLIT_PEAK_GROWTH * math.log2(max(1, threads))
+
+
+def read_json(path: Path, default: Any) -> Any:
+    return json.loads(path.read_text()) if path.is_file() else default
+
+
+class Admission:
+    """What the gate knows when a compile asks to start, read from the gate folder."""
+
+    def __init__(self, gate_dir: Path, file: str, *, budget_mb: float, default_mb: float, cores: int,
+                 may_split: bool) -> None:
+        self.gate_dir, self.file, self.budget_mb, self.default_mb = gate_dir, file, budget_mb, default_mb
+        self.cores, self.may_split = cores, may_split
+        self.hints: dict[str, dict[str, Any]] = read_json(gate_dir / "hints.json", {})
+
+    def pending(self, running: Mapping[str, Mapping[str, Any]]) -> list[str] | None:
+        """The build's files not started yet (but this one): the planned ones (this ninja run's, from
+        planned.json), else the hinted ones; None when neither says what the build compiles."""
+        planned = read_json(self.gate_dir / "planned.json", None)
+        names = planned if planned is not None else (list(self.hints) or None)
+        if names is None:
+            return None
+        records = self.gate_dir / "records.jsonl"
+        started = {json.loads(line)["file"] for line in records.read_text().splitlines() if line.strip()} \
+            if records.is_file() else set()
+        started |= {str(r.get("file")) for r in running.values()} | {self.file}
+        return [name for name in names if name not in started]
+
+    def threads(self, running: Mapping[str, Mapping[str, Any]], now: float) -> int:
+        if not self.may_split:
+            return 1
+        pending = self.pending(running)
+        if pending is None:
+            return 1
+        busy = [(int(r["threads"]), max(0.0, float(r["work"]) - work_done(int(pid), r, now)) if r.get("work") else None)
+                for pid, r in running.items()]
+        return split_threads(work_of(self.hints.get(self.file)), [work_of(self.hints.get(p)) for p in pending],
+                             busy, self.cores)
+
+    def decide(self, running: Mapping[str, Mapping[str, Any]], now: float) -> tuple[int, float, str] | None:
+        """(threads, expected MB, basis) when the compile may start now, else None (wait): the most
+        threads up to split_threads' answer whose expected peak fits beside the running ones."""
+        hint = self.hints.get(self.file)
+        in_use = sum(float(r["mb"]) for r in running.values())
+        for threads in range(self.threads(running, now), 0, -1):
+            need, basis = expected_mb(hint, self.default_mb, threads)
+            if not running or in_use + need <= self.budget_mb:
+                return threads, need, basis
+        return None
+
+
+def admit(admission: Admission) -> tuple[int, float, str, float]:
+    """Wait for room in the budget and register this compile; returns (threads, expected MB, basis,
+    seconds waited)."""
     started = time.monotonic()
+    gate_dir = admission.gate_dir
     state = gate_dir / "running.json"
     while True:
         with FileLock(str(gate_dir / "running.lock")):
-            running = json.loads(state.read_text()) if state.is_file() else {}
-            running = {pid: mb for pid, mb in running.items() if psutil.pid_exists(int(pid))}
-            if not running or sum(running.values()) + need_mb <= budget_mb:
-                running[str(os.getpid())] = need_mb
+            running = {pid: r for pid, r in read_json(state, {}).items() if psutil.pid_exists(int(pid))}
+            now = time.time()
+            decision = admission.decide(running, now)
+            if decision is not None:
+                threads, need, basis = decision
+                running[str(os.getpid())] = {"mb": need, "threads": threads, "file": admission.file, "start": now,
+                                             "work": work_of(admission.hints.get(admission.file))}
                 state.write_text(json.dumps(running))
-                return time.monotonic() - started
+                return threads, need, basis, time.monotonic() - started
         time.sleep(WAIT_SECONDS)
 
 
 def release(gate_dir: Path) -> None:
     state = gate_dir / "running.json"
     with FileLock(str(gate_dir / "running.lock")):
-        running = json.loads(state.read_text()) if state.is_file() else {}
+        running = read_json(state, {})
         running.pop(str(os.getpid()), None)
         state.write_text(json.dumps(running))
 
@@ -129,18 +286,22 @@ def main(args: list[str]) -> int:
         return subprocess.call(args) if args else 2
     if os.environ.get("BUILDER_GATE_NVCC_SEED") == "1":
         args = with_seed(args, file)
-    budget_mb = float(os.environ.get("BUILDER_GATE_BUDGET_MB", "inf"))
-    need_mb, basis = expected_mb(file, gate_dir, float(os.environ.get("BUILDER_GATE_JOB_MB", "0")))
-    waited = admit(gate_dir, budget_mb, need_mb)
+    may_split = (os.environ.get("BUILDER_GATE_SPLIT") == "1" and is_nvcc(args)
+                 and not splits_already(args, os.environ))
+    admission = Admission(gate_dir, file, budget_mb=float(os.environ.get("BUILDER_GATE_BUDGET_MB", "inf")),
+                          default_mb=float(os.environ.get("BUILDER_GATE_JOB_MB", "0")),
+                          cores=int(os.environ.get("BUILDER_GATE_CORES", "1")), may_split=may_split)
+    threads, need_mb, basis, waited = admit(admission)
+    command = [*args, "--split-compile", str(threads)] if threads > 1 else args
     start = time.time()
     try:
-        code, cpu, peak = run_sampled(args)
+        code, cpu, peak = run_sampled(command)
     finally:
         release(gate_dir)
     end = time.time()
     record = {"file": file, "start": start, "end": end, "wall_s": round(end - start, 3),
-              "cpu_s": round(cpu, 3), "peak_mb": round(peak / MB, 1), "expected_mb": round(need_mb, 1),
-              "basis": basis, "waited_s": round(waited, 3), "returncode": code}
+              "cpu_s": round(cpu, 3), "peak_mb": round(peak / MB, 1), "threads": threads,
+              "expected_mb": round(need_mb, 1), "basis": basis, "waited_s": round(waited, 3), "returncode": code}
     with open(gate_dir / "records.jsonl", "a") as out:
         out.write(json.dumps(record) + "\n")
     return code

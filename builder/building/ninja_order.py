@@ -1,5 +1,14 @@
-"""Heaviest first: a `ninja` wrapper that reorders build.ninja's build statements by the last
-build's recorded compile times before running the real ninja.
+"""The build's `ninja`: a wrapper that prepares build.ninja for the compile gate, then runs the
+real ninja. It
+
+- puts the gate in front of torch's `nvcc` variable where torch did not: torch 2.0.1's
+  cpp_extension has no PYTORCH_NVCC and writes `nvcc = $CUDA_HOME/bin/nvcc`; torch 2.14.1's
+  writes PYTORCH_NVCC's value (torch/utils/cpp_extension.py), which is already the gate.
+  BUILDER_NVCC_LAUNCHER is what goes in front (the gate, and sccache with --ccache);
+- reorders the build statements heaviest first by the expected compile times (hints.json);
+- writes the sources this ninja run compiles to planned.json, for the gate's split decisions.
+
+Heaviest first:
 
 ninja (1.13.2, PyPI's) starts ready edges by critical-path weight, and every compile edge of these
 builds has the same one, so ties decide: the earlier statement in the file starts first (checked:
@@ -10,9 +19,13 @@ are reordered only within runs of consecutive `build` blocks (a top-level variab
 keeps its place), slowest first; unrecorded ones keep their order after the recorded ones. The
 meaning of a ninja file does not depend on statement order within such a run.
 
-Runs as a script with the real ninja as its first argument: `python builder/ninja_order.py
-REAL_NINJA ARGS...`; hints.json comes from BUILDER_GATE_DIR, paths are made relative to
-BUILDER_GATE_SOURCE_ROOT like the gate's records.
+A file's weight is its recorded CPU seconds (its work, whatever threads it was split over), else
+its wall seconds.
+
+Runs as a script with the real ninja as its first argument: `python builder/building/ninja_order.py
+REAL_NINJA ARGS...`; hints.json and planned.json live in BUILDER_GATE_DIR, paths are made relative
+to BUILDER_GATE_SOURCE_ROOT like the gate's records. ninja's tools (`-t ...`) and `--version`
+pass straight through.
 """
 
 from __future__ import annotations
@@ -20,6 +33,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -49,6 +63,10 @@ def first_input(block: list[str], directory: Path) -> str | None:
     return str((directory / words[1].replace("\0", " ")).resolve())
 
 
+SOURCE_SUFFIXES = (".cu", ".cpp", ".cc", ".cxx", ".c")
+NVCC_VARIABLE = re.compile(r"^nvcc = (.+)$", re.M)
+
+
 def key_of(path: str, root: str) -> str:
     return os.path.relpath(path, root) if root and path.startswith(root.rstrip("/") + "/") else path
 
@@ -72,6 +90,39 @@ def reorder(text: str, directory: Path, walls: dict[str, float], root: str) -> s
     return "".join(line for block in result for line in block)
 
 
+def planned(text: str, directory: Path, root: str) -> list[str]:
+    """The sources the build statements compile (their first inputs with a source suffix)."""
+    sources = (first_input(block, directory) for block in blocks(text) if block[0].startswith("build "))
+    return [key_of(source, root) for source in sources if source and source.endswith(SOURCE_SUFFIXES)]
+
+
+def gate_nvcc(text: str, launcher: str) -> str:
+    """build.ninja with `launcher` in front of the top-level `nvcc` variable, unless it is there."""
+    if not launcher:
+        return text
+
+    def put(match: re.Match[str]) -> str:
+        value = match[1].strip()
+        return match[0] if value.split()[0] == launcher.split()[0] else f"nvcc = {launcher} {value}"
+    return NVCC_VARIABLE.sub(put, text, count=1)
+
+
+def weights(hints: dict[str, dict[str, float]]) -> dict[str, float]:
+    return {file: float(h.get("cpu_s") or h.get("wall_s") or 0.0) for file, h in hints.items()}
+
+
+def prepare(path: Path, gate_dir: Path, root: str, launcher: str) -> None:
+    """Gate nvcc, reorder, and list the planned sources of one build.ninja."""
+    hints_file = gate_dir / "hints.json"
+    text = path.read_text()
+    prepared = gate_nvcc(text, launcher)
+    if hints_file.is_file():
+        prepared = reorder(prepared, path.parent, weights(json.loads(hints_file.read_text())), root)
+    if prepared != text:
+        path.write_text(prepared)
+    (gate_dir / "planned.json").write_text(json.dumps(planned(prepared, path.parent, root)))
+
+
 def build_file(args: list[str]) -> Path:
     """The build.ninja a ninja command line reads (-C DIR, -f FILE)."""
     directory, name = Path.cwd(), "build.ninja"
@@ -86,14 +137,10 @@ def build_file(args: list[str]) -> Path:
 def main(args: list[str]) -> int:
     real, rest = args[0], args[1:]
     gate_dir = Path(os.environ.get("BUILDER_GATE_DIR", ""))
-    hints_file = gate_dir / "hints.json"
     path = build_file(rest)
-    if hints_file.is_file() and path.is_file():
-        walls = {file: float(h["wall_s"]) for file, h in json.loads(hints_file.read_text()).items()}
-        text = path.read_text()
-        ordered = reorder(text, path.parent, walls, os.environ.get("BUILDER_GATE_SOURCE_ROOT", ""))
-        if ordered != text:
-            path.write_text(ordered)
+    if gate_dir.is_dir() and path.is_file() and not {"-t", "--version"}.intersection(rest):
+        prepare(path, gate_dir, os.environ.get("BUILDER_GATE_SOURCE_ROOT", ""),
+                os.environ.get("BUILDER_NVCC_LAUNCHER", ""))
     os.execv(real, [real, *rest])
     return 0  # pragma: no cover - execv does not return
 

@@ -8,6 +8,15 @@ compiler itself when sccache is on PATH (torch >= 2.10's _wrap_compiler). torch 
 `-MD -MF` to nvcc for dependency files, which sccache cannot cache
 (torch/utils/cpp_extension.py says so), so TORCH_EXTENSION_SKIP_NVCC_GEN_DEPENDENCIES=1 drops it:
 a fresh build tree needs no dependency files.
+
+What a warm rebuild still costs (sccache 0.16, read in its source and its debug log, bench/RESULTS.md
+2026-12-03): its preprocessor cache mode (SCCACHE_DIRECT, on by default for a local store) serves
+C/C++ only; a host compile hits without preprocessing. An nvcc compile is never cached whole
+("Never assume the outer nvcc call is cacheable", src/compiler/nvcc.rs): each one runs
+`nvcc --dryrun` twice, the host and device preprocessing and cudafe++ again, then looks up cicc,
+ptxas and the host compile of the .cudafe1.cpp one by one. That last one misses on every rebuild:
+sccache runs it on a file in a fresh random temp dir (/tmp/sccache_nvccXXXXXX/x_0.cudafe1.cpp),
+whose path its preprocessed text names (26 times for a small kernel file), so its hash changes.
 """
 
 from __future__ import annotations
@@ -33,7 +42,7 @@ def sccache_env(sccache: str, store: Path, work: Path, env: Mapping[str, str]) -
     if len(str(socket)) > MAX_SOCKET_PATH:  # a deep build directory: the socket goes to /tmp
         socket = Path(tempfile.gettempdir()) / f"builder-sccache-{work.name[:12]}-{os.getpid()}.sock"
     return {**env, "SCCACHE_DIR": str(store), "SCCACHE_SERVER_UDS": str(socket), "SCCACHE_BASEDIRS": str(work),
-            "TORCH_EXTENSION_SKIP_NVCC_GEN_DEPENDENCIES": "1",
+            "SCCACHE_DIRECT": env.get("SCCACHE_DIRECT", "true"), "TORCH_EXTENSION_SKIP_NVCC_GEN_DEPENDENCIES": "1",
             "PATH": os.pathsep.join([str(Path(sccache).parent), env.get("PATH", "")])}
 
 

@@ -14,6 +14,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from builder import api
+from builder.building import reference
+from builder.building.costs import BuildCosts
 from builder.cli.display import Output
 from builder.delivery.artifacts import package_folder, uninstall_artifacts
 from builder.delivery.install import install_wheel
@@ -82,6 +84,7 @@ def cmd_plan(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
         for key in ("source", "target", "build_env", "toolkit", "host_compiler", "jobs"):
             out.line(f"{key:15} {json.dumps(data[key])}")
         out.line(f"{'archs':15} {' '.join(data['archs'])}   gencode: {' '.join(data['gencode'])}")
+        out.line(f"{'split_compile':15} {'on: long nvcc compiles over idle cores' if data['split_compile'] else 'off'}")
         if data["variants"]:
             out.line(f"{'variants':15} " + " ".join(f"{k}={v}" for k, v in data["variants"].items()))
         out.line("patches:" + "".join(
@@ -234,6 +237,8 @@ def cmd_stats(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
     if not found:
         raise UsageError(f"no compile records for {args.recipe} in {ws.cache.root}",
                          hint=f"builder build {args.recipe} records them (builds with --ccache do not)")
+    if args.export:
+        return export_stats(found[0], Path(args.export), out)
     shown = found if args.all else found[:1]
     data = [{**c.summary(), "key": c.key, "version": c.version, "archs": c.archs, "cuda": c.cuda, "host": c.host,
              "jobs": c.jobs, "cores": c.cores, "memory_budget_gb": c.memory_budget_gb,
@@ -246,10 +251,20 @@ def cmd_stats(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
             out.line(f"{args.recipe} {c.version} for sm_{','.join(c.archs) or '-'}, CUDA {c.cuda}, {c.host}: "
                      f"{describe(c)}; {c.cpu_s:.0f} CPU-s on {c.jobs} job(s) of {c.cores} cores, "
                      f"budget {c.memory_budget_gb:g} GB")
-            table = Table("file", "wall s", "CPU s", "peak MB", "waited s")
+            table = Table("file", "wall s", "CPU s", "peak MB", "threads", "waited s")
             for f in d["slowest"]:
                 table.add_row(f["file"], f"{f['wall_s']:.1f}", f"{f['cpu_s']:.1f}", f"{f['peak_mb']:.0f}",
-                              f"{f['waited_s']:.1f}")
+                              str(f["threads"]), f"{f['waited_s']:.1f}")
             out.console.print(table)
     out.emit(data, render)
+    return 0
+
+
+def export_stats(costs: BuildCosts, path: Path, out: Output) -> int:
+    """`builder stats RECIPE --export PATH`: the newest build's costs into a reference costs file."""
+    measurement = reference.export(costs, path)
+    data = {"exported": str(path), "recipe": costs.recipe, "version": costs.version, "archs": costs.archs,
+            "cuda": costs.cuda, "files": len(measurement["files"])}
+    out.emit(data, lambda: out.line(f"{costs.recipe} {costs.version} for sm_{','.join(costs.archs) or '-'}, "
+                                    f"CUDA {costs.cuda}: {data['files']} file(s) written to {path}"))
     return 0

@@ -1,7 +1,7 @@
 """The command line's grammar: every command, its options and its help.
 
 Options that are settings (--cache, --cache-url, --arch, --jobs, --memory-budget, --ccache,
---torch-index, --index-url) are the last layer of the settings cascade (builder/settings.py): they
+--no-split-compile, --torch-index, --index-url) are the last layer of the settings cascade (builder/settings.py): they
 default to None here so that the config file and BUILDER_* variables show through.
 """
 
@@ -31,7 +31,8 @@ settings: defaults < config file (builder config shows where) < BUILDER_* variab
 
 # The settings each command's options feed: setting name -> argparse dest.
 SETTING_OPTIONS = {"cache-dir": "cache", "cache-url": "cache_url", "archs": "arch", "jobs": "jobs",
-                   "memory-budget": "memory_budget", "ccache": "ccache", "torch-index": "torch_index",
+                   "memory-budget": "memory_budget", "ccache": "ccache", "split-compile": "no_split_compile",
+                   "torch-index": "torch_index",
                    "index-url": "index_url"}
 
 
@@ -67,6 +68,10 @@ def _add_target_args(parser: argparse.ArgumentParser) -> None:
                              "recipes` lists them); repeat for several")
     parser.add_argument("--source", help="local archive or directory to use instead of the recipe's URL")
     parser.add_argument("--ccache", action="store_true", default=None, help="compile through sccache")
+    # The split-compile setting's value "off" (the cascade reads it like the config file's false).
+    parser.add_argument("--no-split-compile", action="store_const", const="off", default=None,
+                        help="never split one file's nvcc compile over several threads (default: the compile gate "
+                             "does it for a long file while cores would sit idle, where nvcc has --split-compile)")
     parser.add_argument("--provision", action="store_true",
                         help="install the CUDA toolkit for --cuda when none is found (see `builder toolchain`)")
     parser.add_argument("--cache-url", help="shared cache (a directory, s3://bucket/prefix or http(s)://...): looked "
@@ -141,6 +146,10 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("recipe")
     stats.add_argument("--top", type=int, default=10, help="slowest files to show (default 10)")
     stats.add_argument("--all", action="store_true", help="every recorded kind of build, not only the newest")
+    stats.add_argument("--export", metavar="PATH",
+                       help="add the newest build's per-file costs to a reference costs file (a recipe ships "
+                            "them as costs/<recipe>-<version>.json beside it; a build with no records of its own "
+                            "starts from them)")
 
     doctor = sub.add_parser("doctor", parents=[common], help="explain what this machine can build, and fixes")
     doctor.add_argument("--python", help="target interpreter (default: the one running builder)")

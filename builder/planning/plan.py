@@ -40,6 +40,7 @@ from builder.planning.toolchain import (
     parse_cuda,
     select_host_compiler,
     select_toolkit,
+    splits_compiles,
 )
 from builder.planning.variants import choose as choose_variants
 from builder.planning.variants import labels as variant_labels
@@ -93,6 +94,10 @@ class Plan:
         """The platform tag builder can promise before building (the built wheel's own symbol
         versions decide the stored one, which is never newer)."""
         return best_platform_tag(self.target)
+    split_compile: bool = False
+    """The compile gate may split a long nvcc compile over idle cores (builder/building/gate.py):
+    asked for (the split-compile setting), nvcc has --split-compile, and no --ccache (whose hashes
+    would change with the thread count). Not in the key: the device code is the same."""
 
     def render(self, template: str) -> str:
         return template.format_map(self.fields)
@@ -164,6 +169,7 @@ class Plan:
             "cache_key": self.key,
             "ccache": self.ccache,
             "notes": list(self.notes),
+            "split_compile": self.split_compile,
         }
 
 
@@ -413,4 +419,11 @@ def resolve_plan(
                 archs=archs, cxx11_abi=abi, cxx_std=cxx_std, jobs=jobs, env=env, patches=patches,
                 local_version=local, key=key, source_sha256=source_sha256, ccache=request.ccache, force=request.force,
                 facts=facts, backend=backend, fields=fields, companions=dict(companions or {}), variants=chosen,
-                notes=notes, inherited=inherited)
+                notes=notes, inherited=inherited, split_compile=choose_split(request, toolkit, archs))
+
+
+def choose_split(request: Request, toolkit: Toolkit, archs: tuple[Arch, ...]) -> bool:
+    """Whether the gate may split nvcc compiles: asked for, device code to compile, no --ccache, and
+    an nvcc that has --split-compile."""
+    return (request.split_compile is not False and bool(archs) and not request.ccache
+            and splits_compiles(toolkit.nvcc))

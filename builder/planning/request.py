@@ -9,7 +9,7 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class Request:
     """One build's choices; a field left at its default takes the settings' value (archs, jobs,
-    memory budget, ccache, torch index, cache URL) or builder's own choice (version, CUDA)."""
+    memory budget, ccache, split compile, torch index, cache URL) or builder's own choice (version, CUDA)."""
 
     recipe: str
     """A recipe name (see `builder recipes`) or the path of a recipe file."""
@@ -37,5 +37,7 @@ class Request:
     """Build the recipe's companions ([deps] companions); False drops those requirements."""
     memory_budget: float | None = None
     """GB the running compiles may be expected to use together (default: builder/planning/jobs.py)."""
+    split_compile: bool | None = None
+    """Let the compile gate split long nvcc compiles over idle cores (None: the setting, default on)."""
     variants: tuple[str, ...] = ()
     """NAME=VALUE choices of the recipe's declared variants (--variant)."""

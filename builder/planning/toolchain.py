@@ -8,6 +8,7 @@ as the fallback.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
@@ -121,6 +122,16 @@ def probe_toolkit(root: Path) -> Toolkit | None:
     helped = capture([nvcc, "--help"], timeout=30).stdout
     options = frozenset(option for option in ASKED_OPTIONS if re.search(rf"^{option}\b", helped, re.M))
     return Toolkit(root=root, nvcc=nvcc, version=version, archs=archs, options=options)
+
+
+@functools.cache
+def splits_compiles(nvcc: Path) -> bool:
+    """Whether this nvcc has `--split-compile N` (one file's device optimisation over N threads), as
+    its own --help says: 13.0.88's lists it, Debian's 11.8.89 does not (both checked here,
+    tests/test_split.py); third parties place its arrival at 12.1 (tile-ai/tilelang PR #2809), so
+    the help text decides, not a version number."""
+    result = capture([nvcc, "--help"], timeout=30)
+    return result.returncode == 0 and "--split-compile " in result.stdout
 
 
 def discover_toolkits(environ: Mapping[str, str] | None = None, extra_roots: Sequence[Path] = ()) -> list[Toolkit]:
