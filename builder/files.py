@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
-from builder.errors import FileAccessError
+from builder.errors import FileAccessError, SourceError
 
 
 def sha256_of(path: Path) -> str:
@@ -32,7 +32,7 @@ def tree_sha256(root: Path, only: Sequence[str] = ()) -> str:
     `only`, over those files alone (a model directory whose other files change)."""
     missing = [name for name in only if not (root / name).is_file()]
     if missing:
-        raise FileAccessError(f"{root} has no {', '.join(missing)}", hint="is it the right --source directory?")
+        raise SourceError(f"{root} has no {', '.join(missing)}", hint="is it the right --source directory?")
     digest = hashlib.sha256()
     files = [root / name for name in only] if only else \
         [p for p in root.rglob("*") if p.is_file() and ".git" not in p.parts]

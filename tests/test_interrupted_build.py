@@ -25,17 +25,18 @@ SOURCES = ["csrc/binding.cpp", "csrc/vec_add.cu", "csrc/vec_scale.cu", "csrc/vec
 
 
 def start_build(recipe: Path, cache: Path, tmp: Path, stderr: Path, *extra: str) -> subprocess.Popen[bytes]:
-    """`builder build` of the fixture, its temp dir `tmp` (which must stay empty); in a session of
-    its own so the test can end what is left should it fail."""
+    """`builder build` of the fixture, its build directories under `cache`/build and its temp dir
+    `tmp` (which must stay empty); in a session of its own so the test can end what is left should
+    it fail."""
     tmp.mkdir(exist_ok=True)
+    env = {**os.environ, "TMPDIR": str(tmp), "BUILDER_BUILD_DIR": str(cache / "build")}
     with stderr.open("w") as err:
         return subprocess.Popen([sys.executable, "-m", "builder", "build", str(recipe), "--arch", "86",
-                                 "--no-install", "--cache", str(cache), *extra], cwd=ROOT,
-                                env={**os.environ, "TMPDIR": str(tmp)}, stdout=subprocess.DEVNULL, stderr=err,
-                                start_new_session=True)
+                                 "--no-install", "--cache", str(cache), *extra], cwd=ROOT, env=env,
+                                stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
 
 
-def wait_for(condition, what: str, seconds: float = 1200):  # type: ignore[no-untyped-def]
+def wait_for(condition, what: str, seconds: float = 300):  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         found = condition()
@@ -152,7 +153,8 @@ def rebuilt_after_kill_9(tmp_path_factory: pytest.TempPathFactory) -> dict:
         build.wait()
         orphans = still_running(family)
         rebuilt = run_builder("build", str(recipe), "--arch", "86", "--no-install", "--cache", str(cache),
-                              env={"TMPDIR": str(tmp)}, check=True)  # not --json: its progress lines are read
+                              env={"TMPDIR": str(tmp), "BUILDER_BUILD_DIR": str(cache / "build")},
+                              check=True)  # not --json: its progress lines are read
     finally:
         end_test_build(build)
     [entry] = (cache / "entries").glob("*/entry.json")

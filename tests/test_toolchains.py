@@ -158,6 +158,7 @@ def test_torch_index_is_chosen_from_the_cuda_version(tmp_path: Path) -> None:
     assert_refused(none, 4, "no known torch 2.8.0 build for CUDA 11.8", "PyPI's is CUDA 12.8", "--torch-index")
 
 
+@pytest.mark.slow  # CUDA 13.0's wheels from the index, then a build
 def test_cuda_13_provisioned_from_pypi_compiles_the_fixture(fixture_recipe: Path, tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     installed = builder_json("toolchain", "install", "13.0", "--cache", str(cache))
