@@ -34,7 +34,7 @@ build:
 
 # Fast suite: unit tests plus real compiles of the project's own fixtures (minutes, CPU only).
 test: setup
-	$(PYTEST) -m "not slow and not gpu and not full" -q
+	$(PYTEST) -m "not slow and not gpu and not full" -q --durations=25
 
 # Real upstream builds (causal-conv1d for sm_86, one flash-attn kernel file) and costly fixture
 # builds the fast suite covers another way: about an hour; not in CI.
