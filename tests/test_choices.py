@@ -81,8 +81,9 @@ def test_the_readme_command_takes_the_version_that_fits(tmp_path: Path) -> None:
     env = {"CUDA_HOME": str(cuda)}
     plan = builder_json(*args, env=env)
     assert plan["version"] == "2.6.3" and plan["toolkit"]["root"] == str(cuda)
-    assert plan["notes"] == ["version 2.6.3: flash-attn 2.8.3.post2 needs torch >=2.2, this build has torch 2.0.1; "
-                             "flash-attn 2.8.3 needs torch >=2.2, this build has torch 2.0.1 (--version chooses another)"]
+    assert plan["notes"] == ["version 2.6.3: flash-attn 2.8.3.post2 needs torch >=2.2, this build has torch "
+                             "2.0.1; flash-attn 2.8.3 needs torch >=2.2, this build has torch 2.0.1 (--version "
+                             "chooses another)"]
     shown = run_builder(*args, env=env)
     assert "note            version 2.6.3: flash-attn 2.8.3.post2 needs torch >=2.2" in shown.stdout
     strict = run_builder(*args, "--version", "2.8.3", env=env)
