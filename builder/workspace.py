@@ -54,11 +54,12 @@ class Workspace:
         return fetch(spec, self.cache.dir("sources"), index_url=self.settings.source_index,
                      mirrored=self.settings.mirrored)
 
-    def torch_cuda(self, torch: str) -> str:
-        """The CUDA the configured index's build of torch release `torch` is made for: compat's
-        table, else read from the index and kept under the cache (builder/planning/torch_facts.py)."""
+    def torch_cuda(self, torch: str, index_url: str | None = None) -> str:
+        """The CUDA the build of torch release `torch` on `index_url` (the configured index when
+        None) is made for: compat's table, else read from the index and kept under the cache
+        (builder/planning/torch_facts.py)."""
         return compat.pypi_torch_cuda(torch) or TorchFacts(
-            self.settings.source_index, self.cache.root / "facts" / "torch.json").cuda_of(torch)
+            index_url or self.settings.source_index, self.cache.root / "facts" / "torch.json").cuda_of(torch)
 
     def toolkits(self) -> list[Toolkit]:
         """The toolkits on this machine plus those provisioned into the cache."""

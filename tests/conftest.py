@@ -94,6 +94,22 @@ def write_recipe(directory: Path, name: str, source: str, *, extra: str = "",
     return path
 
 
+def _installed_here() -> set[str]:
+    import importlib.metadata
+
+    return {f"{d.metadata['Name']}=={d.version}" for d in importlib.metadata.distributions()}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def interpreter_left_alone() -> Iterator[None]:
+    """No test installs into the interpreter running the tests (builder's default target): a build
+    there would be found by every later venv of make_venv() and decide what they install."""
+    before = _installed_here()
+    yield
+    changed = _installed_here() ^ before
+    assert not changed, f"a test changed what {sys.executable} has installed: {sorted(changed)}"
+
+
 @pytest.fixture(scope="session", autouse=True)
 def session_build_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The build directory (BUILDER_BUILD_DIR) of every build the tests start, unless a test names
@@ -259,13 +275,14 @@ def installed_version(python: Path, project: str) -> str | None:
 
 
 @pytest.fixture(scope="session")
-def fixture_builds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """The fixture extension really built twice into one cache, for sm_86 and for sm_80, against the
-    running torch: {"cache": root, "86": build JSON, "80": build JSON}. Shared by every test of
-    the session that needs real wheels of two archs."""
+def fixture_builds(tmp_path_factory: pytest.TempPathFactory, fixture_build: FixtureBuild) -> dict[str, Any]:
+    """The fixture extension built for sm_86 and for sm_80 into one cache, against the running torch:
+    {"cache": root, "86": build JSON, "80": build JSON}. The sm_86 entry is the session's
+    `fixture_build` (a cache hit here), sm_80 a real build. Shared by every test of the session that
+    needs real wheels of two archs."""
     root = tmp_path_factory.mktemp("builds")
     recipe = write_recipe(root, "fixture-ext", f'{{ path = "{TORCHEXT}" }}')
-    builds: dict[str, Any] = {"cache": root / "cache", "recipe": recipe}
+    builds: dict[str, Any] = {"cache": fixture_build.copy_cache(root / "cache"), "recipe": recipe}
     for arch in ("86", "80"):
         builds[arch] = builder_json("build", str(recipe), "--arch", arch, "--no-install",
                                     "--cache", str(root / "cache"))

@@ -159,7 +159,8 @@ def test_torch_index_is_chosen_from_the_cuda_version(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow  # CUDA 13.0's wheels from the index, then a build
-def test_cuda_13_provisioned_from_pypi_compiles_the_fixture(fixture_recipe: Path, tmp_path: Path) -> None:
+def test_cuda_13_provisioned_from_pypi_compiles_the_fixture(fixture_recipe: Path, fresh_venv: Path,
+                                                           tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     installed = builder_json("toolchain", "install", "13.0", "--cache", str(cache))
     root = Path(installed["root"])
@@ -172,8 +173,8 @@ def test_cuda_13_provisioned_from_pypi_compiles_the_fixture(fixture_recipe: Path
     again = builder_json("toolchain", "install", "13.0", "--cache", str(cache))  # already there: no pip
     assert again["root"] == str(root)
     assert log.read_text().count("pip install") == pip_calls
-    result = builder_json("build", str(fixture_recipe), "--arch", "86", "--cache", str(cache),
-                          env={"CUDA_HOME": str(root)})
+    result = builder_json("build", str(fixture_recipe), "--arch", "86", "--python", str(fresh_venv),
+                          "--cache", str(cache), env={"CUDA_HOME": str(root)})
     assert result["plan"]["toolkit"]["root"] == str(root)
     assert result["verified"]["cubins"] == {"fixture_ext_cuda": ["86"]}
     assert f"{root}/bin/nvcc" in Path(result["log"]).read_text()

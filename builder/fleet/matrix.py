@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import itertools
 import tomllib
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,7 @@ from packaging.version import InvalidVersion, Version
 from builder.errors import RecipeError, RequirementError, ToolchainError, UsageError
 from builder.planning import compat
 from builder.planning.archs import Arch, parse_arch
-from builder.planning.buildpython import choose_torch_build, table_cuda
+from builder.planning.buildpython import CudaOfTorch, choose_torch_build, table_cuda
 from builder.planning.plan import fitting_version, requirement_problem
 from builder.planning.recipe import Recipe, RecipeBook
 from builder.tables import check_keys
@@ -199,7 +199,7 @@ def _matches(cell: Cell, rule: Mapping[str, str]) -> bool:
     return all(getattr(cell, axis) == value for axis, value in rule.items())
 
 
-def impossible(cell: Cell, recipes: RecipeBook, default_cuda: Callable[[str], str] = table_cuda) -> str | None:
+def impossible(cell: Cell, recipes: RecipeBook, default_cuda: CudaOfTorch = table_cuda) -> str | None:
     """Why the cell cannot be built, in one line, or None when it can: the toolkit, then torch,
     then the recipe. `default_cuda` answers which CUDA the default index's build of a torch
     release has (Workspace.torch_cuda: the table, else the index; default: the table alone)."""
@@ -227,7 +227,7 @@ def _outside(arch: Arch, archs: Sequence[str]) -> str:
     return f"not among its archs, {known[0].sm} to {known[-1].sm}"
 
 
-def _torch_reason(cell: Cell, default_cuda: Callable[[str], str]) -> str | None:
+def _torch_reason(cell: Cell, default_cuda: CudaOfTorch) -> str | None:
     """The refusal `builder plan --torch --cuda` gives, from the same decision
     (buildpython.choose_torch_build): no build of that torch for the CUDA major, or its CUDA unknown."""
     try:
@@ -251,7 +251,7 @@ def _recipe_reason(recipe: Recipe, cell: Cell) -> str | None:
 
 
 def filter_cells(cells: Iterable[Cell], recipes: RecipeBook,
-                 default_cuda: Callable[[str], str] = table_cuda) -> tuple[list[Cell], list[tuple[Cell, str]]]:
+                 default_cuda: CudaOfTorch = table_cuda) -> tuple[list[Cell], list[tuple[Cell, str]]]:
     """(cells to build, dropped cells with their reason), both in the given order."""
     kept: list[Cell] = []
     dropped: list[tuple[Cell, str]] = []

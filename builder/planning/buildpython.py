@@ -42,6 +42,10 @@ class BuildPython:
                 "index_url": self.index_url}
 
 
+CudaOfTorch = Callable[[str, str | None], str]
+"""(torch release, index URL or None for the default index) -> the CUDA of that index's build."""
+
+
 @dataclass(frozen=True)
 class TorchBuild:
     """Where a requested torch comes from and the CUDA it is built for."""
@@ -62,17 +66,18 @@ def _cuda_label(torch: str, index_url: str | None) -> str | None:
 
 
 def choose_torch_build(torch: str, cuda: str | None, index_url: str | None,
-                       default_cuda: Callable[[str], str]) -> TorchBuild:
+                       default_cuda: CudaOfTorch) -> TorchBuild:
     """The one decision of where a requested torch comes from and which CUDA it is built for, made
     for `builder plan`/`build` and for every cell of `builder matrix` alike:
-    --torch-index when given (its CUDA from a /cuXYZ in it, a +cuXYZ label, else the default
-    index's); else the default index when its build has the CUDA major asked for (`default_cuda`:
-    compat's table, else the release's metadata, builder/planning/torch_facts.py); else PyTorch's
-    own index for that CUDA when it carries that torch; else a refusal naming a torch that has it."""
+    --torch-index when given (its CUDA from a /cuXYZ in it, a +cuXYZ label, else that index's
+    build of it); else the default index when its build has the CUDA major asked for
+    (`default_cuda(torch, index)`: compat's table, else the release's metadata on `index`, the
+    default one when None, builder/planning/torch_facts.py); else PyTorch's own index for that
+    CUDA when it carries that torch; else a refusal naming a torch that has it."""
     labelled = _cuda_label(torch, index_url)
     if index_url or labelled:
-        return TorchBuild(index_url, labelled or default_cuda(torch))
-    default = default_cuda(torch)
+        return TorchBuild(index_url, labelled or default_cuda(torch, index_url))
+    default = default_cuda(torch, None)
     if cuda is None or default.split(".")[0] == cuda.split(".")[0]:
         return TorchBuild(None, default)
     release = Version(torch).release[:2]
@@ -84,9 +89,9 @@ def choose_torch_build(torch: str, cuda: str | None, index_url: str | None,
         hint=f"use {torch_fix(cuda)}; or pass --torch-index URL of an index that has one")
 
 
-def table_cuda(torch: str) -> str:
-    """The CUDA of PyPI's build of `torch` by compat's table alone (offline): the default of
-    `default_cuda` where no index may be asked."""
+def table_cuda(torch: str, index_url: str | None = None) -> str:
+    """The CUDA of PyPI's build of `torch` by compat's table alone (offline, `index_url` unread):
+    the default of `default_cuda` where no index may be asked."""
     cuda = compat.pypi_torch_cuda(torch)
     if cuda is None:
         raise ToolchainError(f"builder does not know which CUDA torch {torch}'s PyPI build uses",
@@ -108,7 +113,7 @@ def base_interpreter(python: Path) -> Path:
 def build_python(request: Request, recipe: Recipe, envs_dir: Path, logs_dir: Path, *, make_env: bool,
                  package_index: Callable[[], str], environ: Mapping[str, str] | None = None,
                  say: Callable[[str], None] | None = None,
-                 default_cuda: Callable[[str], str] = table_cuda) -> BuildPython:
+                 default_cuda: CudaOfTorch = table_cuda) -> BuildPython:
     """The build interpreter: --python (or this one) as it is, or for --torch a venv with exactly
     that torch, made (make_env, from `package_index()`: asked only then, since the index-url
     setting may run pip to read its configuration) or predicted; `default_cuda` answers which
@@ -116,8 +121,11 @@ def build_python(request: Request, recipe: Recipe, envs_dir: Path, logs_dir: Pat
     given = Path(request.python) if request.python else Path(sys.executable)
     if not request.torch:
         return BuildPython(probe_interpreter(given), "existing", given)
-    chosen = choose_torch_build(request.torch, request.cuda, request.torch_index, default_cuda)
-    index = chosen.index_url
+    if make_env and request.torch_index:  # the venv made from it says which CUDA its torch has
+        index: str | None = request.torch_index
+    else:
+        chosen = choose_torch_build(request.torch, request.cuda, request.torch_index, default_cuda)
+        index = chosen.index_url
     if not make_env:
         base = probe_interpreter(given)
         predicted = dataclasses.replace(
