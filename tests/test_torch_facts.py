@@ -33,7 +33,7 @@ from builder.settings import load_settings
 from builder.workspace import Workspace
 from tests.conftest import builder_json, run_builder
 
-UNTABLED = "2.14.1"  # the torch the Makefile installs; compat.PYPI_TORCH_CUDA stops before it
+UNTABLED = "2.16.0"  # newer than compat.PYPI_TORCH_CUDA goes
 
 
 def test_the_table_does_not_know_the_torch_these_tests_discover() -> None:
@@ -180,7 +180,7 @@ def test_an_index_that_cannot_answer_is_one_clear_error(tmp_path: Path) -> None:
 
 
 def test_builder_plan_with_an_untabled_torch_works_then_offline(tmp_path: Path) -> None:
-    """`builder plan flash-attn --arch 86 --torch 2.14.1`, first reading the index, then with the
+    """`builder plan flash-attn --arch 86 --torch 2.16.0`, first reading the index, then with the
     index gone, from the cache."""
     index = FakeIndex(pep658=False)
     index.add(UNTABLED, ["nvidia-cuda-runtime==13.0.96"])
@@ -189,11 +189,11 @@ def test_builder_plan_with_an_untabled_torch_works_then_offline(tmp_path: Path) 
     with serving(index):
         plan = builder_json(*args, "--index-url", index.url)
     assert plan["target"]["torch"] == UNTABLED and plan["target"]["torch_cuda"] == "13.0"
-    assert plan["toolkit"]["version"].startswith("13.") and plan["version"] == "2.8.3"
+    assert plan["toolkit"]["version"].startswith("13.") and plan["version"] == "2.8.3.post2"
     offline = builder_json(*args, "--index-url", index.url)
     assert offline["target"]["torch_cuda"] == "13.0" and offline["cache_key"] == plan["cache_key"]
     elsewhere = run_builder(*args, "--index-url", index.url, "--cache", str(tmp_path / "empty"))
-    assert elsewhere.returncode == 4 and "builder does not know which CUDA torch 2.14.1" in elsewhere.stderr
+    assert elsewhere.returncode == 4 and f"builder does not know which CUDA torch {UNTABLED}" in elsewhere.stderr
 
 
 def described(cuda: str) -> Toolkit:
@@ -214,7 +214,7 @@ def test_plan_and_matrix_decide_every_torch_x_cuda_cell_alike(tmp_path: Path) ->
                 request = Request("flash-attn", torch=torch, cuda=cuda, archs=("80",))
                 try:
                     python = build_python(request, recipe, tmp_path / "envs", tmp_path / "logs", make_env=False,
-                                          default_cuda=ws.torch_cuda)
+                                          package_index=lambda: index.url, default_cuda=ws.torch_cuda)
                     choose_version(request, recipe, python.target, [described(cuda)], this_environment=False)
                     plan = None
                 except ToolchainError as exc:
@@ -230,4 +230,4 @@ def test_a_matrix_cell_takes_the_version_its_target_fits() -> None:
     spec = MatrixSpec.from_mapping({"recipe": ["flash-attn"], "python": ["3.11"], "arch": ["80"],
                                     "torch": ["2.0.1", "2.7.1"], "cuda": ["11.8"]}, "test", book)
     kept, dropped = filter_cells(expand(spec, book), book)
-    assert [(c.torch, c.version) for c in kept] == [("2.0.1", "2.6.3"), ("2.7.1", "2.8.3")] and dropped == []
+    assert [(c.torch, c.version) for c in kept] == [("2.0.1", "2.6.3"), ("2.7.1", "2.8.3.post2")] and dropped == []
