@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from builder.cli import main
@@ -87,6 +87,7 @@ CLI_TEXT = st.text(st.characters(blacklist_categories=["Cs"], blacklist_characte
        cuda=CLI_TEXT | st.sampled_from(["13", "13.0", "", "abc", "11.8"]),
        jobs=CLI_TEXT | st.sampled_from(["1", "0", "-3", "2.5", ""]),
        variant=CLI_TEXT | st.sampled_from(["hdims=64", "hdims", "nope=1", "=", "backward=maybe"]))
+@example(arch="-:", cuda="", jobs="", variant="")  # argparse's own error: a value that looks like an option
 def test_builder_plan_answers_bad_values_in_one_line(tmp_path_factory: pytest.TempPathFactory,
                                                       capsys: pytest.CaptureFixture[str],
                                                       arch: str, cuda: str, jobs: str, variant: str) -> None:

@@ -34,7 +34,7 @@ from builder.cli.fleet_commands import cmd_ci, cmd_matrix
 from builder.cli.parser import build_parser, command_line_settings
 from builder.cli.recipe_commands import cmd_recipe
 from builder.cli.store_commands import cmd_cache, cmd_index_url
-from builder.errors import BuilderError, FileAccessError
+from builder.errors import BuilderError, FileAccessError, UsageError
 from builder.lifetime import Interrupted, children_end_with_builder
 from builder.settings import load_settings
 from builder.workspace import Workspace
@@ -49,7 +49,11 @@ COMMANDS: dict[str, Command] = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except UsageError as exc:  # not yet known whether --json was asked for: the line alone
+        report_error(exc)
+        return exc.exit_code
     out = Output(getattr(args, "json", False))
     try:
         with children_end_with_builder():

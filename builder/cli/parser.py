@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import platformdirs
 
 from builder import __version__
+from builder.errors import UsageError
 from builder.fleet.ci_github import DEFAULT_CACHE_URL
 
 EPILOG = """examples:
@@ -99,13 +100,23 @@ def _add_install_options(parser: argparse.ArgumentParser) -> None:
                              "another recipe (autoawq: autoawq-kernels) instead of building it first")
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse whose usage errors (an unknown option, a missing value: `--arch -5`) are builder's
+    one-line UsageError, not argparse's usage block and exit; the subcommands' parsers are of this
+    class too (argparse makes them with type(parser))."""
+
+    def error(self, message: str) -> NoReturn:
+        dash = "; a value that starts with '-' is written --option=VALUE" if "expected one argument" in message else ""
+        raise UsageError(f"{self.prog}: {message}", hint=f"see `{self.prog} --help`{dash}")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="builder", description="Compile CUDA extensions (flash-attn, causal-conv1d, ...) "
         "against a pinned torch, CUDA toolkit and GPU arch; cache, install and verify the wheel.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-V", "--builder-version", action="version", version=f"builder {__version__}")
-    common = argparse.ArgumentParser(add_help=False)
+    common = Parser(add_help=False)
     common.add_argument("--cache", type=Path, help="cache root (default: the cache-dir setting, else "
                         f"{platformdirs.user_cache_dir('builder')})")
     common.add_argument("--json", action="store_true", help="print one JSON document on stdout")
