@@ -31,7 +31,7 @@ def test_plan_shows_a_compile_flag_from_the_environment_and_keys_it(tmp_path: Pa
 
 def test_only_the_table_and_the_plan_reach_the_build(tmp_path: Path) -> None:
     env = {"CFLAGS": "-O0", "FOO": "1", "TORCH_CUDA_ARCH_LIST": "5.0", "LD_LIBRARY_PATH": "/nowhere",
-           "PYTHONPATH": "/nowhere", "https_proxy": "http://127.0.0.1:9"}
+           "PYTHONPATH": "/nowhere", "https_proxy": "http://127.0.0.1:9", "PIP_CONFIG_FILE": str(tmp_path / "pip.conf")}
     result = run_builder("build", str(RECIPE), "--no-install", "--cache", str(tmp_path / "cache"), env=env,
                          check=True)
     assert "note: LD_LIBRARY_PATH from your environment is not passed to the build" in result.stderr
@@ -45,6 +45,8 @@ def test_only_the_table_and_the_plan_reach_the_build(tmp_path: Path) -> None:
     assert seen["CFLAGS"].split()[0] == "-O0"  # the user's, then builder's path maps
     assert seen["https_proxy"] == "http://127.0.0.1:9" and seen["HOME"] == os.environ["HOME"]
     assert seen["SOURCE_DATE_EPOCH"] == "315532800" and seen["ENVPROBE_FROM_RECIPE"]
+    assert seen["PIP_CONFIG_FILE"] == os.devnull  # builder's: no pip.conf reaches the build's pip
+    assert "note: PIP_CONFIG_FILE from your environment is not passed to the build" in result.stderr
     planned = builder_json("plan", str(RECIPE), "--cache", str(tmp_path / "cache"))["env"]
     builders = {"PYTHONUNBUFFERED", "CXXFLAGS", "NVCC_APPEND_FLAGS", "PYTORCH_NVCC", "PIP_BUILD_TRACKER"}
     inherited = {name for name in seen if name not in planned and name not in builders

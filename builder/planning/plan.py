@@ -343,7 +343,8 @@ def template_fields(recipe: Recipe, toolkit: Toolkit, host: HostCompiler, archs:
 def build_env_vars(recipe: Recipe, toolkit: Toolkit, host: HostCompiler, archs: tuple[Arch, ...],
                    jobs: JobPlan, fields: Mapping[str, str], base_path: str) -> dict[str, str]:
     """Every variable builder sets for a build: toolkit, compiler, archs, jobs, a fixed
-    SOURCE_DATE_EPOCH (gcc's __DATE__/__TIME__, setuptools' wheel times), recipe env."""
+    SOURCE_DATE_EPOCH (gcc's __DATE__/__TIME__, setuptools' wheel times), no pip configuration
+    files, recipe env."""
     env = {
         "CUDA_HOME": str(toolkit.root),
         "CUDA_PATH": str(toolkit.root),
@@ -353,6 +354,11 @@ def build_env_vars(recipe: Recipe, toolkit: Toolkit, host: HostCompiler, archs: 
         "BUILDER_CUDA_ARCHS": arch_list_text(archs),
         "BUILDER_CXX_STD": fields["cxx_std"],
         "SOURCE_DATE_EPOCH": str(DEFAULT_EPOCH),
+        # The build's own `pip wheel` reads no pip.conf (the user's, the site's): a [wheel] or
+        # [global] section there (build options, config settings) would change the wheel outside
+        # the key. pip skips every configuration file when PIP_CONFIG_FILE is os.devnull
+        # (pip/_internal/configuration.py, Configuration._load_config_files).
+        "PIP_CONFIG_FILE": os.devnull,
         **host.env(),
     }
     env.update(render_env(recipe, fields))
