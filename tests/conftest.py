@@ -25,6 +25,15 @@ ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 TORCHEXT = FIXTURES / "torchext"
 
+# What only `make toolchain-11.8` installs (Debian's CUDA 11.8 and the g++-11 nvcc 11.8 accepts): a
+# test that needs it skips and names the target, so `make test` passes on a machine that never ran
+# another target. Put here once, for every test file.
+GXX_11 = shutil.which("g++-11")
+DEBIAN_CUDA_11_8 = Path("/usr/bin/nvcc").is_file() and Path("/usr/include/cuda_runtime_api.h").is_file()
+needs_gxx_11 = pytest.mark.skipif(GXX_11 is None, reason="needs g++-11 (nvcc 11.8 refuses g++ 12): make toolchain-11.8")
+needs_cuda_11_8 = pytest.mark.skipif(not (DEBIAN_CUDA_11_8 and GXX_11),
+                                     reason="needs Debian's CUDA 11.8 and g++-11: make toolchain-11.8")
+
 
 @functools.cache
 def _running_torch() -> tuple[str, str, bool]:

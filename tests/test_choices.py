@@ -13,7 +13,7 @@ from builder.errors import RecipeError, RequirementError, ToolchainError, UsageE
 from builder.planning.plan import choose_toolkit, fitting_version
 from builder.planning.recipe import RecipeBook
 from builder.planning.toolchain import Toolkit, parse_cuda, select_toolkit
-from tests.conftest import TORCHEXT, builder_json, run_builder, write_recipe
+from tests.conftest import TORCHEXT, builder_json, needs_gxx_11, run_builder, write_recipe
 from tests.test_bad_input import ARCHS_11_8, assert_refused, fake_toolkit
 
 
@@ -73,6 +73,7 @@ def test_the_newest_version_that_fits_is_taken_and_the_skipped_ones_said() -> No
         fitting_version(recipe, {**target, "torch": "2.0.1", "cuda": "11.6.0"})
 
 
+@needs_gxx_11
 def test_the_readme_command_takes_the_version_that_fits(tmp_path: Path) -> None:
     """`builder plan flash-attn --cuda 11.8 --arch 86 --torch 2.0.1` (the README's example) takes
     2.6.3 and says why; an explicit --version 2.8.3 stays strict."""

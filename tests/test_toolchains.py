@@ -16,13 +16,16 @@ import pytest
 from builder.errors import ToolchainError
 from builder.planning.buildpython import choose_torch_index, table_cuda
 from builder.planning.compat import MIN_DRIVER_FOR_CUDA_MAJOR, cxx_standard_for_torch
-from tests.conftest import builder_json, cache_sharing_envs, run_builder, running_torch_cuda, running_torch_release
+from tests.conftest import (
+    builder_json,
+    cache_sharing_envs,
+    needs_cuda_11_8,
+    needs_gxx_11,
+    run_builder,
+    running_torch_cuda,
+    running_torch_release,
+)
 from tests.test_bad_input import ARCHS_11_8, assert_refused, fake_toolkit
-
-DEBIAN_CUDA_11_8 = Path("/usr/bin/nvcc").is_file() and Path("/usr/include/cuda_runtime_api.h").is_file()
-GXX_11 = shutil.which("g++-11")
-needs_cuda_11_8 = pytest.mark.skipif(not (DEBIAN_CUDA_11_8 and GXX_11),
-                                     reason="needs Debian's CUDA 11.8 and g++-11: make toolchain-11.8")
 
 
 def compilers_dir(tmp_path: Path, *versions: int) -> Path:
@@ -93,7 +96,7 @@ def test_no_host_compiler_that_nvcc_11_8_accepts(tmp_path: Path) -> None:
     assert_refused(result, 4, "nvcc 11.8 accepts gcc up to 11, found g++ 12", "apt-get install g++-11")
 
 
-@pytest.mark.skipif(GXX_11 is None, reason="needs g++-11 (make toolchain-11.8)")
+@needs_gxx_11
 def test_a_supported_g_plus_plus_is_chosen_for_cuda_11_8(tmp_path: Path) -> None:
     cuda = fake_toolkit(tmp_path / "cuda-11.8", "11.8", ARCHS_11_8)
     path = compilers_dir(tmp_path, 11)
@@ -144,7 +147,7 @@ def test_torch_index_follows_the_cuda_major_asked_for() -> None:
         choose_torch_index("2.8.0", "11.8", None)
 
 
-@pytest.mark.skipif(GXX_11 is None, reason="needs g++-11 (make toolchain-11.8): nvcc 11.8 refuses g++ 12")
+@needs_gxx_11
 def test_torch_index_is_chosen_from_the_cuda_version(tmp_path: Path) -> None:
     env = {"CUDA_HOME": str(fake_toolkit(tmp_path / "cuda-11.8", "11.8", ARCHS_11_8)),
            "PATH": f"{compilers_dir(tmp_path, 11)}{os.pathsep}{os.environ['PATH']}"}

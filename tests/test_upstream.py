@@ -21,7 +21,7 @@ from builder.building.patching import apply_patches
 from builder.building.source import extract
 from builder.delivery.verify import list_cubins
 from builder.planning.recipe import Patch, load_recipe
-from tests.conftest import builder_json, make_venv, run_builder, running_torch_cuda
+from tests.conftest import builder_json, make_venv, needs_cuda_11_8, run_builder, running_torch_cuda
 from tests.conftest import label as running_label
 from tests.test_build_fixture import CUOBJDUMP
 
@@ -107,16 +107,13 @@ def trimmed_flash_attn(sdist: Path, dest: Path, keep: str) -> Path:
     return tree
 
 
-CUDA_11_8_READY = Path("/usr/bin/nvcc").is_file() and shutil.which("g++-11") is not None
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize(("version", "keep", "toolchain", "label"), [
     ("2.8.3.post2", "flash_fwd_hdim128_fp16_sm80.cu", [], None),
     ("2.8.3", "flash_fwd_hdim128_fp16_sm80.cu", [], None),
     pytest.param("2.6.3", "flash_fwd_split_hdim256_bf16_causal_sm80.cu", ["--cuda", "11.8", "--torch", "2.0.1"],
                  "cu118torch2.0.1cxx11abiFALSE.sm86",
-                 marks=pytest.mark.skipif(not CUDA_11_8_READY, reason="needs make toolchain-11.8")),
+                 marks=needs_cuda_11_8),
 ])
 def test_one_flash_attn_kernel_compiles_with_the_planned_flags(
         sources: Path, tmp_path: Path, version: str, keep: str, toolchain: list[str], label: str | None) -> None:
@@ -141,7 +138,7 @@ def test_one_flash_attn_kernel_compiles_with_the_planned_flags(
 
 
 @pytest.mark.full
-@pytest.mark.skipif(not CUDA_11_8_READY, reason="needs make toolchain-11.8")
+@needs_cuda_11_8
 def test_whole_flash_attn_under_cuda_11_8(sources: Path, tmp_path: Path) -> None:
     """The mission's example in full: every kernel of flash-attn 2.6.3 (torch 2.0.1 is the CUDA 11
     torch PyPI has; 2.8.3 needs torch >= 2.2). Hours on two cores: `make test-full`, not CI."""

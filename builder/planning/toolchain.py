@@ -219,7 +219,7 @@ def select_host_compiler(toolkit: Toolkit, compilers: list[HostCompiler]) -> Hos
     for compiler in compilers:
         if limit is None or compiler.major <= limit:
             return compiler
-    found = ", ".join(f"g++ {c.major}" for c in compilers) or "no g++"
+    found = ", ".join(dict.fromkeys(f"g++ {c.major}" for c in compilers)) or "no g++"  # g++ is often g++-12 too
     raise ToolchainError(
         f"nvcc {toolkit.short} accepts gcc up to {limit}, found {found}",
         hint=f"install a supported compiler, e.g. apt-get install g++-{limit}",
