@@ -188,7 +188,7 @@ def compile_to_wheel(plan: Plan, backend: Backend, ws: Workspace, steps: Steps, 
                 for change in rewrite_tree(src, plan.recipe.deps.rewrite, plan.requirement_rules()):
                     ws.reporter.say(f"    {change.describe()}")
         compiled = Compiled()
-        env = build_env(plan, cache.dir("sccache"), work)
+        env = build_env(plan, backend, cache.dir("sccache"), work)
         try:
             previous = records.load(cache, costs.costs_key(plan)) or reference.for_plan(plan)
             raw = compile_wheel(plan, backend, src, work, env, log_path, steps, previous=previous, compiled=compiled)

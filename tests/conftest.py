@@ -171,14 +171,29 @@ class FixtureBuild:
         return dest
 
 
+def wrappers_on_path(directory: Path) -> tuple[dict[str, str], Path]:
+    """A user's environment with `ccache` and `sccache` first on PATH that only note their call in
+    the returned file and fail, and a SCCACHE_DIR of the user's: torch's cpp_extension would put
+    either in front of every compile (`_wrap_compiler`) unless builder's plan says otherwise."""
+    bin_dir, calls = directory / "wrappers", directory / "wrapper-calls.txt"
+    bin_dir.mkdir(parents=True)
+    for name in ("ccache", "sccache"):
+        (bin_dir / name).write_text(f'#!/bin/sh\necho "{name} $*" >> {calls}\nexit 1\n')
+        (bin_dir / name).chmod(0o755)
+    return {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "SCCACHE_DIR": str(directory / "user-sccache")}, calls
+
+
 @pytest.fixture(scope="session")
 def fixture_build(tmp_path_factory: pytest.TempPathFactory) -> FixtureBuild:
+    """Built in a user's environment with compiler wrappers on PATH (`wrappers_on_path`), which
+    test_build_fixture checks were never called."""
     root = tmp_path_factory.mktemp("fixture-build")
     recipe = write_recipe(root, "fixture-ext", f'{{ path = "{TORCHEXT}" }}')
     venv = make_venv(root / "venv")
     cache, shared = root / "cache", root / "shared"
+    env, _ = wrappers_on_path(root)
     result = builder_json("build", str(recipe), "--arch", "sm_86", "--python", str(venv), "--cache", str(cache),
-                          "--cache-url", str(shared))
+                          "--cache-url", str(shared), env=env)
     return FixtureBuild(root, recipe, cache, shared, venv, result)
 
 

@@ -71,6 +71,16 @@ def test_sm86_build_installs_imports_and_holds_only_sm86(built: dict) -> None:
     assert "torch" not in requires
 
 
+def test_compiler_wrappers_on_path_are_not_used(built: dict) -> None:
+    """The session's build ran with failing `ccache` and `sccache` first on PATH (conftest's
+    wrappers_on_path): the plan chose no wrapper, so neither ran and the user's SCCACHE_DIR stayed
+    unwritten."""
+    assert built["result"]["plan"]["env"]["TORCH_NO_COMPILER_WRAPPER"] == "1"
+    assert not (built["root"] / "wrapper-calls.txt").exists()
+    assert not (built["root"] / "user-sccache").exists()
+    assert built["result"]["sccache"] is None
+
+
 def test_the_wheel_carries_the_manylinux_tag_its_symbols_allow(built: dict) -> None:
     wheel = Path(built["result"]["wheel"])
     tag = wheel.name.removesuffix(".whl").rsplit("-", 1)[1]

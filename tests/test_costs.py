@@ -24,7 +24,7 @@ from builder.building.costs import BuildCosts, FileCost
 from builder.building.ninja_order import reorder
 from builder.delivery.verify import run_gpu_check
 from builder.errors import VerifyError
-from tests.conftest import FIXTURES, ROOT, builder_json, label, make_venv, run_builder
+from tests.conftest import FIXTURES, ROOT, builder_json, label, make_venv, run_builder, wrappers_on_path
 
 NINJA = str(Path(sys.executable).parent / "ninja")
 GATE = [sys.executable, str(ROOT / "builder" / "building" / "gate.py")]
@@ -220,11 +220,14 @@ def test_sccache_recompiles_only_the_changed_file(tmp_path: Path) -> None:
     source = tmp_path / "costly"
     shutil.copytree(COSTLY, source)
     cache, recipe = str(tmp_path / "cache"), str(source / "costly-ext.toml")
-    first = builder_json("build", recipe, "--arch", "86", "--ccache", "--no-install", "--cache", cache)
+    env, calls = wrappers_on_path(tmp_path)  # the user's ccache, sccache and SCCACHE_DIR: never builder's
+    first = builder_json("build", recipe, "--arch", "86", "--ccache", "--no-install", "--cache", cache, env=env)
     assert first["sccache"]["misses"].get("CUBIN") == 2 and not first["sccache"]["hits"].get("CUBIN")
+    assert first["sccache"]["misses"].get("C/C++") == 1  # the host compile too, through builder's sccache
+    assert not calls.exists() and not (tmp_path / "user-sccache").exists()
     cheap = source / "csrc" / "cheap.cu"
     cheap.write_text(cheap.read_text().replace("2.f * x[i]", "3.f * x[i]"))
-    second = builder_json("build", recipe, "--arch", "86", "--ccache", "--no-install", "--cache", cache)
+    second = builder_json("build", recipe, "--arch", "86", "--ccache", "--no-install", "--cache", cache, env=env)
     assert second["cache_key"] != first["cache_key"]  # a new source, so a new build
     # sccache (>= 0.8) splits each nvcc call into steps; the costly one, ptxas's CUBIN, is a miss for
     # cheap.cu alone; binding.cpp's host compile hits (the nvcc driver and PTX steps count as misses

@@ -29,15 +29,16 @@ class Compiled:
     sccache: dict[str, Any] = field(default_factory=dict)
 
 
-def build_env(plan: Plan, sccache_dir: Path, work: Path) -> dict[str, str]:
+def build_env(plan: Plan, backend: Backend, sccache_dir: Path, work: Path) -> dict[str, str]:
     """What the build runs with: what it inherits from the user's environment (the table in
     builder/planning/environment.py), the plan's variables over it, TMPDIR inside the work
     directory, the flags that keep this work directory's path out of the binary
-    (builder/building/reproducible.py), and sccache with --ccache."""
+    (builder/building/reproducible.py), and builder's own sccache with --ccache."""
     env = {**plan.inherited.for_build(), **plan.env, "PYTHONUNBUFFERED": "1", "TMPDIR": str(work / TMP_DIR)}
     env.update(reproducible.build_flags(plan, env, work))
     if plan.ccache:
-        env = sccache.sccache_env(plan.env["BUILDER_SCCACHE"], sccache_dir, work, env)
+        env = sccache.sccache_env(plan.env["BUILDER_SCCACHE"], sccache_dir, work, env,
+                                  wrap_cxx=backend.gates_host_compiler)
     return env
 
 

@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from builder.building.launchers import launcher_script
 from builder.planning.plan import Plan
 
 HERE = Path(__file__).resolve().parent
@@ -117,19 +118,13 @@ def costs_key(plan: Plan) -> str:
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _script(path: Path, command: list[str]) -> str:
-    path.write_text(f"#!/bin/sh\nexec {shlex.join(command)} \"$@\"\n")
-    path.chmod(0o755)
-    return str(path)
-
-
 def host_compiler_gate(tools: Path, cxx: str) -> str:
     """The gate in front of the host compiler, as one executable for torch's CXX (its ninja rule runs
     `$cxx`, and it checks CXX's path for "g++"/"clang", so the wrapper keeps the compiler's name).
     In a folder of its own, off PATH: nothing looking for `g++` by name finds it."""
     folder = tools / "host"
     folder.mkdir(exist_ok=True)
-    return _script(folder / Path(cxx).name, [sys.executable, str(HERE / "gate.py"), cxx])
+    return launcher_script(folder / Path(cxx).name, [sys.executable, str(HERE / "gate.py"), cxx])
 
 
 def instrument(plan: Plan, work: Path, source_dir: Path, env: Mapping[str, str], *,
@@ -141,7 +136,7 @@ def instrument(plan: Plan, work: Path, source_dir: Path, env: Mapping[str, str],
     gate_dir.mkdir(parents=True, exist_ok=True)
     if previous is not None:
         (gate_dir / "hints.json").write_text(json.dumps(previous.hints()))
-    gate = _script(tools / "gate", [sys.executable, str(HERE / "gate.py")])
+    gate = launcher_script(tools / "gate", [sys.executable, str(HERE / "gate.py")])
     out = {**env, "BUILDER_GATE_DIR": str(gate_dir), "BUILDER_GATE_SOURCE_ROOT": str(source_dir.resolve()),
            "BUILDER_GATE_BUDGET_MB": str(plan.jobs.memory_budget_gb * MB_PER_GB),
            "BUILDER_GATE_JOB_MB": str(plan.recipe.build.job_memory_gb * MB_PER_GB), "BUILDER_GATE": gate,
@@ -158,7 +153,8 @@ def instrument(plan: Plan, work: Path, source_dir: Path, env: Mapping[str, str],
     path = env.get("PATH", "")
     real_ninja = shutil.which("ninja", path=os.pathsep.join([str(plan.target.python_exe.parent), path]))
     if real_ninja is not None:
-        out["BUILDER_NINJA"] = _script(tools / "ninja", [sys.executable, str(HERE / "ninja_order.py"), real_ninja])
+        ordering = [sys.executable, str(HERE / "ninja_order.py"), real_ninja]
+        out["BUILDER_NINJA"] = launcher_script(tools / "ninja", ordering)
         out["PATH"] = os.pathsep.join([str(tools), path])
     return out
 

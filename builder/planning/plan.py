@@ -359,6 +359,11 @@ def build_env_vars(recipe: Recipe, toolkit: Toolkit, host: HostCompiler, archs: 
         # the key. pip skips every configuration file when PIP_CONFIG_FILE is os.devnull
         # (pip/_internal/configuration.py, Configuration._load_config_files).
         "PIP_CONFIG_FILE": os.devnull,
+        # torch's cpp_extension (>= 2.10, `_wrap_compiler` in torch/utils/cpp_extension.py) puts `ccache`
+        # or `sccache` in front of every compile when either is on PATH, unless this is set: a wrapper
+        # found on the user's PATH would compile (and keep a server running) outside builder's sight.
+        # The plan alone chooses the wrapper: none, or builder's own sccache with --ccache.
+        "TORCH_NO_COMPILER_WRAPPER": "1",
         **host.env(),
     }
     env.update(render_env(recipe, fields))
