@@ -22,6 +22,7 @@ from builder.files import sha256_of
 from builder.store import index
 from builder.wheelfile import read_member
 from tests.conftest import (
+    ROOT,
     builder_json,
     fake_torch_venv,
     install_from,
@@ -156,3 +157,36 @@ def test_a_project_also_on_pypi_still_comes_from_the_environment_root_or_not_at_
         assert installed_version(python, "fixture-ext") == version
         if version is None:
             assert re.search(FAILED[installer], result.stdout + result.stderr), result.stdout + result.stderr
+
+
+def readme_install_lines() -> list[str]:
+    """The README's copy-paste commands that install from builder's index (code lines, with their
+    backslash continuations joined)."""
+    text = (ROOT / "README.md").read_text().replace("\\\n", " ")
+    return [" ".join(line.split()) for line in text.splitlines()
+            if line.startswith("    ") and re.search(r"\b(?:pip|uv pip) install\b", line)
+            and ("builder index-url" in line or "cachehost" in line)]
+
+
+def test_the_readme_install_lines_stop_when_builder_fails_and_refuse_sdists(
+        pypi_with_the_project: str, tmp_path: Path) -> None:
+    """Each example refuses the project's sdists (--only-binary), and one whose root comes from
+    `builder index-url` runs pip only when that worked: a failing builder (here: a --python that is
+    no interpreter) stops the line before pip, which would otherwise fall through to PyPI."""
+    lines = readme_install_lines()
+    assert len(lines) >= 4, lines
+    for line in lines:
+        assert "--only-binary" in line, line
+        if "builder index-url" in line:
+            assert line.startswith("ROOT=$(builder index-url") and ") && " in line and '"$ROOT"' in line, line
+    bin_dir, pip_calls = tmp_path / "bin", tmp_path / "pip-calls.txt"
+    bin_dir.mkdir()
+    (bin_dir / "builder").write_text(f'#!/bin/sh\nexec {sys.executable} -m builder "$@" --python {tmp_path}/none\n')
+    (bin_dir / "pip").write_text(f'#!/bin/sh\necho "pip $*" >> {pip_calls}\n')
+    for script in bin_dir.iterdir():
+        script.chmod(0o755)
+    line = lines[0].replace("https://pypi.org/simple", pypi_with_the_project)
+    ran = subprocess.run(["bash", "-c", line], capture_output=True, text=True, cwd=ROOT, timeout=120,
+                         env={**installer_env(), "PATH": f"{bin_dir}:{installer_env()['PATH']}"})
+    assert ran.returncode != 0 and not pip_calls.exists(), ran.stdout + ran.stderr
+    assert ran.stderr.startswith("error: ") and "Traceback" not in ran.stderr, ran.stderr

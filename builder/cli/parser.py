@@ -22,7 +22,8 @@ EPILOG = """examples:
   builder build flash-attn --cuda 11.8 --arch 86 --torch 2.0.1
   builder plan flash-attn --arch 8.0,9.0 --json   show what a build would do
   builder cache list                              what the cache holds
-  pip install --index-url "$(builder index-url)" --extra-index-url https://pypi.org/simple flash-attn
+  ROOT=$(builder index-url) && pip install --only-binary flash-attn --index-url "$ROOT" \
+      --extra-index-url https://pypi.org/simple flash-attn
                                                   the cached build that loads here, else none
   builder recipe check                            releases upstream has that the recipes do not
   builder config                                  every setting, its value and where it came from

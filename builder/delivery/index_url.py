@@ -5,7 +5,8 @@ ABI, by builder.planning.target's probe) and the GPU (--arch, else the one visib
 root is the local cache's file tree (file://<cache>/env/.../simple/) or a served cache's
 (<server>/env/.../simple/); the layout is builder/store/environments.py's. Then
 
-    pip install --index-url "$(builder index-url)" --extra-index-url https://pypi.org/simple flash-attn
+    ROOT=$(builder index-url) && pip install --only-binary flash-attn --index-url "$ROOT" \
+        --extra-index-url https://pypi.org/simple flash-attn
 
 takes the build that loads there or answers "no matching distribution"; the extra index is for
 the package's other requirements. torch is never among them: recipes drop it from Requires-Dist
