@@ -15,8 +15,10 @@ directory is kept), after sending SIGTERM to every live session at once so that 
 other threads (`builder matrix`) stop too; a second signal sends SIGKILL. On its way out it ends
 every session still live.
 
-kill -9 of builder cannot be caught: the sessions it leaves are found again through the build
-directory's owner record (builder/building/workdir.py) and ended there with `end_processes`.
+kill -9 of builder cannot be caught: each session's leader, builder/session_guard.py, sees builder
+gone within a second and ends its session itself; should that fail too, the next build of the key
+finds what is left through the build directory's owner record (builder/building/workdir.py) and
+ends it with `end_processes`.
 
 `SESSIONS` is process-wide state, as the set of a process's children is (subprocess keeps such a
 list too).

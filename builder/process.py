@@ -4,8 +4,9 @@
 raises BuildError carrying the command, the exit code, the first compiler error line, the log
 path, and a known cause with its hint when the output shows one (builder/diagnosis.py). The
 child runs in a session of its own that ends with the call, whichever way the call ends
-(builder/lifetime.py). `capture` runs a short query (nvcc --version, a python probe) and
-returns its stdout.
+(builder/lifetime.py), and that ends itself should builder be killed with -9: its leader is
+builder/session_guard.py, which runs the command and watches builder. `capture` runs a short
+query (nvcc --version, a python probe) and returns its stdout.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import select
 import shlex
 import shutil
 import subprocess
+import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
@@ -57,6 +59,24 @@ def require_program(name: str, *, hint: str | None = None) -> str:
     if found is None:
         raise BuilderError(f"{name} was not found on PATH", hint=hint)
     return found
+
+
+SESSION_GUARD = Path(__file__).resolve().with_name("session_guard.py")
+
+
+def guarded(argv: Sequence[str]) -> list[str]:
+    """`argv` run under the session guard, which ends the session if this process dies first."""
+    return [sys.executable, "-I", "-S", str(SESSION_GUARD), str(os.getpid()), "--", *argv]
+
+
+def check_runnable(argv: Sequence[str], env: Mapping[str, str] | None, log_path: Path) -> None:
+    """Refuse a program that cannot be started (the guard would start it, so Popen cannot tell)."""
+    path = (env if env is not None else os.environ).get("PATH", os.defpath)
+    program = argv[0] if os.sep in argv[0] else shutil.which(argv[0], path=path)
+    if program is None or not os.path.exists(program):
+        raise BuildError(f"{argv[0]} was not found", command=argv, log_path=log_path)
+    if os.path.isdir(program) or not os.access(program, os.X_OK):
+        raise BuildError(f"{argv[0]} cannot be run: Permission denied", command=argv, log_path=log_path)
 
 
 def env_changes(env: Mapping[str, str] | None) -> dict[str, str]:
@@ -117,10 +137,11 @@ def call(
         for key, value in sorted(env_changes(env).items()):
             log.write(f"  {key}={value}\n")
         log.flush()
+        check_runnable(argv, env, log_path)
         try:
             with signals_deferred():
                 process = subprocess.Popen(
-                    argv,
+                    guarded(argv),
                     cwd=cwd,
                     env=dict(env) if env is not None else None,
                     stdin=subprocess.DEVNULL,

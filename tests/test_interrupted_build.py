@@ -1,6 +1,6 @@
 """Real signals during a real fixture compile (nvcc, ninja, pip): nothing builder started is left
-running, nothing is left in the temp dir, the build dir is kept; after kill -9, a rebuild ends
-the orphans and compiles each file once; a second build of a key says whose build it waits for;
+running, nothing is left in the temp dir, the build dir is kept; after kill -9 the compilers end
+within seconds, and a rebuild moves the dead build aside and compiles each file once; a second build of a key says whose build it waits for;
 a read-only cache still serves its hits."""
 
 from __future__ import annotations
@@ -151,6 +151,9 @@ def rebuilt_after_kill_9(tmp_path_factory: pytest.TempPathFactory) -> dict:
         family = wait_for(lambda: compiling(build, cache), "a compiler running")
         os.kill(build.pid, signal.SIGKILL)
         build.wait()
+        # builder ran no handler, but each child session's leader (builder/session_guard.py) saw
+        # it gone and ends its session: within seconds, not at the next build.
+        wait_for(lambda: not still_running(family), "the compilers of a build killed with -9 ended", seconds=60)
         orphans = still_running(family)
         rebuilt = run_builder("build", str(recipe), "--arch", "86", "--no-install", "--cache", str(cache),
                               env={"TMPDIR": str(tmp), "BUILDER_BUILD_DIR": str(cache / "build")},

@@ -4,6 +4,7 @@ ended) once dead; a key's lock says who holds it."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -22,6 +23,7 @@ from builder.owner import Owner, write_owner
 from builder.process import call
 from builder.reporting import LoggingReporter
 from builder.store.cache import Cache
+from tests.conftest import ROOT
 
 # A child that starts a grandchild in a process group of its own (as ninja starts each compile),
 # says its pid, and sleeps or exits (leaving the grandchild running).
@@ -84,6 +86,40 @@ def test_a_call_that_returns_leaves_nothing_of_its_session(tmp_path: Path) -> No
         call([sys.executable, "-c", FAMILY, "exit", "3"], log_path=tmp_path / "log2",
              on_line=lambda line: seen.append(int(line.split()[1])))
     assert not running(seen[1])
+
+
+# A builder stand-in: a process that runs FAMILY through `call` and is then killed with -9.
+CALLER = """
+import sys
+from pathlib import Path
+from builder.process import call
+call([sys.executable, "-c", sys.argv[1], "sleep"], log_path=Path(sys.argv[2]), on_line=print)
+"""
+
+
+def test_a_session_ends_itself_when_builder_is_killed_with_9(tmp_path: Path) -> None:
+    """kill -9 runs no handler in builder: the session's leader (builder/session_guard.py) sees its
+    parent gone and ends every member, the grandchild in a process group of its own too."""
+    caller = subprocess.Popen([sys.executable, "-c", CALLER, FAMILY, str(tmp_path / "log")], cwd=ROOT,
+                              stdout=subprocess.PIPE, text=True, start_new_session=True)
+    members: list[psutil.Process] = []
+    try:
+        assert caller.stdout is not None
+        grandchild = int(caller.stdout.readline().split()[1])
+        [guard] = psutil.Process(caller.pid).children()
+        members = [guard, *guard.children(recursive=True)]
+        assert running(grandchild) and len(members) == 3  # the guard, FAMILY, its sleeper
+        caller.kill()
+        caller.wait()
+        wait_until(lambda: not any(running(p.pid) for p in members), "the orphaned session ended", seconds=30)
+    finally:
+        caller.kill()
+        caller.wait()
+        if caller.stdout is not None:
+            caller.stdout.close()
+        for process in members:
+            with contextlib.suppress(psutil.Error):
+                process.kill()
 
 
 def sleeper(env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
