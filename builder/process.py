@@ -69,7 +69,7 @@ def guarded(argv: Sequence[str]) -> list[str]:
     return [sys.executable, "-I", "-S", str(SESSION_GUARD), str(os.getpid()), "--", *argv]
 
 
-def check_runnable(argv: Sequence[str], env: Mapping[str, str] | None, log_path: Path) -> None:
+def check_runnable(argv: list[str], env: Mapping[str, str] | None, log_path: Path) -> None:
     """Refuse a program that cannot be started (the guard would start it, so Popen cannot tell)."""
     path = (env if env is not None else os.environ).get("PATH", os.defpath)
     program = argv[0] if os.sep in argv[0] else shutil.which(argv[0], path=path)
