@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from rich.markup import escape
 from rich.table import Table
@@ -13,6 +14,7 @@ from builder.cli.display import Output
 from builder.errors import BuildError, UsageError
 from builder.files import write_text_atomic
 from builder.fleet.ci_github import DEFAULT_RUNNER_LABELS, render_workflow
+from builder.fleet.ci_sources import cells_in_repository, repository_root, workflow_requirement
 from builder.fleet.matrix import AXES, Cell, MatrixSpec, expand, filter_cells, github_matrices
 from builder.fleet.matrix_build import CellOutcome, run_matrix
 from builder.planning.target import running_torch
@@ -87,8 +89,11 @@ def cmd_ci(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
     if not kept:
         raise UsageError("every cell of the matrix was dropped; nothing to build",
                          hint="`builder matrix` with the same arguments shows why")
-    text = render_workflow(kept, runner_labels=tuple(args.runner_label) or DEFAULT_RUNNER_LABELS,
-                           cache_url=args.cache_url_expr)
+    repository = repository_root(args.output.parent, Path.cwd())
+    cells, recipe_path = cells_in_repository(kept, ws.recipes, repository)
+    requirement = workflow_requirement(args.builder_source, repository, Path.cwd())
+    text = render_workflow(cells, runner_labels=tuple(args.runner_label) or DEFAULT_RUNNER_LABELS,
+                           cache_url=args.cache_url_expr, builder_requirement=requirement, recipe_path=recipe_path)
     write_text_atomic(args.output, text)
     data = {"output": str(args.output), "cells": len(kept), "dropped": len(dropped)}
     out.emit(data, lambda: out.line(f"wrote {args.output}: {len(kept)} cells ({len(dropped)} dropped)"))

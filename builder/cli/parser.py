@@ -275,8 +275,17 @@ def _add_fleet_commands(sub: Any, common: argparse.ArgumentParser) -> None:
                                help="a GitHub Actions workflow building the matrix on self-hosted GPU runners")
     _add_matrix_args(github)
     github.add_argument("--output", type=Path, default=Path(".github/workflows/builder-matrix.yml"),
-                        help="where to write it (default: .github/workflows/builder-matrix.yml)")
+                        help="where to write it (default: .github/workflows/builder-matrix.yml); recipe paths and "
+                             "recipe-path folders are written relative to the git repository holding it (else the "
+                             "current directory's), and refused outside it")
     github.add_argument("--runner-label", action="append", default=[],
                         help="runs-on label, repeatable (default: self-hosted, linux, gpu)")
+    github.add_argument("--builder-source", metavar="SOURCE",
+                        help="where the jobs pip-install builder from (the s3 extra is added): a pinned git URL "
+                             "(git+https://github.com/ORG/builder@<commit>), a wheel URL, a requirement "
+                             "(builder==0.1.0) from the runners' index, or `.` (builder's own repository). "
+                             "Default: `.` in builder's own repository, else where this builder was installed "
+                             "from (a git URL pinned to its commit, a wheel URL), else builder==<this version> "
+                             "(pass a git or wheel URL when builder is not on the runners' index)")
     github.add_argument("--cache-url-expr", default=DEFAULT_CACHE_URL,
                         help="the --cache-url each job uses (default: the BUILDER_CACHE_URL secret)")
