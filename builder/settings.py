@@ -18,6 +18,7 @@ The config file is TOML with the settings' names as keys:
     archs = ["86", "90"]
     jobs = 8
     memory-budget = 40
+    compile-cache = "auto"
     split-compile = false
     index-url = "https://mirrors.example.org/pypi/simple"
     url-mirrors = { "https://github.com/" = "https://ghproxy.example.org/https://github.com/" }
@@ -39,6 +40,7 @@ from builder.errors import BuilderError, SettingsError, UsageError
 from builder.index_client import PYPI_SIMPLE
 from builder.pip_config import PipSetting, pip_setting
 from builder.planning.archs import parse_archs
+from builder.planning.compile_cache import parse_setting as parse_compile_cache
 from builder.tables import check_keys
 
 APP = "builder"
@@ -156,6 +158,10 @@ SETTINGS: tuple[Setting, ...] = (
             "the memory available)", env=("BUILDER_MEMORY_BUDGET",), flag="--memory-budget"),
     Setting("ccache", _bool, "compile through sccache", env=("BUILDER_CCACHE",), flag="--ccache",
             default=lambda: False),
+    Setting("compile-cache", parse_compile_cache, "where builds keep compiled steps, shared across keys, cells "
+            "and machines (implies ccache): a directory, s3://bucket/prefix, or auto (compile/ beside the "
+            "cache-url's wheels); it changes no output, so it is not in the cache key (default: the local "
+            "cache's sccache/)", env=("BUILDER_COMPILE_CACHE",), flag="--compile-cache"),
     Setting("split-compile", _bool, "let the compile gate split a long nvcc compile over idle cores "
             "(nvcc --split-compile) where the toolkit's nvcc has it", env=("BUILDER_SPLIT_COMPILE",),
             flag="--no-split-compile", default=lambda: True),
@@ -182,6 +188,7 @@ class Settings:
     jobs: int | None
     memory_budget: float | None
     ccache: bool
+    compile_cache: str | None
     split_compile: bool
     torch_index: str | None
     index_url: str | None

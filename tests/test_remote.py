@@ -267,3 +267,29 @@ def test_bad_cache_urls(tmp_path: Path) -> None:
     assert result.returncode == 2 and "unknown cache URL scheme 'ftp'" in result.stderr
     result = run_builder("cache", "pull", "--cache-url", str(tmp_path / "nope" / "deeper"), "--cache", str(tmp_path))
     assert result.returncode == 9 and "does not exist" in result.stderr
+
+
+def test_a_compile_cache_on_s3_gives_a_fresh_machine_the_device_steps(
+        fixture_recipe: Path, moto_server: dict, tmp_path: Path) -> None:
+    """compile-cache auto beside an s3:// cache-url: a build in a fresh local cache stores its
+    compiled steps under the bucket's compile/ prefix; a rebuild of that key from another fresh
+    cache (a new machine, a CI cell re-run; --force, so the wheel is not simply pulled) compiles
+    nothing: its sccache finds every step there, the device code (PTX, CUBIN) too. The compile
+    cache is no part of the key."""
+    url, env = f"s3://{BUCKET}/team", moto_server["writer"]
+    args = ("build", str(fixture_recipe), "--arch", "86", "--no-install", "--cache-url", url,
+            "--compile-cache", "auto")
+    first = builder_json(*args, "--cache", str(tmp_path / "first"), env=env)
+    assert first["plan"]["compile_cache"] == f"{url}/compile" and first["plan"]["ccache"] is True
+    assert first["sccache"]["misses"].get("CUBIN") == 3 and not first["sccache"]["hits"]
+    client = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL_S3"], region_name="us-east-1",
+                          aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+                          aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
+    stored = client.list_objects_v2(Bucket=BUCKET, Prefix="team/compile/")
+    assert stored["KeyCount"] >= 13, stored  # 3 x (PTX, CUBIN, CUDA, device code) + the host compile
+
+    second = builder_json(*args, "--force", "--cache", str(tmp_path / "second"), env=env)
+    assert second["sccache"]["hits"] == {"CUBIN": 3, "PTX": 3, "CUDA": 3, "CUDA (Device code)": 3, "C/C++": 1}
+    assert not second["sccache"]["misses"]
+    plain = builder_json("plan", str(fixture_recipe), "--arch", "86", "--cache", str(tmp_path / "first"))
+    assert first["cache_key"] == second["cache_key"] == plain["cache_key"]

@@ -16,6 +16,7 @@ from typing import Any
 from builder.building import costs, reproducible, sccache
 from builder.building.backends import Backend
 from builder.building.workdir import TMP_DIR
+from builder.planning.compile_cache import CompileCache
 from builder.planning.plan import Plan
 from builder.reporting import Steps, compile_line_parser
 
@@ -37,8 +38,8 @@ def build_env(plan: Plan, backend: Backend, sccache_dir: Path, work: Path) -> di
     env = {**plan.inherited.for_build(), **plan.env, "PYTHONUNBUFFERED": "1", "TMPDIR": str(work / TMP_DIR)}
     env.update(reproducible.build_flags(plan, env, work))
     if plan.ccache:
-        env = sccache.sccache_env(plan.env["BUILDER_SCCACHE"], sccache_dir, work, env,
-                                  wrap_cxx=backend.gates_host_compiler)
+        store = CompileCache(plan.compile_cache or str(sccache_dir))
+        env = sccache.sccache_env(plan.env["BUILDER_SCCACHE"], store, work, env, wrap_cxx=backend.gates_host_compiler)
     return env
 
 

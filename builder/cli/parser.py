@@ -33,7 +33,8 @@ settings: defaults < config file (builder config shows where) < BUILDER_* variab
 
 # The settings each command's options feed: setting name -> argparse dest.
 SETTING_OPTIONS = {"cache-dir": "cache", "cache-url": "cache_url", "archs": "arch", "jobs": "jobs",
-                   "memory-budget": "memory_budget", "ccache": "ccache", "split-compile": "no_split_compile",
+                   "memory-budget": "memory_budget", "ccache": "ccache", "compile-cache": "compile_cache",
+                   "split-compile": "no_split_compile",
                    "torch-index": "torch_index",
                    "index-url": "index_url"}
 
@@ -69,7 +70,13 @@ def _add_target_args(parser: argparse.ArgumentParser) -> None:
                         help="a choice of one of the recipe's declared variants, e.g. hdims=64,128 (`builder "
                              "recipes` lists them); repeat for several")
     parser.add_argument("--source", help="local archive or directory to use instead of the recipe's URL")
-    parser.add_argument("--ccache", action="store_true", default=None, help="compile through sccache")
+    parser.add_argument("--ccache", action="store_true", default=None,
+                        help="compile through builder's own sccache (its store: the compile-cache setting, else "
+                             "the local cache's sccache/)")
+    parser.add_argument("--compile-cache", metavar="WHERE",
+                        help="keep compiled steps where other builds, matrix cells and machines find them: a "
+                             "directory, s3://bucket/prefix (AWS variables as for --cache-url), or auto (compile/ "
+                             "beside the --cache-url wheels); implies --ccache; not in the cache key")
     # The split-compile setting's value "off" (the cascade reads it like the config file's false).
     parser.add_argument("--no-split-compile", action="store_const", const="off", default=None,
                         help="never split one file's nvcc compile over several threads (default: the compile gate "

@@ -52,6 +52,9 @@ TABLE: tuple[Row, ...] = (
     Row(("UV_INDEX_URL", "UV_EXTRA_INDEX_URL", "UV_DEFAULT_INDEX", "UV_INDEX", "UV_FIND_LINKS", "UV_INSECURE_HOST",
          "UV_NATIVE_TLS", "UV_CACHE_DIR", "UV_NO_CACHE", "UV_HTTP_TIMEOUT", "UV_CONCURRENT_DOWNLOADS", "UV_OFFLINE",
          "UV_KEYRING_PROVIDER", "UV_INDEX_STRATEGY"), "pass", "uv's index, mirror and cache"),
+    Row(("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_CONFIG_FILE",
+         "AWS_SHARED_CREDENTIALS_FILE", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3",
+         "AWS_CA_BUNDLE"), "pass", "how to reach an S3 compile cache (the build's sccache server reads them)"),
     Row(("XDG_CACHE_HOME", "XDG_CONFIG_HOME"), "pass", "where per-user caches and configuration live"),
     Row(("CUDA_VISIBLE_DEVICES",), "pass", "which GPUs a build's probes see; the archs come from the plan"),
     Row(("PATH",), "pass", "where programs are found; builder puts the toolkit's bin first, and names the "
@@ -87,7 +90,8 @@ TABLE: tuple[Row, ...] = (
     Row(("CMAKE_*", "SKBUILD_*"), "drop", "CMake and scikit-build-core settings (CMAKE_ARGS is kept, in the key)"),
     Row(("PIP_*", "UV_*"), "drop", "pip and uv options other than index, mirror, certificates and cache "
                                    "(config settings and build options change how a package is built)"),
-    Row(("CCACHE_*", "SCCACHE_*"), "drop", "compiler caches: --ccache gives the build an sccache of its own"),
+    Row(("CCACHE_*", "SCCACHE_*"), "drop", "compiler caches: --ccache and compile-cache give the build an sccache "
+                                           "of its own"),
     Row(("SETUPTOOLS_*", "DISTUTILS_*", "_PYTHON_*"), "drop", "setuptools' and distutils' build switches"),
 )
 

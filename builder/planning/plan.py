@@ -20,7 +20,7 @@ from packaging.version import Version
 
 from builder.errors import RequirementError, ToolchainError, UsageError
 from builder.files import sha256_of
-from builder.planning import compat
+from builder.planning import compat, compile_cache
 from builder.planning.archs import Arch, arch_list_text, parse_archs, torch_arch_list
 from builder.planning.environment import Inherited, select
 from builder.planning.fixes import missing_toolkit_hint, torch_fix
@@ -72,6 +72,9 @@ class Plan:
     key: str
     source_sha256: str = ""
     ccache: bool = False
+    compile_cache: str | None = None
+    """Where builder's sccache stores with ccache (builder/planning/compile_cache.py; None: the local
+    cache's sccache/). Not in the key: a compiled step changes no output."""
     force: bool = False
     facts: Mapping[str, str] = field(default_factory=dict)
     backend: str = ""
@@ -168,6 +171,7 @@ class Plan:
             "local_version": self.local_version,
             "cache_key": self.key,
             "ccache": self.ccache,
+            "compile_cache": self.compile_cache,
             "notes": list(self.notes),
             "split_compile": self.split_compile,
         }
@@ -412,6 +416,7 @@ def resolve_plan(
                      budget_gb=request.memory_budget, gated=gated)
     fields = template_fields(recipe, toolkit, host, archs, jobs, cxx_std, torch, target.python)
     env = build_env_vars(recipe, toolkit, host, archs, jobs, fields, environ.get("PATH", ""))
+    store = compile_cache.resolve(request.compile_cache, request.cache_url)
     if request.ccache:
         env["BUILDER_SCCACHE"] = find_sccache(target.python_exe, env["PATH"])
         env["PYTORCH_NVCC"] = f"{env['BUILDER_SCCACHE']} {toolkit.nvcc}"
@@ -428,7 +433,8 @@ def resolve_plan(
     return Plan(recipe=recipe, version=version, source=source, target=target,
                 install_python=install_python, build_env=build_env, toolkit=toolkit, host=host,
                 archs=archs, cxx11_abi=abi, cxx_std=cxx_std, jobs=jobs, env=env, patches=patches,
-                local_version=local, key=key, source_sha256=source_sha256, ccache=request.ccache, force=request.force,
+                local_version=local, key=key, source_sha256=source_sha256, ccache=request.ccache,
+                compile_cache=store.where if store else None, force=request.force,
                 facts=facts, backend=backend, fields=fields, companions=dict(companions or {}), variants=chosen,
                 notes=notes, inherited=inherited, split_compile=choose_split(request, toolkit, archs))
 

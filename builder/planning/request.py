@@ -27,6 +27,8 @@ class Request:
     source: str | None = None
     provision: bool = False
     ccache: bool = False
+    compile_cache: str | None = None
+    """Where sccache stores (the compile-cache setting's value; implies ccache)."""
     cache_url: str | None = None
     force: bool = False
     install: bool = True
