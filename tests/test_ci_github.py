@@ -434,6 +434,7 @@ def test_the_workflow_runs_in_a_team_repository(tmp_path: Path, builder_wheel: P
     [cell] = job["strategy"]["matrix"]["include"]
     assert cell["recipe"] == "fixture-ext"
     assert job["env"]["BUILDER_RECIPE_PATH"] == "recipes"
+    assert job["env"]["BUILDER_COMPILE_CACHE"] == "auto"  # the cells share compiled steps
     assert job["env"]["BUILDER_REQUIREMENT"] == f"builder[s3] @ {builder_wheel.as_uri()}"
     assert str(tmp_path) not in json.dumps(job["strategy"])  # nothing of this machine in the matrix
 

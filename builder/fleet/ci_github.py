@@ -10,7 +10,10 @@ toolkit is installed only where the runner lacks it) and `--cache-url` (a cell a
 before is a download; a new one is uploaded); `--no-companions`, since each recipe of the matrix is
 its own cell. Recipes come by name (shipped, or from the repository's folders on
 BUILDER_RECIPE_PATH) or by a path relative to the repository. builder's cache is `cache/` in the
-job's workspace, so the uploaded logs are this cell's. Cell values and the requirement reach the
+job's workspace, so the uploaded logs are this cell's. The cells share compiled steps too
+(BUILDER_COMPILE_CACHE=auto: builder/planning/compile_cache.py, `compile/` beside the wheels of the
+cache URL), so a cell of another Python or torch finds the device code another cell compiled, and a
+cell re-run after a timeout resumes from what it stored. Cell values and the requirement reach the
 shell through `env:`, never pasted into a script.
 """
 
@@ -37,6 +40,7 @@ JOB_ENV = """\
     env:
       BUILDER_CACHE_URL: {cache_url}
       BUILDER_REQUIREMENT: {requirement}
+      BUILDER_COMPILE_CACHE: auto
 {recipe_path}      CELL_RECIPE: ${{{{ matrix.recipe }}}}
       CELL_VERSION: ${{{{ matrix.version }}}}
       CELL_TORCH: ${{{{ matrix.torch }}}}

