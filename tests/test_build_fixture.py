@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import sysconfig
 import time
 import zipfile
 from pathlib import Path
@@ -79,6 +80,18 @@ def test_compiler_wrappers_on_path_are_not_used(built: dict) -> None:
     assert not (built["root"] / "wrapper-calls.txt").exists()
     assert not (built["root"] / "user-sccache").exists()
     assert built["result"]["sccache"] is None
+
+
+def test_the_host_code_keeps_the_interpreters_optimization(built: dict) -> None:
+    """setuptools uses CFLAGS instead of the interpreter's compile flags (-O3, -DNDEBUG): builder's
+    path-mapping flags go in CPPFLAGS, which it appends, so the host code stays optimized and its
+    paths mapped (builder/building/reproducible.py)."""
+    interpreter = sysconfig.get_config_var("CFLAGS").split()
+    [line] = [line for line in Path(built["result"]["log"]).read_text().splitlines()
+              if "csrc/binding.cpp -o" in line]
+    for flag in ("-O3", "-DNDEBUG"):
+        assert (flag in line.split()) is (flag in interpreter), line
+    assert "-ffile-prefix-map=" in line
 
 
 def test_the_wheel_carries_the_manylinux_tag_its_symbols_allow(built: dict) -> None:

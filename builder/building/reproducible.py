@@ -22,7 +22,12 @@ every build of another key miss. Builds through sccache trade reproducibility fo
 `builder build --check` rebuilds without it.
 
 The flags go on top of the user's kept values (which are in the cache key) and the variants'
-defines; they change no code, only names of paths, so they are not in the key.
+defines; they change no code, only names of paths, so they are not in the key. For a setuptools
+build (torch's cpp_extension) the host flags go in CPPFLAGS, which setuptools appends to the
+interpreter's compile flags: CFLAGS would replace them (setuptools 84,
+_distutils/compilers/C/unix.py `configure_system`: `cflags = os.environ.get('CFLAGS', cflags)`),
+and the host code would lose the interpreter's -O3 and -DNDEBUG. CMake and make read CFLAGS and
+CXXFLAGS as additions to their own.
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ from builder.planning.plan import Plan
 WORK_PREFIX = "."
 """What the work directory's path becomes inside the objects."""
 VENV_PREFIX = "/builder-venv"
+SETUPTOOLS_BACKENDS = frozenset({"torch-ext"})
+"""Backends whose host compiles setuptools sets up (the module's docstring: CPPFLAGS, not CFLAGS)."""
 """What a build venv's path (--torch) becomes inside the objects."""
 
 
@@ -52,8 +59,8 @@ def _joined(*parts: str) -> str:
 
 
 def build_flags(plan: Plan, env: Mapping[str, str], work: Path) -> dict[str, str]:
-    """CFLAGS, CXXFLAGS and NVCC_APPEND_FLAGS with the flags above appended, and the gate's seed
-    switch. With --ccache only the seed (see the module's docstring)."""
+    """CFLAGS and CXXFLAGS (CPPFLAGS for setuptools) and NVCC_APPEND_FLAGS with the flags above
+    appended, and the gate's seed switch. With --ccache only the seed (see the module's docstring)."""
     out: dict[str, str] = {}
     if plan.toolkit.knows("--frandom-seed"):
         out["BUILDER_GATE_NVCC_SEED"] = "1"
@@ -62,7 +69,7 @@ def build_flags(plan: Plan, env: Mapping[str, str], work: Path) -> dict[str, str
     host: list[str] = []
     if plan.host.major >= compat.GCC_FILE_PREFIX_MAP_SINCE:
         host = [f"-ffile-prefix-map={pair}" for pair in prefix_maps(plan, work)]
-        for variable in ("CFLAGS", "CXXFLAGS"):
+        for variable in ("CPPFLAGS",) if plan.backend in SETUPTOOLS_BACKENDS else ("CFLAGS", "CXXFLAGS"):
             out[variable] = _joined(env.get(variable, ""), *host)
     nvcc = [f"-Xcompiler={flag}" for flag in host]
     if plan.toolkit.knows("--objdir-as-tempdir"):

@@ -31,9 +31,11 @@ from builder.planning.recipe import Patch, Recipe
 from builder.planning.target import TargetInfo
 from builder.planning.toolchain import HostCompiler, Toolkit
 
-KEY_FORMAT = 2
+KEY_FORMAT = 3
 """Bumped when the meaning of a cache key changes, so old entries stop matching.
-2: the user's compile-affecting variables, the whole recipe section, full gcc and glibc versions."""
+2: the user's compile-affecting variables, the whole recipe section, full gcc and glibc versions.
+3: setuptools builds keep the interpreter's -O3 -DNDEBUG (builder/building/reproducible.py: before,
+   a build without --ccache compiled its host code without them, one with --ccache with them)."""
 
 
 def recipe_inputs(recipe: Recipe, backend: str, variants: Mapping[str, str] | None = None) -> dict[str, Any]:
