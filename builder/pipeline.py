@@ -90,7 +90,7 @@ def prepare(request: Request, ws: Workspace, *, make_env: bool, companion_of: tu
     if request.version is not None:
         recipe.source_for(request.version)
     check_variant_names(recipe.variants, request.variants, recipe.name)
-    python = build_python(request, recipe, ws.cache.dir("envs"), ws.cache.dir("logs"), make_env=make_env,
+    python = build_python(request, recipe, ws.cache.path("envs"), ws.cache.path("logs"), make_env=make_env,
                           package_index=lambda: ws.settings.source_index, environ=ws.environ, say=ws.reporter.say,
                           default_cuda=ws.torch_cuda)
     toolkits = ws.toolkits()
@@ -109,7 +109,7 @@ def prepare(request: Request, ws: Workspace, *, make_env: bool, companion_of: tu
     return resolve_plan(request, recipe, python.target, source=spec,
                         source_sha256=source_identity(spec, recipe.cc.inputs()),
                         build_env=python.describe(), install_python=python.install_python, toolkits=toolkits,
-                        companions=companions, environ=ws.environ, gated=backend.gated, notes=notes)
+                        companions=companions, environ=ws.environ, gated=backend.gated, notes=notes + python.notes)
 
 
 def companion_request(request: Request, parent: Recipe, name: str) -> Request:
@@ -315,10 +315,13 @@ def build(request: Request, ws: Workspace) -> BuildResult:
 
 
 def local_entry(key: str, ws: Workspace) -> Entry | None:
-    """The local cache's entry of `key`; a corrupt one is said and built again (the new entry
-    replaces it)."""
+    """The local cache's entry of `key`, its wheel's sha256 checked (every hit, installed or
+    not); a corrupt one (entry.json or wheel) is said and built again (the new entry replaces it)."""
     try:
-        return ws.cache.get(key)
+        entry = ws.cache.get(key)
+        if entry is not None:
+            ws.cache.verified_wheel(entry)
+        return entry
     except CacheError as exc:
         ws.reporter.say(f"    warning: {exc.message}; building it again")
         return None

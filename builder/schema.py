@@ -11,6 +11,7 @@ fits a field to the file:
     file=False        derived by the loader, no key of the file (DERIVED)
     file_type=T       what the file holds where it differs from the field's type
     optional=True     the file may leave it out though the field has no default (the loader fills it)
+    pattern=(re, w)   a string the regular expression `re` matches whole, `w` in words (`pattern()`)
 
 `check_table` raises the caller's error type naming the key's path and what was expected
 (`verify.imports: expected a list of strings, got "x"`); `json_schema` writes the same facts as a
@@ -49,6 +50,13 @@ class FileKey:
     type: Any
     required: bool
     doc: str
+    pattern: tuple[str, str] | None = None
+    """(regular expression a string value matches whole, what it is in words), if any."""
+
+
+def pattern(regex: str, words: str) -> Mapping[str, Any]:
+    """Field metadata: the file's string must match `regex` whole, e.g. a sha256's 64 hex digits."""
+    return {"pattern": (regex, words)}
 
 
 @functools.cache
@@ -84,7 +92,7 @@ def file_keys(cls: type) -> tuple[FileKey, ...]:
         keys.append(FileKey(name=item.metadata.get("key", item.name),
                             type=item.metadata.get("file_type", hints[item.name]),
                             required=not has_default and not item.metadata.get("optional", False),
-                            doc=docs.get(item.name, "")))
+                            doc=docs.get(item.name, ""), pattern=item.metadata.get("pattern")))
     return tuple(keys)
 
 
@@ -145,8 +153,14 @@ def _check_dataclass(value: Any, cls: type, path: str) -> None:
     for key in keys.values():
         if key.name in value:
             check_value(value[key.name], key.type, _join(path, key.name))
+            _check_pattern(value[key.name], key.pattern, _join(path, key.name))
         elif key.required:
             raise Mismatch(path, f"missing required key {key.name!r}")
+
+
+def _check_pattern(value: Any, expected: tuple[str, str] | None, path: str) -> None:
+    if expected is not None and isinstance(value, str) and not re.fullmatch(expected[0], value):
+        raise Mismatch(path, f"expected {expected[1]}, got {_shown(value)}")
 
 
 def _check_specifier(value: Any, path: str) -> None:
@@ -239,6 +253,7 @@ def _schema_of(kind: Any, defs: dict[str, Any]) -> dict[str, Any]:
             if doc and not doc.startswith(f"{cls.__name__}("):
                 schema["description"] = " ".join(doc.split("\n\n")[0].split())
             schema["properties"] = {key.name: {**_schema_of(key.type, defs),
+                                               **({"pattern": f"^{key.pattern[0]}$"} if key.pattern else {}),
                                                **({"description": key.doc} if key.doc else {})} for key in keys}
             required = [key.name for key in keys if key.required]
             if required:

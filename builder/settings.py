@@ -245,14 +245,22 @@ def config_path(environ: Mapping[str, str]) -> Path:
     """The user config file: BUILDER_CONFIG, else <user config dir>/builder/config.toml."""
     if environ.get("BUILDER_CONFIG"):
         return Path(environ["BUILDER_CONFIG"]).expanduser()
+    return default_config_path()
+
+
+def default_config_path() -> Path:
     return Path(platformdirs.user_config_dir(APP)) / "config.toml"
 
 
-def read_config(path: Path) -> dict[str, Any]:
-    """The config file's table (empty when there is none), keys checked."""
+def read_config(path: Path, *, named: bool = False) -> dict[str, Any]:
+    """The config file's table (empty when there is none), keys checked; a file BUILDER_CONFIG
+    names (`named`) must exist."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
+        if named:
+            raise SettingsError(f"BUILDER_CONFIG names {path}, which does not exist",
+                                hint=f"create it, or unset BUILDER_CONFIG to read {default_config_path()}") from None
         return {}
     except OSError as exc:
         raise SettingsError(f"cannot read the config file {path}: {exc.strerror or exc}") from exc
@@ -283,7 +291,7 @@ def load_settings(command_line: Mapping[str, Any] | None = None,
     """
     env = os.environ if environ is None else environ
     path = config_path(env)
-    config = read_config(path)
+    config = read_config(path, named=bool(env.get("BUILDER_CONFIG")))
     values: dict[str, Any] = {}
     origins: dict[str, str] = {}
     for setting in SETTINGS:

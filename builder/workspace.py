@@ -63,7 +63,7 @@ class Workspace:
 
     def toolkits(self) -> list[Toolkit]:
         """The toolkits on this machine plus those provisioned into the cache."""
-        return discover_toolkits(self.environ, extra_roots=provisioned_roots(self.cache.dir("toolchains")))
+        return discover_toolkits(self.environ, extra_roots=provisioned_roots(self.cache.path("toolchains")))
 
     def complete(self, request: Request) -> Request:
         """The request with what it leaves open taken from the settings."""

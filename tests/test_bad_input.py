@@ -6,8 +6,11 @@ import errno
 import io
 import json
 import os
+import subprocess
+import sys
 import tarfile
 import textwrap
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -257,3 +260,88 @@ def test_build_dir_with_a_comma_is_refused_before_compiling(fixture_recipe: Path
     result = run_builder("build", str(fixture_recipe), "--arch", "86", "--no-install", "--cache", str(cache),
                          env={"BUILDER_BUILD_DIR": str(tmp_path / "a,b")})
     assert_refused(result, 2, "contains a comma", "nvcc", "build-dir", cache=cache)
+
+
+def _not_python(tmp_path: Path, kind: str) -> Path:
+    """An executable that answers builder's probe with something other than its JSON line."""
+    if kind == "true":
+        return Path("/bin/true")
+    script = tmp_path / f"{kind}.sh"
+    answer = "junk" if kind == "junk" else '{"python": "3.11"}'  # valid JSON, most keys missing
+    script.write_text(f"#!/bin/sh\necho '{answer}'\n")
+    script.chmod(0o755)
+    return script
+
+
+@pytest.mark.parametrize(("kind", "why"), [("true", "it printed nothing"), ("junk", "it printed 'junk'"),
+                                           ("partial", "its answer to builder's probe lacks python_tag, platform")])
+def test_python_that_answers_no_probe_is_one_line_from_every_command(tmp_path: Path, kind: str, why: str) -> None:
+    python = _not_python(tmp_path, kind)
+    wheel = tmp_path / "pkg-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:  # a wheel without builder's provenance: install probes first
+        archive.writestr("pkg/__init__.py", "")
+        archive.writestr("pkg-1.0.dist-info/METADATA", "Metadata-Version: 2.1\nName: pkg\nVersion: 1.0\n")
+    cache = tmp_path / "cache"
+    for args in (("build", "causal-conv1d", "--arch", "86"), ("install", str(wheel)), ("doctor",), ("index-url",)):
+        result = run_builder(*args, "--python", str(python), "--cache", str(cache))
+        assert_refused(result, 2, f"{python} is not a Python interpreter builder can use: {why}",
+                       "--python the path of a Python 3 executable", cache=cache)
+
+
+def test_an_arch_suffix_the_toolkit_lacks_is_refused_at_plan_time(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    result = run_builder("build", "causal-conv1d", "--arch", "86a", "--cache", str(cache))
+    assert_refused(result, 4, f"CUDA {running_torch_cuda()}", "cannot target sm_86a (it targets ", cache=cache)
+    listed = result.stderr.split("(it targets ", 1)[1].split(")", 1)[0].split(", ")
+    assert "86" in listed and "86a" not in listed
+    assert "90a" in listed  # the toolkit's suffix forms, from its nvcc --help, are named and planned
+    assert run_builder("plan", "causal-conv1d", "--arch", "90a", "--cache", str(cache)).returncode == 0
+
+
+@pytest.mark.parametrize("port", ["99999", "-1", "http"])
+def test_cache_serve_on_a_port_that_is_none(tmp_path: Path, port: str) -> None:
+    result = run_builder("cache", "serve", f"--port={port}", "--cache", str(tmp_path))
+    assert_refused(result, 2, f"argument --port: '{port}' is not a port", "0 to 65535")
+
+
+@pytest.mark.parametrize("cuda", ["abc", "13", "1.2.3.4"])
+def test_toolchain_install_of_a_malformed_version(tmp_path: Path, cuda: str) -> None:
+    cache = tmp_path / "cache"
+    result = run_builder("toolchain", "install", cuda, "--cache", str(cache))
+    assert_refused(result, 2, f"malformed CUDA version '{cuda}' to install", "builder toolchain install 13.0")
+    assert not cache.exists()
+
+
+def test_builder_config_naming_a_missing_file(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere" / "config.toml"
+    for args in (("config",), ("plan", "causal-conv1d", "--arch", "86")):
+        result = run_builder(*args, "--cache", str(tmp_path / "cache"), env={"BUILDER_CONFIG": str(missing)})
+        assert_refused(result, 14, f"BUILDER_CONFIG names {missing}, which does not exist", "unset BUILDER_CONFIG")
+
+
+def test_a_malformed_recipe_sha256_is_refused_at_load_naming_file_and_version(tmp_path: Path) -> None:
+    recipe = write_recipe(tmp_path, "badsha", '{ pypi = "badsha", file = "badsha-0.1.0.tar.gz", sha256 = "xyz" }')
+    cache = tmp_path / "cache"
+    for args in (("plan", str(recipe), "--arch", "86"), ("fetch", str(recipe))):
+        result = run_builder(*args, "--cache", str(cache))
+        assert_refused(result, 3, 'badsha.toml: versions."0.1.0".source.sha256: expected a sha256 (64 hex digits), '
+                                  'got "xyz"', cache=cache)
+    assert not (cache / "sources").exists()
+
+
+def test_install_of_a_key_whose_entry_json_is_corrupt_names_the_corruption(tmp_path: Path) -> None:
+    cache, _, bad = _cache_with_a_corrupt_entry(tmp_path / "cache")
+    for key in (bad, bad[:6]):
+        result = run_builder("install", key, "--python", str(tmp_path / "no-python"), "--cache", str(cache.root))
+        assert_refused(result, 9, f"cache entry {bad} is corrupt: entry.json is unreadable", "cache verify")
+    missing = run_builder("install", "c" * 8, "--cache", str(cache.root))
+    assert_refused(missing, 9, "no cache entries in", "match 'cccccccc'")
+
+
+def test_a_target_without_torch_is_offered_python_and_torch(tmp_path: Path) -> None:
+    bare = tmp_path / "bare"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True)
+    result = run_builder("plan", "causal-conv1d", "--arch", "86", "--python", str(bare / "bin" / "python"),
+                         "--cache", str(tmp_path / "cache"))
+    assert_refused(result, 4, "cannot build CUDA extensions", "--python PATH of an interpreter that has a CUDA build "
+                   "of torch", "--torch VERSION")

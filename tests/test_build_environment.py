@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
 from builder.planning.environment import row_for
-from tests.conftest import FIXTURES, builder_json, run_builder
+from tests.conftest import FIXTURES, ROOT, builder_json, run_builder
 
 RECIPE = FIXTURES / "envprobe" / "envprobe.toml"
 
@@ -54,3 +56,24 @@ def test_only_the_table_and_the_plan_reach_the_build(tmp_path: Path) -> None:
     for name in inherited:  # everything else came from the user's environment, through the table
         row = row_for(name)
         assert row is not None and row.kind in ("pass", "key"), name
+
+
+def test_make_s_own_makeflags_are_no_note_but_its_command_line_variables_are(tmp_path: Path) -> None:
+    """builder run from a Makefile (as `make demo` does): MAKEFLAGS holding only make's own output and
+    job flags is dropped without a note; one carrying what a build would read (a variable given on
+    make's command line, -e) is still noted."""
+    out = tmp_path / "plan.json"
+    makefile = tmp_path / "Makefile"
+    makefile.write_text(f"plan:\n\t@{sys.executable} -m builder plan {RECIPE} --cache {tmp_path / 'cache'} "
+                        f"--json > {out}\n")
+    dropped = {}
+    for flags in ((), ("-j2",), ("-s", "-w"), ("--no-print-directory",), ("FOO=1",), ("-e",)):
+        subprocess.run(["make", "-f", str(makefile), *flags], check=True, cwd=ROOT, capture_output=True)
+        dropped[flags] = "MAKEFLAGS" in json.loads(out.read_text())["environment"]["dropped"]
+    assert dropped == {(): False, ("-j2",): False, ("-s", "-w"): False, ("--no-print-directory",): False,
+                       ("FOO=1",): True, ("-e",): True}
+    outside_make = {k: v for k, v in os.environ.items() if k not in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS")}
+    by_hand = subprocess.run([sys.executable, "-m", "builder", "plan", str(RECIPE), "--cache", str(tmp_path / "cache"),
+                              "--json"], env={**outside_make, "MAKEFLAGS": "-j8"}, cwd=ROOT, capture_output=True,
+                             text=True, check=True)
+    assert "MAKEFLAGS" in json.loads(by_hand.stdout)["environment"]["dropped"]  # the user's, not a running make's

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from builder.delivery.verify import find_cuobjdump, list_cubins
+from builder.files import sha256_of
 from builder.store.retag import read_provenance
 from tests.conftest import (
     ROOT,
@@ -25,6 +26,7 @@ from tests.conftest import (
     builder_json,
     label,
     make_venv,
+    read_only_dir,
     run_builder,
     running_torch_version,
     write_recipe,
@@ -243,3 +245,59 @@ def test_a_failing_compile_names_the_error_and_caches_nothing(tmp_path: Path) ->
     assert failure["kind"] == "BuildError" and failure["exit_code"] == 8
     assert "fixture asked to fail" in failure["first_error"] and Path(failure["log"]).is_file()
     assert not (cache / "entries").exists() or not any((cache / "entries").iterdir())
+
+
+def test_a_read_only_cache_serves_a_hit_into_an_install(fixture_build: FixtureBuild, tmp_path: Path) -> None:
+    """A cache this user cannot write (a read-only mount, as a team's shared cache often is) installs
+    and verifies its hits, by `build` and by `install KEY`: the install log goes to the user's own log
+    directory (platformdirs, under XDG_STATE_HOME) and the output says where. Both a cache that built
+    (logs/ and the rest present) and one that `cache push` filled (entries and index only)."""
+    state = tmp_path / "state"
+    log = state / "builder" / "log" / "install.log"
+    key = fixture_build.result["cache_key"]
+    for name, source in (("built", fixture_build.cache), ("pushed", fixture_build.shared)):
+        cache = tmp_path / name
+        shutil.copytree(source, cache, ignore=shutil.ignore_patterns("locks", "staging"))
+        before = sorted(p.relative_to(cache) for p in cache.rglob("*"))
+        venv, other = make_venv(tmp_path / f"venv-{name}"), make_venv(tmp_path / f"other-{name}")
+        with read_only_dir(cache):
+            hit = run_builder("build", str(fixture_build.recipe), "--arch", "86", "--python", str(venv),
+                              "--cache", str(cache), env={"XDG_STATE_HOME": str(state)})
+            installed = run_builder("install", key[:10], "--python", str(other), "--cache", str(cache),
+                                    env={"XDG_STATE_HOME": str(state)})
+        assert hit.returncode == 0, hit.stderr
+        assert "cache hit (local cache)" in hit.stderr and "Read-only file system" not in hit.stderr
+        assert f"the cache {cache} is read-only here: the install log goes to {log}" in hit.stderr
+        assert f"installed into {venv}; verified" in hit.stdout
+        assert installed.returncode == 0, installed.stderr
+        assert f"the install log goes to {log}" in installed.stderr
+        for python in (venv, other):
+            subprocess.run([python, "-c", "import fixture_ext"], check=True)
+        assert sorted(p.relative_to(cache) for p in cache.rglob("*")) == before
+    assert "pip" in log.read_text()
+
+
+def test_a_hit_whose_wheel_is_corrupt_is_said_and_built_again_without_install(built: dict, tmp_path: Path) -> None:
+    """The sha256 is checked on every hit, not only on install: a flipped byte in the stored wheel is
+    said and the entry built again (as a corrupt entry.json is); a cache that cannot be written
+    then refuses in one line, with the warning before it."""
+    cache = tmp_path / "cache"
+    subprocess.run(["cp", "-a", str(built["cache"]), str(cache)], check=True)
+    [entry] = (cache / "entries").iterdir()
+    [wheel] = entry.glob("*.whl")
+    data = bytearray(wheel.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    wheel.write_bytes(bytes(data))
+    args = ("build", str(built["recipe"]), "--arch", "86", "--no-install", "--cache", str(cache))
+    warning = f"warning: cache entry {entry.name} is corrupt: {wheel.name} has sha256"
+    with read_only_dir(cache):
+        refused = run_builder(*args)
+    assert refused.returncode == 13, refused.stderr
+    assert warning in refused.stderr and "cache hit" not in refused.stderr
+    assert f"error: the cache {cache} is read-only here" in refused.stderr
+    rebuilt = run_builder(*args)
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert warning in rebuilt.stderr and "building it again" in rebuilt.stderr
+    assert "cache hit" not in rebuilt.stderr and f"stored {wheel.name}" in rebuilt.stderr
+    stored = json.loads((entry / "entry.json").read_text())
+    assert sha256_of(entry / stored["wheel"]) == stored["sha256"] == built["result"]["sha256"]  # reproducible

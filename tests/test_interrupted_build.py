@@ -1,7 +1,7 @@
 """Real signals during a real fixture compile (nvcc, ninja, pip): nothing builder started is left
 running, nothing is left in the temp dir, the build dir is kept; after kill -9 the compilers end
-within seconds, and a rebuild moves the dead build aside and compiles each file once; a second build of a key says whose build it waits for;
-a read-only cache still serves its hits."""
+within seconds, and a rebuild moves the dead build aside and compiles each file once; a second
+build of a key says whose build it waits for; a read-only cache still serves its hits."""
 
 from __future__ import annotations
 

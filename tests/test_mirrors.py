@@ -57,7 +57,7 @@ def pip_env(tmp_path: Path, index_url: str | None = None, **variables: str) -> d
     sets `index-url`, and which has no builder config file."""
     conf = tmp_path / "pip.conf"
     conf.write_text(f"[global]\nindex-url = {index_url}\n" if index_url else "")
-    return {"PIP_CONFIG_FILE": str(conf), "BUILDER_CONFIG": str(tmp_path / "no-config.toml"), **variables}
+    return {"PIP_CONFIG_FILE": str(conf), "BUILDER_CONFIG": os.devnull, **variables}
 
 
 def one_error_line(stderr: str) -> str:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -111,3 +114,20 @@ def test_flash_attn_kernel_subsets_are_variants_of_2_8_3_and_its_post_releases(t
     assert json.loads(refused.stdout) == {"error": "variant hdims of flash-attn needs version <=2.8.3.post2,>=2.8.3, "
                                                    "not 2.6.3",
                                           "kind": "UsageError", "exit_code": 2}
+
+
+def test_builder_recipes_never_cuts_a_name_piped_or_in_a_narrow_terminal(tmp_path: Path) -> None:
+    long_name = "a-recipe-whose-name-alone-is-longer-than-a-terminal-of-eighty-columns-is-wide"
+    (tmp_path / f"{long_name}.toml").write_text(
+        f'name = "{long_name}"\nbackend = "torch-ext"\ndefault_version = "0.1.0"\n'
+        f'description = "a user recipe"\n[versions."0.1.0"]\nsource = {{ path = "." }}\n')
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"} | {"BUILDER_RECIPE_PATH": str(tmp_path)}
+    piped = subprocess.run([sys.executable, "-m", "builder", "recipes"], env=env, capture_output=True, text=True,
+                           check=True).stdout
+    rows = {line.split("│")[1].strip(): line for line in piped.splitlines() if line.count("│") > 2}
+    assert long_name in rows and "torch-ext" in rows[long_name]  # whole, and its row on one line
+    assert "2.8.3.post2" in rows["flash-attn"] and "chatglm-cpu-kernels" in rows
+    narrow = subprocess.run([sys.executable, "-m", "builder", "recipes"], env={**env, "COLUMNS": "80"},
+                            capture_output=True, text=True, check=True).stdout
+    names = [line.split("│")[1].strip() for line in narrow.splitlines() if line.count("│") > 2]
+    assert long_name in names and "chatglm-cpu-kernels" in names and not any("…" in name for name in names)

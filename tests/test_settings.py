@@ -4,6 +4,7 @@ origin, and one clear error for a bad key or value; `builder config` shows the s
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,7 @@ def config(tmp_path: Path, text: str) -> dict[str, str]:
 
 
 def test_defaults_come_from_platformdirs(tmp_path: Path) -> None:
-    settings = load_settings(environ={"XDG_CACHE_HOME": str(tmp_path / "xdg"), "BUILDER_CONFIG": str(tmp_path / "no")})
+    settings = load_settings(environ={"XDG_CACHE_HOME": str(tmp_path / "xdg"), "BUILDER_CONFIG": os.devnull})
     # platformdirs reads XDG_CACHE_HOME from the process environment, which the tests do not change:
     assert settings.cache_dir.name == "builder"
     assert settings.origins == {}

@@ -123,6 +123,10 @@ def cmd_recipes(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
 
     def render() -> None:
         table = Table("recipe", "backend", "versions (default first)", "variants (default)", "from", "description")
+        for column in table.columns:  # a narrow terminal wraps the cells; a name is never cut short
+            column.overflow = "fold"
+        table.columns[0].no_wrap = True
+        table.columns[0].min_width = max((len(info.recipe.name) for info in infos), default=0)
         for info in infos:
             r = info.recipe
             others = [v for v in sorted(r.versions) if v != r.default_version]
@@ -164,7 +168,7 @@ def cmd_install(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
     path = Path(args.wheel)
     wheel = path if path.suffix == ".whl" and path.is_file() else cache.verified_wheel(cache.find(args.wheel))
     python = Path(args.python) if args.python else Path(sys.executable)
-    install_wheel(wheel, python, log_path=cache.dir("logs") / "install.log")
+    install_wheel(wheel, python, log_path=cache.log_file("install.log", ws.reporter.say), path=ws.environ.get("PATH"))
     if (entry := cache.entry_of(wheel)) is not None:
         cache.record_install(python, entry)
     data = {"installed": str(wheel), "python": str(python), "provenance": read_provenance(wheel)}
@@ -212,7 +216,7 @@ def cmd_doctor(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
 def cmd_toolchain(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
     cache = ws.cache
     if args.toolchain_command == "install":
-        root = install_toolchain(args.cuda, cache.dir("toolchains"), cache.dir("logs") / f"toolchain-{args.cuda}.log")
+        root = install_toolchain(args.cuda, cache.path("toolchains"), cache.path("logs") / f"toolchain-{args.cuda}.log")
         toolkit = probe_toolkit(root)
         if toolkit is None:
             raise ToolchainError(f"the toolkit installed at {root} does not answer as a CUDA toolkit")

@@ -4,6 +4,7 @@ document, and an error as one line with its hint."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -51,12 +52,19 @@ class RichReporter:
                                                             description=f"{label}: {what}")
 
 
+# How wide output that goes to a pipe or a file may be (rich would take 80 columns): wide enough that
+# a table keeps each cell on one line, as `grep` and a CI log want it; COLUMNS still decides.
+PIPED_WIDTH = 1000
+
+
 class Output:
     """A command's result: rendered as text, or with --json as one JSON document on stdout."""
 
     def __init__(self, as_json: bool) -> None:
         self.as_json = as_json
         self.console = Console(highlight=False, soft_wrap=True)
+        if not self.console.is_terminal and not os.environ.get("COLUMNS"):
+            self.console.width = PIPED_WIDTH
 
     def emit(self, data: Any, render: Callable[[], None] | None = None) -> None:
         if self.as_json:

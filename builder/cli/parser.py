@@ -108,6 +108,14 @@ def _add_install_options(parser: argparse.ArgumentParser) -> None:
                              "another recipe (autoawq: autoawq-kernels) instead of building it first")
 
 
+def port(text: str) -> int:
+    """A TCP port: a whole number from 0 to 65535 (argparse's type: a bad one is a usage error)."""
+    if not text.strip().isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port: give a whole number from 0 to 65535 "
+                                         "(0 picks a free one)")
+    return int(text)
+
+
 class Parser(argparse.ArgumentParser):
     """argparse whose usage errors (an unknown option, a missing value: `--arch -5`) are builder's
     one-line UsageError, not argparse's usage block and exit; the subcommands' parsers are of this
@@ -230,7 +238,7 @@ def _add_cache_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     serve = cache_sub.add_parser("serve", parents=[common],
                                  help="serve the cache as a PEP 503/691 index for pip, uv and --cache-url")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
-    serve.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
+    serve.add_argument("--port", type=port, default=8000, help="port (default 8000; 0 picks a free one)")
 
 
 def _add_recipe_commands(sub: Any, common: argparse.ArgumentParser) -> None:

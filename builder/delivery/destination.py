@@ -2,8 +2,8 @@
 
 A build goes in as a wheel (`pip install` into the target interpreter) or as artifacts (only its
 libraries, into a directory: the target's installed package, --install-dir, or a --source folder
-holding the recipe's marker file). The choice is settled, and the place checked writable, before
-anything compiles.
+holding the recipe's marker file). The choice is settled, and the place checked writable (for a
+wheel: what installs it, the target's pip or else uv), before anything compiles.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from builder.delivery.artifacts import check_writable, install_artifacts, instal
 from builder.delivery.install import install_wheel
 from builder.delivery.verify import run_check_script, verify_install, verify_libraries
 from builder.errors import UsageError, VerifyError
+from builder.planning.frontend import Frontend, choose_frontend
 from builder.planning.plan import Plan
 from builder.planning.recipe import Recipe
 from builder.planning.request import Request
@@ -29,6 +30,8 @@ class Destination:
     mode: str
     """"wheel" (pip install into `path`, an interpreter) or "artifacts" (libraries into `path`, a folder)."""
     path: Path
+    installer: Frontend | None = None
+    """What installs a wheel into `path`: its pip, or uv where it has none."""
 
 
 def choose_destination(request: Request, plan: Plan) -> Destination | None:
@@ -37,7 +40,7 @@ def choose_destination(request: Request, plan: Plan) -> Destination | None:
     if python is None or not request.install:
         return None
     if install_mode(request, plan.recipe, python) != "artifacts":
-        return Destination("wheel", python)
+        return Destination("wheel", python, choose_frontend(python, path=plan.env.get("PATH")))
     dest = artifacts_dir(request, plan, python)
     check_writable(dest)
     return Destination("artifacts", dest)
@@ -94,8 +97,10 @@ def install_and_verify(plan: Plan, backend: Backend, entry: Entry, cache: Cache,
     if destination.mode == "artifacts":
         return install_artifacts_and_verify(plan, backend, entry, cache, steps, destination.path)
     python = destination.path
-    with steps("install", f"install into {python}"):
-        install_wheel(cache.verified_wheel(entry), python, log_path=cache.dir("logs") / "install.log")
+    uv = destination.installer.uv if destination.installer else None
+    with steps("install", f"install into {python}" + (f" with uv ({uv}): it has no pip" if uv else "")):
+        install_wheel(cache.verified_wheel(entry), python, log_path=cache.log_file("install.log", steps.reporter.say),
+                      frontend=destination.installer)
         cache.record_install(python, entry)
     with steps("verify"):
         verified = verify_install(plan, python)

@@ -2,7 +2,9 @@
 
 pip runs with --no-deps, after a check that the target's torch is the one the wheel was built
 against (read from the wheel's provenance), so an install can never drag in another torch and
-never leaves an extension that dies with `undefined symbol`.
+never leaves an extension that dies with `undefined symbol`. A target without pip (a `uv venv`)
+gets `uv pip install --python` instead (builder/planning/frontend.py); one without pip or uv is
+refused with the fix before anything is installed.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from builder.errors import BuildError, InstallError
+from builder.planning.frontend import Frontend, choose_frontend
 from builder.planning.target import probe_interpreter
 from builder.process import call
 from builder.store.retag import read_provenance
@@ -26,8 +29,10 @@ def torch_mismatch(wheel_torch: str | None, target_torch: str | None) -> str | N
     return None
 
 
-def install_wheel(wheel: Path, python: Path, *, log_path: Path) -> None:
-    """pip install --no-deps `wheel` into `python`, refusing a torch mismatch first."""
+def install_wheel(wheel: Path, python: Path, *, log_path: Path, frontend: Frontend | None = None,
+                  path: str | None = None) -> None:
+    """pip install --no-deps `wheel` into `python`, refusing a torch mismatch first; `frontend` is
+    what installs (default: `python`'s pip, else uv from beside builder or on `path`)."""
     try:
         provenance = read_provenance(wheel)
     except BuildError as exc:
@@ -39,10 +44,10 @@ def install_wheel(wheel: Path, python: Path, *, log_path: Path) -> None:
     if problem:
         raise InstallError(f"refusing to install {wheel.name}: {problem}",
                            hint="build for that torch (--torch or --python), or install elsewhere")
+    frontend = frontend or choose_frontend(python, path=path)
     try:
-        call([python, "-m", "pip", "install", "--no-deps", "--force-reinstall", "--no-index", wheel],
-             log_path=log_path, what="pip install")
+        call(frontend.install_command(wheel), log_path=log_path, what=f"{frontend.name} install")
     except BuildError as exc:
-        raise InstallError(f"pip could not install {wheel.name} into {python}: "
+        raise InstallError(f"{frontend.name} could not install {wheel.name} into {python}: "
                            f"{exc.cause or exc.first_error or exc.message}",
                            hint=f"{exc.hint}; see {exc.log_path}" if exc.hint else f"see {exc.log_path}") from exc

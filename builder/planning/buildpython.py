@@ -2,7 +2,8 @@
 
 Without --torch: the given (--python) or current interpreter, as it is. With --torch V: a cached
 venv holding exactly torch V (pyenv.ensure_env); `builder plan` only predicts what that venv will
-hold (torch's CUDA from the index URL or compat's PyPI table), so planning stays cheap.
+hold (torch's CUDA from the index URL or compat's PyPI table), so planning stays cheap. The
+wheel is built by the interpreter's own pip, or by uv where it has none (builder/planning/frontend.py).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from packaging.version import Version
 from builder.errors import ToolchainError
 from builder.planning import compat
 from builder.planning.fixes import torch_fix
+from builder.planning.frontend import Frontend, choose_frontend
 from builder.planning.recipe import Recipe
 from builder.planning.request import Request
 from builder.planning.target import TargetInfo, probe_interpreter
@@ -36,10 +38,21 @@ class BuildPython:
     install_python: Path | None
     torch_request: str | None = None
     index_url: str | None = None
+    frontend: Frontend | None = None
+    """What builds the wheel in it: its pip, or uv where it has none (None: pip)."""
 
     def describe(self) -> dict[str, Any]:
+        frontend = self.frontend or Frontend(self.target.python_exe)
         return {"kind": self.kind, "python": str(self.target.python_exe), "torch": self.torch_request,
-                "index_url": self.index_url}
+                "index_url": self.index_url, **frontend.record()}
+
+    @property
+    def notes(self) -> tuple[str, ...]:
+        """What the plan says of the frontend when it is not the interpreter's own pip."""
+        if self.frontend is None or self.frontend.uv is None:
+            return ()
+        return (f"{self.target.python_exe} has no pip: uv ({self.frontend.uv}) builds the wheel in it "
+                "(`uv build --wheel --no-build-isolation`)",)
 
 
 CudaOfTorch = Callable[[str, str | None], str]
@@ -119,8 +132,10 @@ def build_python(request: Request, recipe: Recipe, envs_dir: Path, logs_dir: Pat
     setting may run pip to read its configuration) or predicted; `default_cuda` answers which
     CUDA the default index's build of a torch release is made for."""
     given = Path(request.python) if request.python else Path(sys.executable)
+    path = environ.get("PATH") if environ is not None else None
     if not request.torch:
-        return BuildPython(probe_interpreter(given), "existing", given)
+        target = probe_interpreter(given)
+        return BuildPython(target, "existing", given, frontend=choose_frontend(given, path=path))
     if make_env and request.torch_index:  # the venv made from it says which CUDA its torch has
         index: str | None = request.torch_index
     else:
@@ -131,6 +146,7 @@ def build_python(request: Request, recipe: Recipe, envs_dir: Path, logs_dir: Pat
         predicted = dataclasses.replace(
             base, torch=request.torch, torch_cuda=chosen.cuda,
             cxx11_abi=compat.pypi_torch_cxx11_abi(request.torch), cuda_available=False, torch_error=None)
+        # builder makes the venv with pip (venvs.ensure_env), and builds with it
         return BuildPython(predicted, "venv", given if request.python else None, request.torch, index)
     if say:
         say(f"==> build environment with torch=={request.torch}" + (f" from {index}" if index else ""))
@@ -138,4 +154,5 @@ def build_python(request: Request, recipe: Recipe, envs_dir: Path, logs_dir: Pat
                         requirements=recipe.build.requirements, envs_dir=envs_dir,
                         log_path=logs_dir / f"env-torch-{request.torch}.log",
                         base_python=base_interpreter(given), environ=environ)
-    return BuildPython(probe_interpreter(python), "venv", given if request.python else python, request.torch, index)
+    return BuildPython(probe_interpreter(python), "venv", given if request.python else python, request.torch, index,
+                       frontend=choose_frontend(python, path=path))

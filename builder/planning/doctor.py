@@ -74,10 +74,12 @@ def toolkit_verdicts(toolkit: Toolkit, compilers: list[HostCompiler], driver: Dr
 def torch_verdicts(target: TargetInfo, toolkits: list[Toolkit], driver: DriverInfo) -> list[Verdict]:
     if target.torch is None:
         return [Verdict("error", f"{target.python_exe} has no torch ({target.torch_error})",
-                        "pip install torch, or build with --torch VERSION (a venv builder makes)")]
+                        "pip install torch, or name an interpreter that has it with --python PATH, or build "
+                        "with --torch VERSION (a venv builder makes)")]
     if target.torch_cuda is None:
         return [Verdict("error", f"torch {target.torch} is a CPU-only build: CUDA extensions cannot build against it",
-                        "install a CUDA build of torch, or build with --torch VERSION")]
+                        "install a CUDA build of torch, or name an interpreter that has one with --python PATH, "
+                        "or build with --torch VERSION")]
     major = target.torch_cuda.split(".")[0]
     usable = [t.short for t in toolkits if str(t.major_minor[0]) == major]
     found = []

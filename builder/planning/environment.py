@@ -11,8 +11,9 @@ A build's environment is made of exactly three parts:
 
 Every other variable is dropped. The dropped ones a build would read (the DROP rows, and the
 variables the plan sets itself, e.g. a TORCH_CUDA_ARCH_LIST or CC in the user's shell) are named
-by `builder plan` and noted by `builder build`, each with its reason. A variable the user sets
-that a build reads can therefore never change a wheel without changing its key.
+by `builder plan` and noted by `builder build`, each with its reason (not the MAKEFLAGS a running
+make passes down with only its own output and job flags: `from_make_itself`). A variable the user
+sets that a build reads can therefore never change a wheel without changing its key.
 
 A row names variables exactly (`CFLAGS`) or by prefix (`LC_*`); an exact name wins over a prefix,
 a longer prefix over a shorter one. The README's table "The build environment" is this table.
@@ -20,6 +21,7 @@ a longer prefix over a shorter one. The README's table "The build environment" i
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -143,6 +145,30 @@ class Inherited:
                 "ignored": self.ignored}
 
 
+# What GNU make puts in MAKEFLAGS for the commands a Makefile runs, when it only says how make
+# itself prints and runs jobs (make 4.3: `make -j2 -s` gives "s -j2 --jobserver-auth=3,4"; a
+# variable given on make's command line comes after " -- "). Dropped without a note under make:
+# every build a Makefile starts would note it, and none of it was meant for the build.
+_MAKE_OUTPUT_LETTERS = frozenset("sw")
+_MAKE_OWN_OPTIONS = re.compile(r"-j\d*|-l[\d.]*|-O\w*|--output-sync(=\w+)?|--jobserver-(auth|fds)=\S+|"
+                               r"-w|-s|--(no-)?print-directory|--silent|--quiet")
+
+
+def from_make_itself(name: str, value: str, environ: Mapping[str, str]) -> bool:
+    """Whether `name` is the MAKEFLAGS a running make (MAKELEVEL set) passes down holding only its
+    own output and job flags: a build would lose nothing the user meant for it."""
+    if name != "MAKEFLAGS" or "MAKELEVEL" not in environ:
+        return False
+    words = value.split()
+    if "--" in words:  # variables given on make's command line follow it
+        return False
+    if words and not words[0].startswith("-"):
+        if not set(words[0]) <= _MAKE_OUTPUT_LETTERS:
+            return False
+        words = words[1:]
+    return all(_MAKE_OWN_OPTIONS.fullmatch(word) for word in words)
+
+
 def select(environ: Mapping[str, str], plan_sets: Collection[str]) -> Inherited:
     """Apply the table to the user's `environ`. `plan_sets` are the variables the plan gives values
     of its own (not PATH, which it composes from the user's): the user's values of those are
@@ -155,7 +181,7 @@ def select(environ: Mapping[str, str], plan_sets: Collection[str]) -> Inherited:
         row = row_for(name)
         if name in plan_sets:
             dropped[name] = "builder sets it (see env)"
-        elif row is None:
+        elif row is None or from_make_itself(name, value, environ):
             ignored += 1
         elif row.kind == "pass":
             passed[name] = value

@@ -206,7 +206,8 @@ def _check_torch(target: TargetInfo) -> tuple[str, str]:
         if target.torch is not None:
             why = f"torch {target.torch} is a CPU-only build"
         raise ToolchainError(f"{target.python_exe} cannot build CUDA extensions: {why}",
-                             hint="pass --torch VERSION to build in a venv with that torch")
+                             hint="pass --python PATH of an interpreter that has a CUDA build of torch (e.g. "
+                                  "~/venvs/llm/bin/python), or --torch VERSION to build in a venv with that torch")
     return target.torch, target.torch_cuda
 
 
@@ -231,7 +232,7 @@ def check_archs(archs: tuple[Arch, ...], toolkit: Toolkit, recipe: Recipe, versi
         if not toolkit.can_target(arch):
             raise ToolchainError(
                 f"CUDA {toolkit.short} at {toolkit.root} cannot target sm_{arch.name} "
-                f"(it targets {', '.join(toolkit.archs)})",
+                f"(it targets {', '.join(toolkit.targets())})",
                 hint="choose another --arch or a toolkit that knows it (--cuda)",
             )
         check_recipe_arch(recipe, arch, version)

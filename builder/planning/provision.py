@@ -13,9 +13,10 @@ import os
 import shutil
 from pathlib import Path
 
-from builder.errors import BuildError, ToolchainError
+from builder.errors import BuildError, ToolchainError, UsageError
 from builder.planning import compat
 from builder.planning.provision_pypi import provision_from_pypi
+from builder.planning.toolchain import parse_cuda
 from builder.process import call
 
 # The CUDA version of nvidia-cuda-toolkit per Debian release (apt-cache policy on bookworm:
@@ -76,7 +77,16 @@ def can_provision(version: str) -> bool:
 
 
 def install_toolchain(version: str, toolchains_dir: Path, log_path: Path) -> Path:
-    """Provision CUDA `version` (major.minor) and return its root."""
+    """Provision CUDA `version` (major.minor) and return its root; a malformed one is a usage error."""
+    try:
+        wanted = parse_cuda(version)
+    except UsageError:
+        wanted = ""
+    if "." not in wanted:
+        raise UsageError(f"malformed CUDA version {version!r} to install: a toolkit is installed by its X.Y release",
+                         hint="e.g. `builder toolchain install 13.0` (from PyPI's NVIDIA wheels) or 11.8 "
+                              "(from Debian's archive)")
+    version = wanted
     major = int(version.split(".")[0])
     if major >= 13:
         return provision_from_pypi(version, toolchains_dir, log_path=log_path)

@@ -4,11 +4,12 @@ its content in the cache key."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from builder.errors import SourceError
 from builder.files import sha256_of, tree_sha256
+from builder.schema import pattern
 
 
 @dataclass(frozen=True)
@@ -23,7 +24,7 @@ class SourceSpec:
     """A direct URL to an archive."""
     path: str | None = None
     """A local archive or directory (relative to the recipe)."""
-    sha256: str | None = None
+    sha256: str | None = field(default=None, metadata=pattern("[0-9a-fA-F]{64}", "a sha256 (64 hex digits)"))
     """The archive's sha256: required for pypi and url; for a local archive checked when given."""
     local: str | None = None
     """No download: what the user must pass with --source (e.g. "a checkout of chatglm.cpp")."""

@@ -13,6 +13,7 @@ import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from builder.errors import EnvironmentSetupError, UsageError
 from builder.planning.driver import list_gpus
@@ -85,7 +86,7 @@ def probe_interpreter(python_exe: Path | str | None = None) -> TargetInfo:
     if result.returncode != 0:
         last = (result.stderr.strip().splitlines() or ["no output"])[-1]
         raise EnvironmentSetupError(f"cannot run the target interpreter {exe}: {last}")
-    data = json.loads(result.stdout.strip().splitlines()[-1])
+    data = probe_answer(exe, result.stdout)
     return TargetInfo(
         python_exe=exe,
         python=data["python"],
@@ -99,6 +100,45 @@ def probe_interpreter(python_exe: Path | str | None = None) -> TargetInfo:
         torch_error=data["torch_error"],
         libc=data.get("libc"),
     )
+
+
+# What the probe's answer must hold, and of which type (None: may be null).
+_ANSWER: dict[str, tuple[type, ...]] = {
+    "python": (str,), "python_tag": (str,), "platform": (str,), "torch": (str, type(None)),
+    "torch_cuda": (str, type(None)), "cxx11_abi": (bool, type(None)), "cuda_available": (bool,),
+    "gpu_capabilities": (list,), "torch_error": (str, type(None)),
+}
+
+
+def probe_answer(exe: Path, stdout: str) -> dict[str, Any]:
+    """The probe's JSON answer (its last line of output); an executable that answers anything else
+    (`/bin/true`, a script printing other text or other JSON) is refused as no usable interpreter."""
+    lines = stdout.strip().splitlines()
+    try:
+        data = json.loads(lines[-1]) if lines else None
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        said = f"it printed {_cut(lines[-1])!r}" if lines else "it printed nothing"
+        raise _not_an_interpreter(exe, f"{said} where builder's probe expects one line of JSON")
+    missing = [key for key in _ANSWER if key not in data]
+    if missing:
+        raise _not_an_interpreter(exe, f"its answer to builder's probe lacks {', '.join(missing)}")
+    mistyped = [f"{key}={_cut(json.dumps(data[key]))}" for key, types in _ANSWER.items()
+                if not isinstance(data[key], types)]
+    if mistyped:
+        raise _not_an_interpreter(exe, f"its answer to builder's probe has {', '.join(mistyped)}, "
+                                       "not what a Python running the probe says")
+    return data
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _not_an_interpreter(exe: Path, why: str) -> UsageError:
+    return UsageError(f"{exe} is not a Python interpreter builder can use: {why}",
+                      hint="pass --python the path of a Python 3 executable, e.g. /path/to/venv/bin/python")
 
 
 def check_interpreter_path(exe: Path) -> None:

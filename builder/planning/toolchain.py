@@ -18,7 +18,7 @@ from pathlib import Path
 
 from builder.errors import ToolchainError, UsageError
 from builder.planning import compat
-from builder.planning.archs import Arch
+from builder.planning.archs import Arch, parse_arch
 from builder.process import capture
 
 # nvcc options builder uses only where the toolkit has them (builder/building/reproducible.py):
@@ -40,6 +40,9 @@ class Toolkit:
     archs: tuple[str, ...]
     options: frozenset[str] = frozenset()
     """Which of `ASKED_OPTIONS` its `nvcc --help` lists (options some nvcc releases lack)."""
+    codes: frozenset[str] = frozenset()
+    """The real archs its `nvcc --help` allows for --gpu-code, with the arch-specific (`90a`) and
+    family (`100f`) forms `--list-gpu-arch` leaves out; empty when the help lists none."""
 
     def knows(self, option: str) -> bool:
         return option in self.options
@@ -54,8 +57,17 @@ class Toolkit:
         return "{}.{}".format(*self.major_minor)
 
     def can_target(self, arch: Arch) -> bool:
-        """`nvcc --list-gpu-arch` lists plain numbers; an `a`/`f` form rides on its number."""
-        return arch.name in self.archs or (bool(arch.suffix) and str(arch.number) in self.archs)
+        """A plain number by `nvcc --list-gpu-arch`; an `a`/`f` form by the --gpu-code values of its
+        --help (86a is no arch of any toolkit), else by compat's table for its release, else by
+        its number alone."""
+        if not arch.suffix:
+            return arch.name in self.archs
+        known = self.codes or frozenset(compat.known_archs(self.major_minor) or ())
+        return arch.name in known if known else str(arch.number) in self.archs
+
+    def targets(self) -> list[str]:
+        """Every arch it can target, suffix forms included where it says them, in order."""
+        return [str(arch) for arch in sorted(parse_arch(code) for code in self.codes or self.archs)]
 
     def bin_dir(self) -> Path:
         return self.nvcc.parent
@@ -121,7 +133,15 @@ def probe_toolkit(root: Path) -> Toolkit | None:
         archs = compat.known_archs((int(match[1]), int(match[2]))) or ()
     helped = capture([nvcc, "--help"], timeout=30).stdout
     options = frozenset(option for option in ASKED_OPTIONS if re.search(rf"^{option}\b", helped, re.M))
-    return Toolkit(root=root, nvcc=nvcc, version=version, archs=archs, options=options)
+    return Toolkit(root=root, nvcc=nvcc, version=version, archs=archs, options=options, codes=gpu_codes(helped))
+
+
+def gpu_codes(helped: str) -> frozenset[str]:
+    """The real archs `nvcc --help` allows for --gpu-code: its "Allowed values for this option"
+    ('sm_86', 'sm_90a', 'sm_100f', ... in 13.0.88's), as "86", "90a", "100f"."""
+    section = re.search(r"^--gpu-code\b(.*?)(?=^--|\Z)", helped, re.M | re.S)
+    allowed = section[1].partition("Allowed values for this option:")[2] if section else ""
+    return frozenset(re.findall(r"'sm_(\d+[af]?)'", allowed))
 
 
 @functools.cache

@@ -11,6 +11,10 @@ Layout under the cache root:
   index.json             every entry's key, wheel and sha256 (how a shared store is listed)
   sources/ logs/ envs/ build/
   locks/<key>.lock       held while a key is looked up, built and stored; <key>.owner.json says by whom
+
+A cache this process cannot write (a read-only mount of a team's cache) still serves its hits: a
+hit reads no lock and writes nothing there, and its install log goes to the user's own log
+directory instead (`Cache.log_file`).
 """
 
 from __future__ import annotations
@@ -26,12 +30,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import platformdirs
 from filelock import FileLock, Timeout
 
 from builder import wheelfile
 from builder.errors import BuildError, CacheError, FileAccessError
 from builder.files import sha256_of, write_text_atomic
 from builder.owner import Owner, read_owner, wait_reporting, write_owner
+from builder.settings import APP
 from builder.store import index
 
 
@@ -123,14 +129,41 @@ class Cache:
         path.mkdir(parents=True, exist_ok=True)
         return path
 
+    def path(self, name: str) -> Path:
+        """Where the cache keeps `name`, not made: for what only reads it, or makes it when it
+        writes there (a read-only cache has no folders to spare)."""
+        return self.root / name
+
+    def writable(self) -> bool:
+        """Whether this process can write the cache (False on a read-only mount, in another user's
+        directory): the folder its locks go into, or the nearest one that exists."""
+        for path in (self.root / "locks", self.root, *self.root.parents):
+            if path.exists():
+                return os.access(path, os.W_OK)
+        return False
+
+    def log_file(self, name: str, say: Callable[[str], None] | None = None) -> Path:
+        """Where a log named `name` goes: the cache's logs/, or for a cache this process cannot
+        write (a read-only shared cache serving a hit) the user's own log directory (platformdirs:
+        $XDG_STATE_HOME/builder/log), else a new temporary folder; `say` is told where."""
+        if self.writable():
+            return self.dir("logs") / name
+        folder = Path(platformdirs.user_log_dir(APP))
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            if not os.access(folder, os.W_OK):
+                raise PermissionError(folder)
+        except OSError:
+            folder = Path(tempfile.mkdtemp(prefix=f"{APP}-logs-"))
+        if say is not None:
+            say(f"    the cache {self.root} is read-only here: the {name.removesuffix('.log')} log goes to "
+                f"{folder / name}")
+        return folder / name
+
     def check_writable(self) -> None:
         """Refuse, in one line, a cache this process cannot write (a read-only mount, another
         user's directory): a build must store there; a cache hit needs no write."""
-        try:
-            locks = self.dir("locks")
-        except OSError:
-            locks = self.root
-        if not os.access(locks, os.W_OK):
+        if not self.writable():
             raise FileAccessError(f"the cache {self.root} is read-only here, so nothing new can be built into it",
                                   hint="point builder at a writable cache with --cache DIR or BUILDER_CACHE_DIR "
                                        "(a read-only cache still serves the builds it holds)")
@@ -184,8 +217,10 @@ class Cache:
         return self.scan()[0]
 
     def find(self, key_or_prefix: str) -> Entry:
-        """An entry by its key or a unique key prefix."""
-        key = match_key([e.key for e in self.entries()], key_or_prefix, str(self.root))
+        """An entry by its key or a unique key prefix; a corrupt entry it names is refused with
+        what is wrong with it (CacheError), not passed over as absent."""
+        entries, corrupt = self.scan()
+        key = match_key([e.key for e in entries] + [c.key for c in corrupt], key_or_prefix, str(self.root))
         entry = self.get(key)
         assert entry is not None
         return entry
@@ -234,7 +269,10 @@ class Cache:
         self.write_index()
 
     def record_install(self, python: Path, entry: Entry) -> None:
-        """Remember that `python` has this entry installed, so gc keeps it."""
+        """Remember that `python` has this entry installed, so gc keeps it; a cache this process
+        cannot write is left as it is (its gc is not this user's either)."""
+        if not self.writable():
+            return
         path = self.root / "installs.json"
         with FileLock(str(self.dir("locks") / "installs.lock")):
             installs = json.loads(path.read_text()) if path.is_file() else {}

@@ -1,4 +1,5 @@
-"""torch CUDAExtension packages (flash-attn, causal-conv1d): `pip wheel` in the build interpreter.
+"""torch CUDAExtension packages (flash-attn, causal-conv1d): `pip wheel` in the build interpreter
+(`uv build --wheel` where it has no pip: the frontend the plan records, builder/planning/frontend.py).
 
 --no-build-isolation so the build sees the target's torch and nothing else; --no-deps so pip
 never resolves (and replaces) torch from the package's metadata.
@@ -10,6 +11,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from builder.errors import BuildError
+from builder.planning.frontend import recorded_frontend
 from builder.planning.plan import Plan
 from builder.process import call
 
@@ -23,9 +25,7 @@ class TorchExtension:
         return []
 
     def commands(self, plan: Plan, source_dir: Path, out_dir: Path) -> list[list[str]]:
-        python = str(plan.target.python_exe)
-        return [[python, "-m", "pip", "wheel", "--no-build-isolation", "--no-deps", "--no-index",
-                 "-v", "-w", str(out_dir), str(source_dir)]]
+        return [recorded_frontend(plan.build_env, plan.target.python_exe).wheel_command(source_dir, out_dir)]
 
     def build(self, plan: Plan, source_dir: Path, out_dir: Path, env: Mapping[str, str],
               log_path: Path, on_line: Callable[[str], None]) -> Path:
