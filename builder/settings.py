@@ -80,6 +80,13 @@ def _positive_float(value: Any) -> float:
     return number
 
 
+def _farm_url(value: Any) -> str:
+    text = _text(value)
+    if not text.startswith(("http://", "https://")):
+        raise ValueError("expected the scheduler's http(s)://host:port URL")
+    return text.rstrip("/")
+
+
 def _bool(value: Any) -> bool:
     if isinstance(value, bool):
         return value
@@ -162,6 +169,13 @@ SETTINGS: tuple[Setting, ...] = (
             "and machines (implies ccache): a directory, s3://bucket/prefix, or auto (compile/ beside the "
             "cache-url's wheels); it changes no output, so it is not in the cache key (default: the local "
             "cache's sccache/)", env=("BUILDER_COMPILE_CACHE",), flag="--compile-cache"),
+    Setting("farm", _farm_url, "a build farm: the URL of its sccache-dist scheduler (`builder farm scheduler`); "
+            "builds compile their device steps on its servers and size their jobs by its CPUs (implies ccache; "
+            "not in the cache key)", env=("BUILDER_FARM",), flag="--farm"),
+    Setting("farm-token", _text, "the farm's client token; from the variable or the config file, never an "
+            "option (the command line is visible to every user of the machine)", env=("BUILDER_FARM_TOKEN",)),
+    Setting("farm-token-file", _path, "a file holding the farm's client token (used when farm-token is unset)",
+            env=("BUILDER_FARM_TOKEN_FILE",)),
     Setting("split-compile", _bool, "let the compile gate split a long nvcc compile over idle cores "
             "(nvcc --split-compile) where the toolkit's nvcc has it", env=("BUILDER_SPLIT_COMPILE",),
             flag="--no-split-compile", default=lambda: True),
@@ -174,6 +188,8 @@ SETTINGS: tuple[Setting, ...] = (
             "e.g. through a mirror; the sha256 check stays", env=("BUILDER_URL_MIRRORS",), default=tuple),
 )
 BY_NAME = {setting.name: setting for setting in SETTINGS}
+SECRET_SETTINGS = frozenset({"farm-token"})
+"""Settings whose value `builder config` never prints."""
 
 
 @dataclass(frozen=True)
@@ -189,6 +205,9 @@ class Settings:
     memory_budget: float | None
     ccache: bool
     compile_cache: str | None
+    farm: str | None
+    farm_token: str | None = field(repr=False)
+    farm_token_file: Path | None
     split_compile: bool
     torch_index: str | None
     index_url: str | None
@@ -229,7 +248,8 @@ class Settings:
             if setting.name == "index-url" and value is None:
                 value = self.source_index
                 origin = f"pip's configuration ({self._pip_index.where})" if self._pip_index else "default"
-            rows.append({"name": setting.name, "value": _shown(value), "origin": origin, "help": setting.help})
+            shown = "(set, not shown)" if setting.name in SECRET_SETTINGS and value else _shown(value)
+            rows.append({"name": setting.name, "value": shown, "origin": origin, "help": setting.help})
         return rows
 
 

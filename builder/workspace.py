@@ -13,6 +13,7 @@ from pathlib import Path
 
 from builder.building.source import fetch
 from builder.planning import compat
+from builder.planning.farm import Farm, farm_from_settings
 from builder.planning.provision_pypi import provisioned_roots
 from builder.planning.recipe import RecipeBook
 from builder.planning.request import Request
@@ -65,6 +66,10 @@ class Workspace:
         """The toolkits on this machine plus those provisioned into the cache."""
         return discover_toolkits(self.environ, extra_roots=provisioned_roots(self.cache.path("toolchains")))
 
+    def farm(self) -> Farm | None:
+        """The build farm the settings name, with its token (builder/planning/farm.py)."""
+        return farm_from_settings(self.settings.farm, self.settings.farm_token, self.settings.farm_token_file)
+
     def complete(self, request: Request) -> Request:
         """The request with what it leaves open taken from the settings."""
         settings = self.settings
@@ -74,8 +79,10 @@ class Workspace:
             jobs=request.jobs if request.jobs is not None else settings.jobs,
             jobs_origin="--jobs" if request.jobs is not None else settings.origins.get("jobs", "default"),
             memory_budget=request.memory_budget if request.memory_budget is not None else settings.memory_budget,
-            ccache=request.ccache or settings.ccache or bool(request.compile_cache or settings.compile_cache),
+            ccache=(request.ccache or settings.ccache or bool(request.compile_cache or settings.compile_cache)
+                    or bool(request.farm or settings.farm)),
             compile_cache=request.compile_cache or settings.compile_cache,
+            farm=request.farm or self.farm(),
             split_compile=request.split_compile if request.split_compile is not None else settings.split_compile,
             torch_index=request.torch_index or settings.torch_index,
             cache_url=request.cache_url or settings.cache_url,

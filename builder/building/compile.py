@@ -39,7 +39,8 @@ def build_env(plan: Plan, backend: Backend, sccache_dir: Path, work: Path) -> di
     env.update(reproducible.build_flags(plan, env, work))
     if plan.ccache:
         store = CompileCache(plan.compile_cache or str(sccache_dir))
-        env = sccache.sccache_env(plan.env["BUILDER_SCCACHE"], store, work, env, wrap_cxx=backend.gates_host_compiler)
+        env = sccache.sccache_env(plan.env["BUILDER_SCCACHE"], store, work, env, wrap_cxx=backend.gates_host_compiler,
+                                  farm=plan.farm, toolchains=sccache_dir.with_name("sccache-dist"))
     return env
 
 

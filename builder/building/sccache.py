@@ -37,6 +37,7 @@ from typing import Any
 
 from builder.building.launchers import launcher_script
 from builder.planning.compile_cache import CompileCache
+from builder.planning.farm import Farm
 
 # A Unix socket's path fits in sockaddr_un.sun_path: 108 bytes on Linux, the last one a NUL
 # (man 7 unix).
@@ -44,18 +45,22 @@ MAX_SOCKET_PATH = 107
 
 
 def sccache_env(sccache: str, store: CompileCache, work: Path, env: Mapping[str, str], *,
-                wrap_cxx: bool) -> dict[str, str]:
+                wrap_cxx: bool, farm: Farm | None = None, toolchains: Path | None = None) -> dict[str, str]:
     """The build's environment with a private sccache server over the (shared) store; paths under the
     build's own folder (which is named by its cache key) are hashed relative to it. The server's
     socket is in the build's TMPDIR when its path fits. With `wrap_cxx` (a backend whose host
-    compiles run $CXX: torch's cpp_extension), CXX becomes a launcher of sccache and the compiler."""
+    compiles run $CXX: torch's cpp_extension), CXX becomes a launcher of sccache and the compiler.
+    With a `farm`, the config (readable by this user alone: it holds the token) sends the steps
+    sccache can distribute to the farm, the compiler toolchains it packs for the servers kept in
+    `toolchains`."""
     socket = Path(env.get("TMPDIR") or tempfile.gettempdir()) / "sccache.sock"
     if len(str(socket)) > MAX_SOCKET_PATH:  # a deep build directory: the socket goes to /tmp
         socket = Path(tempfile.gettempdir()) / f"builder-sccache-{work.name[:12]}-{os.getpid()}.sock"
     tools = work / "tools" / "sccache-host"
     tools.mkdir(parents=True, exist_ok=True)
-    config = tools / "config.toml"  # sccache's defaults; the storage comes from SCCACHE_DIR
-    config.write_text("")
+    config = tools / "config.toml"  # sccache's defaults but the farm; the storage comes from variables
+    config.touch(mode=0o600)
+    config.write_text(farm.client_config(toolchains or work / "toolchains") if farm else "")
     out = {**env, **store.storage_env(env), "SCCACHE_SERVER_UDS": str(socket), "SCCACHE_BASEDIRS": str(work),
            "SCCACHE_CONF": str(config), "SCCACHE_DIRECT": "true", "TORCH_EXTENSION_SKIP_NVCC_GEN_DEPENDENCIES": "1"}
     if wrap_cxx and env.get("CXX"):
@@ -71,6 +76,7 @@ def finish(sccache: str, env: Mapping[str, str]) -> dict[str, Any]:
                            capture_output=True, text=True, check=False)
     subprocess.run([sccache, "--stop-server"], env=dict(env), capture_output=True, check=False)
     Path(env["SCCACHE_SERVER_UDS"]).unlink(missing_ok=True)
+    Path(env["SCCACHE_CONF"]).unlink(missing_ok=True)  # a farm's token goes with the build
     try:
         stats = json.loads(shown.stdout)["stats"]
     except (ValueError, KeyError, TypeError):
@@ -78,7 +84,9 @@ def finish(sccache: str, env: Mapping[str, str]) -> dict[str, Any]:
     return {"compile_requests": stats.get("compile_requests", 0),
             "hits": dict(stats.get("cache_hits", {}).get("counts", {})),
             "misses": dict(stats.get("cache_misses", {}).get("counts", {})),
-            "not_cacheable": stats.get("requests_not_cacheable", 0)}
+            "not_cacheable": stats.get("requests_not_cacheable", 0),
+            **({"distributed": dict(stats["dist_compiles"]), "distributed_failed": stats.get("dist_errors", 0)}
+               if stats.get("dist_compiles") or stats.get("dist_errors") else {})}
 
 
 def describe(counts: Mapping[str, Any]) -> str:
@@ -87,4 +95,10 @@ def describe(counts: Mapping[str, Any]) -> str:
         by = counts.get(kind, {})
         detail = f" ({', '.join(f'{k} {v}' for k, v in sorted(by.items()))})" if by else ""
         return f"{sum(by.values())} {kind[:-2] if kind.endswith('es') else kind[:-1]}(s){detail}"
-    return f"sccache: {part('hits')}, {part('misses')} of {counts.get('compile_requests', 0)} compile request(s)"
+    said = f"sccache: {part('hits')}, {part('misses')} of {counts.get('compile_requests', 0)} compile request(s)"
+    if counts.get("distributed"):
+        said += "; on the farm: " + ", ".join(f"{server} {n}" for server, n in sorted(counts["distributed"].items()))
+    if counts.get("distributed_failed"):
+        said += (f"; {counts['distributed_failed']} step(s) the farm failed were compiled here instead "
+                 "(a server down or unreachable: time lost, not the build)")
+    return said

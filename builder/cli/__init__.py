@@ -30,7 +30,7 @@ from builder.cli.commands import (
     cmd_uninstall,
 )
 from builder.cli.display import Output, RichReporter, report_error
-from builder.cli.fleet_commands import cmd_ci, cmd_matrix
+from builder.cli.fleet_commands import cmd_ci, cmd_farm, cmd_matrix
 from builder.cli.parser import build_parser, command_line_settings
 from builder.cli.recipe_commands import cmd_recipe
 from builder.cli.store_commands import cmd_cache, cmd_index_url
@@ -44,7 +44,7 @@ COMMANDS: dict[str, Command] = {
     "build": cmd_build, "plan": cmd_plan, "recipes": cmd_recipes, "config": cmd_config, "fetch": cmd_fetch,
     "matrix": cmd_matrix, "ci": cmd_ci, "cache": cmd_cache, "install": cmd_install, "uninstall": cmd_uninstall,
     "stats": cmd_stats, "doctor": cmd_doctor, "toolchain": cmd_toolchain, "index-url": cmd_index_url,
-    "recipe": cmd_recipe,
+    "recipe": cmd_recipe, "farm": cmd_farm,
 }
 
 

@@ -19,8 +19,10 @@ from builder.building.costs import BuildCosts
 from builder.cli.display import Output
 from builder.delivery.artifacts import package_folder, uninstall_artifacts
 from builder.delivery.install import install_wheel
-from builder.errors import ToolchainError, UsageError
+from builder.errors import BuilderError, ToolchainError, UsageError
 from builder.planning.doctor import diagnose
+from builder.planning.farm import farm_status
+from builder.planning.plan import find_sccache
 from builder.planning.provision import install_toolchain
 from builder.planning.request import Request
 from builder.planning.toolchain import probe_toolkit
@@ -195,6 +197,7 @@ def cmd_doctor(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
     report = diagnose(Path(args.python) if args.python else None, environ=ws.environ,
                       toolkits=ws.toolkits())
     marks = {"ok": "[green]ok[/green]   ", "warn": "[yellow]warn[/yellow] ", "error": "[red]error[/red]"}
+    farm = doctor_farm(ws)
 
     def render() -> None:
         data = report.to_json()
@@ -205,12 +208,27 @@ def cmd_doctor(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
         for toolkit in report.toolkits:
             out.line(f"toolkit     CUDA {toolkit.version} at {toolkit.root} (nvcc {toolkit.nvcc})")
         out.line("compilers   " + ", ".join(f"{c.cxx} ({c.major})" for c in report.compilers))
+        if farm is not None:
+            out.line(f"farm        {farm.get('status') or 'error: ' + farm['error']}")
         for verdict in report.verdicts:
             out.console.print(f"{marks[verdict.level]} {escape(verdict.text)}", markup=True)
             if verdict.fix:
                 out.line(f"      fix: {verdict.fix}")
-    out.emit(report.to_json(), render)
-    return 1 if any(v.level == "error" for v in report.verdicts) else 0
+    out.emit({**report.to_json(), **({"farm": farm} if farm is not None else {})}, render)
+    failed = any(v.level == "error" for v in report.verdicts) or (farm is not None and "error" in farm)
+    return 1 if failed else 0
+
+
+def doctor_farm(ws: Workspace) -> dict[str, Any] | None:
+    """The farm setting's scheduler, asked (None: no farm set)."""
+    try:
+        chosen = ws.farm()
+        if chosen is None:
+            return None
+        status = farm_status(find_sccache(Path(sys.executable), ws.environ.get("PATH", "")), chosen)
+    except BuilderError as exc:
+        return {"url": ws.settings.farm, "error": exc.message}
+    return {"url": status.url, "servers": status.servers, "cpus": status.cpus, "status": status.describe()}
 
 
 def cmd_toolchain(args: argparse.Namespace, ws: Workspace, out: Output) -> int:

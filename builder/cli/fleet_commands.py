@@ -1,4 +1,5 @@
-"""`builder matrix`, `builder matrix build` and `builder ci github`: many builds at once."""
+"""`builder matrix`, `builder matrix build`, `builder ci github` and `builder farm`: many builds at once,
+and one build over many machines."""
 
 from __future__ import annotations
 
@@ -13,11 +14,15 @@ from rich.table import Table
 from builder.cli.display import Output
 from builder.errors import BuildError, UsageError
 from builder.files import write_text_atomic
+from builder.fleet import farm
 from builder.fleet.ci_github import DEFAULT_RUNNER_LABELS, render_workflow
 from builder.fleet.ci_sources import cells_in_repository, repository_root, workflow_requirement
 from builder.fleet.matrix import AXES, Cell, MatrixSpec, expand, filter_cells, github_matrices
 from builder.fleet.matrix_build import CellOutcome, run_matrix
+from builder.planning.farm import farm_status
+from builder.planning.plan import find_sccache
 from builder.planning.target import running_torch
+from builder.process import call
 from builder.workspace import Workspace
 
 
@@ -98,3 +103,59 @@ def cmd_ci(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
     data = {"output": str(args.output), "cells": len(kept), "dropped": len(dropped)}
     out.emit(data, lambda: out.line(f"wrote {args.output}: {len(kept)} cells ({len(dropped)} dropped)"))
     return 0
+
+
+def cmd_farm(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
+    """`builder farm scheduler|server|status`: builder/fleet/farm.py."""
+    return {"scheduler": farm_scheduler, "server": farm_server, "status": farm_status_command}[args.farm_command](
+        args, ws, out)
+
+
+def farm_scheduler(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
+    listen = farm.address(args.listen, "--listen")
+    folder = ws.cache.dir("farm")
+    made = farm.tokens(folder)
+    config = farm.write_config(folder / "scheduler.toml", farm.scheduler_config(listen, made))
+    host, port = listen.rsplit(":", 1)
+    shown = f"http://{host if host not in ('0.0.0.0', '::') else '<this host>'}:{port}"
+    for line in (f"scheduler on {listen} (config {config})",
+                 f"builds:  BUILDER_FARM={shown} BUILDER_FARM_TOKEN_FILE=<a copy of {made.client}>",
+                 f"servers: builder farm server --scheduler {shown} --token-file <a copy of {made.server}>"):
+        ws.reporter.say(line)
+    run_service([farm.sccache_dist(), "scheduler", "--config", str(config)], ws, "farm-scheduler")
+    return 0
+
+
+def farm_server(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
+    scheduler = args.scheduler.rstrip("/")
+    if not scheduler.startswith(("http://", "https://")):
+        raise UsageError(f"--scheduler {scheduler!r} is not the scheduler's http(s)://host:port URL")
+    public = farm.address(args.addr, "--addr")
+    token = farm.read_token(args.token_file)
+    bwrap = farm.check_sandbox()
+    folder = ws.cache.dir("farm") / f"server-{public.rsplit(':', 1)[1]}"
+    config = farm.write_config(folder / "server.toml",
+                               farm.server_config(scheduler, public, token, folder, bwrap))
+    ws.reporter.say(f"build server {public} for {scheduler} (config {config}, sandboxes by {bwrap})")
+    run_service([*farm.cpu_list(args.cores), farm.sccache_dist(), "server", "--config", str(config)], ws,
+                f"farm-server-{public.rsplit(':', 1)[1]}")
+    return 0
+
+
+def farm_status_command(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
+    chosen = ws.farm()
+    if chosen is None:
+        raise UsageError("no farm is set", hint="--farm URL, BUILDER_FARM or the config file's farm = \"...\"")
+    status = farm_status(find_sccache(Path(sys.executable), ws.environ.get("PATH", "")), chosen)
+    out.emit({"url": status.url, "servers": status.servers, "cpus": status.cpus, "in_progress": status.in_progress},
+             lambda: out.line(status.describe()))
+    return 0
+
+
+def run_service(command: list[str], ws: Workspace, name: str) -> None:
+    """A farm process in the foreground until it ends or builder is stopped (Ctrl-C, SIGTERM: it
+    ends with builder), its output shown and logged."""
+    log = ws.cache.dir("logs") / f"{name}.log"
+    ws.reporter.say(f"log: {log}; Ctrl-C stops it")
+    call(command, log_path=log, env={**ws.environ, "SCCACHE_NO_DAEMON": "1"}, on_line=ws.reporter.say,
+         what=f"sccache-dist {command[command.index('--config') - 1]}")

@@ -34,7 +34,7 @@ settings: defaults < config file (builder config shows where) < BUILDER_* variab
 # The settings each command's options feed: setting name -> argparse dest.
 SETTING_OPTIONS = {"cache-dir": "cache", "cache-url": "cache_url", "archs": "arch", "jobs": "jobs",
                    "memory-budget": "memory_budget", "ccache": "ccache", "compile-cache": "compile_cache",
-                   "split-compile": "no_split_compile",
+                   "farm": "farm", "split-compile": "no_split_compile",
                    "torch-index": "torch_index",
                    "index-url": "index_url"}
 
@@ -77,6 +77,10 @@ def _add_target_args(parser: argparse.ArgumentParser) -> None:
                         help="keep compiled steps where other builds, matrix cells and machines find them: a "
                              "directory, s3://bucket/prefix (AWS variables as for --cache-url), or auto (compile/ "
                              "beside the --cache-url wheels); implies --ccache; not in the cache key")
+    parser.add_argument("--farm", metavar="URL",
+                        help="compile the device steps on a build farm: its sccache-dist scheduler's URL; the "
+                             "token comes from BUILDER_FARM_TOKEN or farm-token-file, never an option; implies "
+                             "--ccache; not in the cache key")
     # The split-compile setting's value "off" (the cascade reads it like the config file's false).
     parser.add_argument("--no-split-compile", action="store_const", const="off", default=None,
                         help="never split one file's nvcc compile over several threads (default: the compile gate "
@@ -283,6 +287,25 @@ def _add_fleet_commands(sub: Any, common: argparse.ArgumentParser) -> None:
                               "(default: the memory available now)")
     matrix_build.add_argument("--cache-url", help="shared cache to look up and upload to "
                                                   "(default: the cache-url setting)")
+
+    farm_parser = sub.add_parser("farm", help="run a build farm (sccache-dist): its scheduler, a build server, "
+                                              "or ask its status")
+    farm_sub = farm_parser.add_subparsers(dest="farm_command", required=True, metavar="ACTION")
+    scheduler = farm_sub.add_parser("scheduler", parents=[common],
+                                    help="run the farm's scheduler here (makes its tokens once, under the cache)")
+    scheduler.add_argument("--listen", default="0.0.0.0:10600", metavar="HOST:PORT",
+                           help="address the scheduler listens on (default 0.0.0.0:10600)")
+    server = farm_sub.add_parser("server", parents=[common],
+                                 help="run a build server here (root, bubblewrap), taking steps from a scheduler")
+    server.add_argument("--scheduler", required=True, metavar="URL", help="the scheduler's http://host:port")
+    server.add_argument("--token-file", required=True, type=Path, metavar="PATH",
+                        help="a file holding the scheduler's server token (`builder farm scheduler` says where)")
+    server.add_argument("--addr", required=True, metavar="HOST:PORT",
+                        help="the address builds reach this server on, as the scheduler hands it out; it "
+                             "listens there (e.g. 10.0.0.5:10501)")
+    server.add_argument("--cores", type=int, metavar="N", help="hold the server to N cores (default: all)")
+    status = farm_sub.add_parser("status", parents=[common], help="the farm's servers and CPUs, by its scheduler")
+    status.add_argument("--farm", metavar="URL", help="the scheduler (default: the farm setting)")
 
     ci = sub.add_parser("ci", help="write CI configuration")
     ci_sub = ci.add_subparsers(dest="ci_command", required=True, metavar="SYSTEM")

@@ -41,14 +41,17 @@ def usable_cores() -> int:
 
 
 def plan_jobs(job_memory_gb: float, cap: int | None = None, *, cap_origin: str = "--jobs",
-              budget_gb: float | None = None, gated: bool = False) -> JobPlan:
-    """A job per core under the gate, else min(cores, budget // memory of one job), never below 1;
-    then at most `cap` (the jobs setting: --jobs, BUILDER_JOBS or the user's MAX_JOBS), the reason
-    naming where the cap came from."""
+              budget_gb: float | None = None, gated: bool = False, farm_cpus: int = 0) -> JobPlan:
+    """A job per core under the gate (and per CPU of a build farm's servers), else min(cores,
+    budget // memory of one job), never below 1; then at most `cap` (the jobs setting: --jobs,
+    BUILDER_JOBS or the user's MAX_JOBS), the reason naming where the cap came from."""
     cores = usable_cores()
     available_gb = psutil.virtual_memory().available / GIB
     budget = budget_gb if budget_gb is not None else round(available_gb * SAFE_FRACTION, 1)
-    if gated:
+    if gated and farm_cpus:
+        jobs, reason = cores + farm_cpus, (f"one per core here and per farm CPU ({cores} + {farm_cpus}); each "
+                                           f"compile admitted while its expected peak fits in {budget:g} GB here")
+    elif gated:
         jobs, reason = cores, f"one per core; each compile admitted while its expected peak fits in {budget:g} GB"
     else:
         by_memory = int(budget // job_memory_gb) if job_memory_gb > 0 else cores

@@ -24,6 +24,7 @@ from builder.files import sha256_of
 from builder.planning import compat, compile_cache
 from builder.planning.archs import Arch, arch_list_text, parse_archs, torch_arch_list
 from builder.planning.environment import Inherited, select
+from builder.planning.farm import Farm, FarmStatus, farm_status
 from builder.planning.fixes import missing_toolkit_hint, torch_fix
 from builder.planning.jobs import JobPlan, plan_jobs
 from builder.planning.key import cache_key
@@ -76,6 +77,9 @@ class Plan:
     compile_cache: str | None = None
     """Where builder's sccache stores with ccache (builder/planning/compile_cache.py; None: the local
     cache's sccache/). Not in the key: a compiled step changes no output."""
+    farm: Farm | None = field(default=None, repr=False)
+    """The build farm of the device steps (its token stays out of to_json and every record)."""
+    farm_status: FarmStatus | None = None
     force: bool = False
     facts: Mapping[str, str] = field(default_factory=dict)
     backend: str = ""
@@ -173,6 +177,7 @@ class Plan:
             "cache_key": self.key,
             "ccache": self.ccache,
             "compile_cache": self.compile_cache,
+            "farm": self.farm_status.describe() if self.farm_status else None,
             "notes": list(self.notes),
             "split_compile": self.split_compile,
         }
@@ -432,13 +437,15 @@ def resolve_plan(
     abi = choose_abi(request.cxx11_abi, target)
     cxx_std = compat.cxx_standard_for_torch(torch)
     backend = choose_backend(recipe, version, request.install_mode)
+    sccache = find_sccache(target.python_exe, environ.get("PATH", "")) if request.ccache else None
+    farm = farm_status(sccache, request.farm) if sccache and request.farm else None
     jobs = plan_jobs(recipe.build.job_memory_gb, request.jobs, cap_origin=request.jobs_origin,
-                     budget_gb=request.memory_budget, gated=gated)
+                     budget_gb=request.memory_budget, gated=gated, farm_cpus=farm.cpus if farm else 0)
     fields = template_fields(recipe, toolkit, host, archs, jobs, cxx_std, torch, target.python)
     env = build_env_vars(recipe, toolkit, host, archs, jobs, fields, environ.get("PATH", ""))
     store = compile_cache.resolve(request.compile_cache, request.cache_url)
-    if request.ccache:
-        env["BUILDER_SCCACHE"] = find_sccache(target.python_exe, env["PATH"])
+    if sccache:
+        env["BUILDER_SCCACHE"] = sccache
         env["PYTORCH_NVCC"] = f"{env['BUILDER_SCCACHE']} {toolkit.nvcc}"
     inherited = select(environ, plan_sets=set(env) - {"PATH"})
     chosen = choose_variants(recipe.variants, request.variants, recipe.name, version)
@@ -454,7 +461,8 @@ def resolve_plan(
                 install_python=install_python, build_env=build_env, toolkit=toolkit, host=host,
                 archs=archs, cxx11_abi=abi, cxx_std=cxx_std, jobs=jobs, env=env, patches=patches,
                 local_version=local, key=key, source_sha256=source_sha256, ccache=request.ccache,
-                compile_cache=store.where if store else None, force=request.force,
+                compile_cache=store.where if store else None, farm=request.farm, farm_status=farm,
+                force=request.force,
                 facts=facts, backend=backend, fields=fields, companions=dict(companions or {}), variants=chosen,
                 notes=notes, inherited=inherited, split_compile=choose_split(request, toolkit, archs))
 

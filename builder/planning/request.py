@@ -3,7 +3,9 @@ its flags; library users make one directly (`builder.BuildRequest`)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from builder.planning.farm import Farm
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,8 @@ class Request:
     ccache: bool = False
     compile_cache: str | None = None
     """Where sccache stores (the compile-cache setting's value; implies ccache)."""
+    farm: Farm | None = field(default=None, repr=False)
+    """The build farm the device steps compile on (the farm settings; implies ccache)."""
     cache_url: str | None = None
     force: bool = False
     install: bool = True

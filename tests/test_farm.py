@@ -1,0 +1,137 @@
+"""A build farm on loopback, for real: `builder farm scheduler` and two `builder farm server`s
+(sccache-dist, bubblewrap sandboxes, one core each), `builder farm status` and `doctor` asking the
+scheduler, the fixture built through the farm (both servers ran steps; the same SASS as a local
+build), and a server killed with -9 costing the build nothing but time."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from builder.building.sccache import describe
+from tests.conftest import ROOT, FixtureBuild, builder_json, run_builder
+from tests.test_build_fixture import CUOBJDUMP
+
+pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None or os.geteuid() != 0,
+                                reason="a build server needs root and bubblewrap: apt-get install bubblewrap")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start(*args: str, cache: Path, log: Path) -> subprocess.Popen[bytes]:
+    with log.open("w") as out:
+        return subprocess.Popen([sys.executable, "-m", "builder", *args, "--cache", str(cache)], cwd=ROOT,
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def wait_for(condition, what: str, seconds: float = 120):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        found = condition()
+        if found:
+            return found
+        time.sleep(0.5)
+    pytest.fail(f"never happened: {what}")
+
+
+@pytest.fixture(scope="module")
+def farm() -> Iterator[dict[str, Any]]:
+    """A scheduler and two build servers of one core each, every one a `builder farm` process."""
+    root = Path(tempfile.mkdtemp(prefix="farm-"))
+    cache, scheduler_port = root / "farm-cache", free_port()
+    url = f"http://127.0.0.1:{scheduler_port}"
+    processes = {"scheduler": start("farm", "scheduler", "--listen", f"127.0.0.1:{scheduler_port}", cache=cache,
+                                    log=root / "scheduler.out")}
+    token_dir = cache / "farm"
+    wait_for(lambda: (token_dir / "server-token").is_file(), "the scheduler's tokens")
+    servers = {}
+    for name in ("one", "two"):
+        port = free_port()
+        servers[name] = f"127.0.0.1:{port}"
+        processes[name] = start("farm", "server", "--scheduler", url, "--token-file", str(token_dir / "server-token"),
+                                "--addr", servers[name], "--cores", "1", cache=cache, log=root / f"{name}.out")
+    env = {"BUILDER_FARM": url, "BUILDER_FARM_TOKEN_FILE": str(token_dir / "client-token")}
+
+    def both_registered() -> bool:
+        status = run_builder("farm", "status", "--json", env=env)
+        return status.returncode == 0 and json.loads(status.stdout)["servers"] == 2
+
+    try:
+        wait_for(both_registered, "two build servers registered with the scheduler")
+        yield {"root": root, "url": url, "env": env, "servers": servers, "processes": processes}
+    finally:
+        for process in processes.values():
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in processes.values():
+            process.wait(timeout=60)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def sass(wheel: Path, tmp_path: Path) -> str:
+    with zipfile.ZipFile(wheel) as archive:
+        [name] = [n for n in archive.namelist() if n.endswith(".so")]
+        so = Path(archive.extract(name, tmp_path / wheel.stem))
+    return subprocess.run([CUOBJDUMP, "-sass", str(so)], capture_output=True, text=True, check=True).stdout
+
+
+def test_status_and_doctor_ask_the_scheduler(farm: dict[str, Any]) -> None:
+    status = builder_json("farm", "status", env=farm["env"])
+    assert status == {"url": farm["url"], "servers": 2, "cpus": 2, "in_progress": 0}
+    doctor = run_builder("doctor", "--json", env=farm["env"])
+    assert json.loads(doctor.stdout)["farm"]["servers"] == 2
+    shown = run_builder("config", env={**farm["env"], "BUILDER_FARM_TOKEN": "secret-token"})
+    assert "secret-token" not in shown.stdout and "(set, not shown)" in shown.stdout
+
+
+def test_a_build_on_the_farm_spreads_over_its_servers_and_gives_the_local_sass(
+        farm: dict[str, Any], fixture_build: FixtureBuild, tmp_path: Path) -> None:
+    built = builder_json("build", str(fixture_build.recipe), "--arch", "86", "--no-install",
+                         "--cache", str(tmp_path / "cache"), env=farm["env"])
+    plan = built["plan"]
+    assert plan["ccache"] is True and plan["farm"].startswith(f"{farm['url']}: 2 build server(s), 2 CPU(s)")
+    assert plan["jobs"]["jobs"] == plan["jobs"]["cores"] + 2
+    assert set(built["sccache"]["distributed"]) == set(farm["servers"].values()), built["sccache"]
+    assert built["cache_key"] == fixture_build.result["cache_key"]  # the farm is no part of the key
+    assert sass(Path(built["wheel"]), tmp_path) == sass(Path(fixture_build.result["wheel"]), tmp_path)
+    token = Path(farm["env"]["BUILDER_FARM_TOKEN_FILE"]).read_text().strip()
+    assert token not in json.dumps(built) and token not in Path(built["log"]).read_text()
+    assert token not in (tmp_path / "cache" / "entries" / built["cache_key"] / "entry.json").read_text()
+
+
+def test_a_server_killed_costs_time_not_the_build(farm: dict[str, Any], fixture_recipe: Path, tmp_path: Path) -> None:
+    """kill -9 of one server's builder: its sccache-dist ends with it (builder/session_guard.py);
+    the scheduler still hands out the dead server for a while, and sccache compiles those steps
+    here instead, which the build says."""
+    server = farm["processes"]["two"]
+    family = psutil.Process(server.pid).children(recursive=True)
+    os.kill(server.pid, signal.SIGKILL)
+    server.wait()
+    wait_for(lambda: not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in family),
+             "the killed server's sccache-dist ended", seconds=30)
+    built = run_builder("build", str(fixture_recipe), "--arch", "86", "--no-install", "--force",
+                        "--cache", str(tmp_path / "cache"), "--json", env=farm["env"])
+    assert built.returncode == 0, built.stderr
+    result = json.loads(built.stdout)
+    assert farm["servers"]["two"] not in result["sccache"].get("distributed", {})
+    if result["sccache"].get("distributed_failed"):  # what the build's progress line says of them
+        assert "were compiled here instead" in describe(result["sccache"])
+    assert "arch = sm_86" in sass(Path(result["wheel"]), tmp_path)
