@@ -117,6 +117,21 @@ def test_a_compile_larger_than_the_budget_still_runs_alone(tmp_path: Path) -> No
     assert first["end"] <= second["start"]  # one at a time, and nobody waited forever
 
 
+def test_configure_probes_are_neither_gated_nor_recorded(tmp_path: Path) -> None:
+    """CMake's compiler probes (its Modules/ files, outside the tree; try_compile projects under
+    CMakeFiles/) run as they are: only the package's own files are costs."""
+    env = gate_env(tmp_path / "gate", tmp_path, budget_mb=1000, job_mb=1)
+    outside = tmp_path.parent / "CMakeCUDACompilerABI.c"
+    scratch = tmp_path / "build" / "CMakeFiles" / "CMakeScratch" / "TryCompile-x" / "src.c"
+    own = tmp_path / "csrc" / "own.c"
+    for source in (outside, scratch, own):
+        source.parent.mkdir(parents=True, exist_ok=True)
+        source.write_text("")
+        subprocess.run([*GATE, sys.executable, str(HOG), "1", "0", "-c", str(source), "-o", f"{source}.o"],
+                       cwd=tmp_path, env=env, check=True, timeout=60)
+    assert [r["file"] for r in records(tmp_path / "gate")] == ["csrc/own.c"]
+
+
 def test_a_compiler_started_by_a_gated_compiler_is_not_gated_again(tmp_path: Path) -> None:
     # The outer compile holds the only room the budget has; a gated inner one must not wait for it.
     (tmp_path / "unit.c").write_text("")

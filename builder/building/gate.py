@@ -96,6 +96,14 @@ def source_key(path: str, root: str) -> str:
     return os.path.relpath(path, root) if root and path.startswith(root.rstrip("/") + "/") else path
 
 
+def is_configure_probe(file: str) -> bool:
+    """A compile no build file names: outside the source tree (CMake's compiler-ABI probes under its
+    own Modules/), or one of CMake's try_compile projects, which it makes under CMakeFiles/
+    (CMakeScratch/TryCompile-* since CMake 3.25, CMakeTmp before). Not gated, not recorded: they
+    would only add noise to the costs."""
+    return os.path.isabs(file) or file.startswith("CMakeFiles/") or "/CMakeFiles/" in file
+
+
 def is_nvcc(args: Sequence[str]) -> bool:
     """The command runs nvcc: the compiler itself, or behind a launcher (sccache nvcc ...)."""
     for arg in args:
@@ -282,7 +290,7 @@ def run_sampled(args: list[str]) -> tuple[int, float, int]:
 def main(args: list[str]) -> int:
     gate_dir = Path(os.environ.get("BUILDER_GATE_DIR", ""))
     file = source_file(args, os.environ.get("BUILDER_GATE_SOURCE_ROOT", ""))
-    if not args or file is None or not gate_dir.is_dir() or os.environ.get(INSIDE):
+    if not args or file is None or not gate_dir.is_dir() or os.environ.get(INSIDE) or is_configure_probe(file):
         return subprocess.call(args) if args else 2
     if os.environ.get("BUILDER_GATE_NVCC_SEED") == "1":
         args = with_seed(args, file)
