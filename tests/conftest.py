@@ -10,6 +10,7 @@ import site
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -169,6 +170,17 @@ class FixtureBuild:
         """A cache of one's own holding the entry (its files copied, without locks or work dirs)."""
         shutil.copytree(self.cache, dest, ignore=shutil.ignore_patterns("locks", "build", "staging"))
         return dest
+
+
+def wait_for(condition, what: str, seconds: float = 300):  # type: ignore[no-untyped-def]
+    """`condition()`'s first true answer, polled every half second; the test fails after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        found = condition()
+        if found:
+            return found
+        time.sleep(0.5)
+    pytest.fail(f"never happened: {what}")
 
 
 def wrappers_on_path(directory: Path) -> tuple[dict[str, str], Path]:

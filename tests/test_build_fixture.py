@@ -162,14 +162,20 @@ def test_install_refuses_a_target_without_that_torch(built: dict, tmp_path: Path
     assert f"the wheel needs torch {running_torch_version()}, the target has no torch" in result.stderr
 
 
-def test_corrupt_cache_entry_is_refused_at_install(built: dict, tmp_path: Path) -> None:
-    cache = tmp_path / "cache"
-    subprocess.run(["cp", "-a", str(built["cache"]), str(cache)], check=True)
-    [entry] = (cache / "entries").iterdir()
+def corrupt_copy(cache: Path, into: Path) -> tuple[Path, Path]:
+    """A copy of `cache` whose one entry's wheel has a byte flipped: (the entry, its wheel)."""
+    subprocess.run(["cp", "-a", str(cache), str(into)], check=True)
+    [entry] = (into / "entries").iterdir()
     [wheel] = entry.glob("*.whl")
     data = bytearray(wheel.read_bytes())
     data[len(data) // 2] ^= 0xFF
     wheel.write_bytes(bytes(data))
+    return entry, wheel
+
+
+def test_corrupt_cache_entry_is_refused_at_install(built: dict, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    entry, _ = corrupt_copy(built["cache"], cache)
     result = run_builder("install", entry.name, "--cache", str(cache))
     assert result.returncode == 9 and "is corrupt" in result.stderr
 
@@ -282,12 +288,7 @@ def test_a_hit_whose_wheel_is_corrupt_is_said_and_built_again_without_install(bu
     said and the entry built again (as a corrupt entry.json is); a cache that cannot be written
     then refuses in one line, with the warning before it."""
     cache = tmp_path / "cache"
-    subprocess.run(["cp", "-a", str(built["cache"]), str(cache)], check=True)
-    [entry] = (cache / "entries").iterdir()
-    [wheel] = entry.glob("*.whl")
-    data = bytearray(wheel.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    wheel.write_bytes(bytes(data))
+    entry, wheel = corrupt_copy(built["cache"], cache)
     args = ("build", str(built["recipe"]), "--arch", "86", "--no-install", "--cache", str(cache))
     warning = f"warning: cache entry {entry.name} is corrupt: {wheel.name} has sha256"
     with read_only_dir(cache):

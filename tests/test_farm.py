@@ -13,7 +13,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +22,7 @@ import psutil
 import pytest
 
 from builder.building.sccache import describe
-from tests.conftest import ROOT, FixtureBuild, builder_json, run_builder
+from tests.conftest import ROOT, FixtureBuild, builder_json, run_builder, wait_for
 from tests.test_build_fixture import CUOBJDUMP
 
 pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None or os.geteuid() != 0,
@@ -40,16 +39,6 @@ def start(*args: str, cache: Path, log: Path) -> subprocess.Popen[bytes]:
     with log.open("w") as out:
         return subprocess.Popen([sys.executable, "-m", "builder", *args, "--cache", str(cache)], cwd=ROOT,
                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def wait_for(condition, what: str, seconds: float = 120):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        found = condition()
-        if found:
-            return found
-        time.sleep(0.5)
-    pytest.fail(f"never happened: {what}")
 
 
 @pytest.fixture(scope="module")

@@ -11,14 +11,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
 import psutil
 import pytest
 
-from tests.conftest import ROOT, TORCHEXT, read_only_dir, run_builder, write_recipe
+from tests.conftest import ROOT, TORCHEXT, read_only_dir, run_builder, wait_for, write_recipe
 
 COMPILERS = {"nvcc", "cicc", "ptxas", "cc1plus"}
 SOURCES = ["csrc/binding.cpp", "csrc/vec_add.cu", "csrc/vec_scale.cu", "csrc/vec_sum.cu"]
@@ -34,16 +33,6 @@ def start_build(recipe: Path, cache: Path, tmp: Path, stderr: Path, *extra: str)
         return subprocess.Popen([sys.executable, "-m", "builder", "build", str(recipe), "--arch", "86",
                                  "--no-install", "--cache", str(cache), *extra], cwd=ROOT, env=env,
                                 stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
-
-
-def wait_for(condition, what: str, seconds: float = 300):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        found = condition()
-        if found:
-            return found
-        time.sleep(0.5)
-    pytest.fail(f"never happened: {what}")
 
 
 def compiling(build: subprocess.Popen[bytes], cache: Path) -> list[psutil.Process]:
