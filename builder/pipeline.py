@@ -6,7 +6,10 @@ module puts them in order.
 from __future__ import annotations
 
 import dataclasses
+import getpass
+import os
 import shutil
+import socket
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -211,12 +214,21 @@ def compile_and_store(plan: Plan, backend: Backend, ws: Workspace, steps: Steps,
         wheel, compiled = compile_to_wheel(plan, backend, ws, steps, log_path, ws.work_dir(plan.key), Path(dist))
         with steps("store", "store the wheel"):
             meta: dict[str, Any] = {"recipe": plan.recipe.name, "version": plan.version, "plan": plan.to_json(),
-                                    "log": str(log_path)}
+                                    "log": str(log_path), "built_by": built_by()}
             if compiled.costs is not None:
                 meta["costs"] = compiled.costs.to_json()
             if compiled.sccache:
                 meta["sccache"] = compiled.sccache
             return cache.store(plan.key, wheel, meta)
+
+
+def built_by() -> dict[str, str]:
+    """Who built an entry, and on which machine (the cache's page shows it; no part of the key)."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (a container)
+        user = str(os.getuid())
+    return {"user": user, "host": socket.gethostname()}
 
 
 @dataclass

@@ -129,6 +129,22 @@ def test_a_second_build_of_a_key_says_whose_build_it_waits_for(fixture_recipe: P
     assert not list(tmp.iterdir())
 
 
+def test_kill_9_of_a_ccache_build_ends_the_compiles_in_sccaches_server(fixture_recipe: Path, tmp_path: Path) -> None:
+    """Under --ccache the compilers run in sccache's server, which left to itself would leave every
+    session (a daemon); builder starts it in a session of its own, so kill -9 ends it too."""
+    cache, tmp = tmp_path / "cache", tmp_path / "tmp"
+    build = start_build(fixture_recipe, cache, tmp, tmp_path / "stderr", "--ccache")
+    try:
+        family = wait_for(lambda: compiling(build, cache), "a compiler running under sccache")
+        assert any(p.name() == "sccache" for p in family if p.is_running())
+        os.kill(build.pid, signal.SIGKILL)
+        build.wait()
+        wait_for(lambda: not still_running(family), "the compilers of a --ccache build killed with -9 ended",
+                 seconds=60)
+    finally:
+        end_test_build(build)
+
+
 @pytest.fixture(scope="module")
 def rebuilt_after_kill_9(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """A build killed with -9 midway (its compilers orphaned), then the same key built again."""

@@ -8,6 +8,7 @@ TMPDIR is its tmp/, so pip's, nvcc's and gcc's temp files stay inside it.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,13 +57,18 @@ def compile_wheel(plan: Plan, backend: Backend, src: Path, work: Path, env: Mapp
             steps.reporter.say(f"    no records of this build yet: starting from the recipe's reference costs "
                                f"({previous.reference})")
     try:
-        with steps("compile", label), steps.reporter.compile_progress(plan.recipe.name) as update:
-            compiled.wheel = backend.build(plan, src, work / "raw", env, log_path, compile_line_parser(update))
-            return compiled.wheel
+        with (steps("compile", label), steps.reporter.compile_progress(plan.recipe.name) as update,
+              sccache.server(plan.env["BUILDER_SCCACHE"], env, log_path.with_suffix(".sccache.log"))
+              if plan.ccache else contextlib.nullcontext()):
+            try:
+                compiled.wheel = backend.build(plan, src, work / "raw", env, log_path, compile_line_parser(update))
+                return compiled.wheel
+            finally:
+                if plan.ccache:  # its counts, while its server still runs
+                    compiled.sccache = sccache.finish(plan.env["BUILDER_SCCACHE"], env)
     finally:
         # Through sccache the compilers run in its server, out of the gate's sight: no records.
         if plan.ccache:
-            compiled.sccache = sccache.finish(plan.env["BUILDER_SCCACHE"], env)
             steps.reporter.say(f"    {sccache.describe(compiled.sccache)}")
         else:
             compiled.costs = costs.collect(plan, work)

@@ -31,13 +31,18 @@ import json
 import os
 import subprocess
 import tempfile
-from collections.abc import Mapping
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from builder.building.launchers import launcher_script
+from builder.errors import BuildError
+from builder.lifetime import SESSIONS, end_session, signals_deferred
 from builder.planning.compile_cache import CompileCache
 from builder.planning.farm import Farm
+from builder.process import guarded
 
 # A Unix socket's path fits in sockaddr_un.sun_path: 108 bytes on Linux, the last one a NUL
 # (man 7 unix).
@@ -68,6 +73,40 @@ def sccache_env(sccache: str, store: CompileCache, work: Path, env: Mapping[str,
         # keeps the compiler's name, in a folder of its own, off PATH.
         out["CXX"] = launcher_script(tools / Path(env["CXX"]).name, [sccache, env["CXX"]])
     return out
+
+
+SERVER_START_SECONDS = 60.0
+
+
+@contextmanager
+def server(sccache: str, env: Mapping[str, str], log: Path) -> Iterator[None]:
+    """The build's sccache server, started by builder in a session of its own that ends with the
+    build (builder/lifetime.py, builder/session_guard.py). Left to itself, the first client starts
+    the server as a daemon that leaves every session (setsid; measured with sccache 0.16) and runs
+    the compilers: a builder killed with -9 would leave them compiling. `sccache` run with
+    SCCACHE_START_SERVER=1 is the server itself (what `--start-server` spawns), and with
+    SCCACHE_NO_DAEMON=1 it stays in this session, in the foreground (sccache src/commands.rs); the
+    clients find it by its socket."""
+    socket = Path(env["SCCACHE_SERVER_UDS"])
+    socket.unlink(missing_ok=True)
+    with log.open("a") as out, signals_deferred():
+        process = subprocess.Popen(guarded([sccache]),
+                                   env={**env, "SCCACHE_START_SERVER": "1", "SCCACHE_NO_DAEMON": "1"},
+                                   stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+        SESSIONS.add(process.pid)
+    try:
+        deadline = time.monotonic() + SERVER_START_SECONDS
+        while not socket.exists() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if not socket.exists():
+            raise BuildError(f"sccache's server did not start (exit code {process.poll()})", log_path=log,
+                             hint=f"its output is in {log}")
+        yield
+    finally:
+        end_session(process.pid, reap=process.poll)
+        SESSIONS.discard(process.pid)
+        process.wait()
 
 
 def finish(sccache: str, env: Mapping[str, str]) -> dict[str, Any]:
