@@ -98,7 +98,8 @@ def main(argv: list[str]) -> int:
                 end_session()
                 return 128 + signal.SIGKILL
     if returncode < 0:  # died of a signal: die of the same one, so the caller sees it
-        signal.signal(-returncode, signal.SIG_DFL)
+        if -returncode not in (signal.SIGKILL, signal.SIGSTOP):  # whose action cannot be changed
+            signal.signal(-returncode, signal.SIG_DFL)
         os.kill(os.getpid(), -returncode)
     return returncode
 
