@@ -203,6 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                       "(default: the visible GPU's)")
     index_url.add_argument("--server", help="a served cache (`builder cache serve`), e.g. http://host:8000 "
                                             "(default: the local cache's file tree)")
+    index_url.add_argument("--variants", action="store_true",
+                           help="print the variants root of the interpreter's torch instead: variant wheels "
+                                "(PEP 825) among which uv --preview-features wheel-variants picks by GPU and driver")
 
     uninstall = sub.add_parser("uninstall", parents=[common],
                                help="undo an artifacts install: restore the files it replaced, remove the rest")
@@ -243,6 +246,8 @@ def _add_cache_commands(sub: Any, common: argparse.ArgumentParser) -> None:
                                  help="serve the cache as a PEP 503/691 index for pip, uv and --cache-url")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     serve.add_argument("--port", type=port, default=8000, help="port (default 8000; 0 picks a free one)")
+    serve.add_argument("--matrix-file", type=Path, help="a matrix file (`builder matrix`): the page at / shows "
+                                                        "which of its cells are built and which are missing")
 
 
 def _add_recipe_commands(sub: Any, common: argparse.ArgumentParser) -> None:

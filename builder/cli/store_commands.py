@@ -12,11 +12,13 @@ from pathlib import Path
 from rich.table import Table
 
 from builder.cli.display import Output
-from builder.delivery.index_url import environment_of, index_url, store_base
+from builder.delivery.index_url import environment_of, index_url, store_base, variants_url
 from builder.errors import CacheError, UsageError
+from builder.fleet.matrix import MatrixSpec, expand, filter_cells
 from builder.planning.target import probe_interpreter
 from builder.store import maintenance
 from builder.store.cache import Cache
+from builder.store.page import MatrixCell
 from builder.store.remote import find_key, open_store, pull, push, sync
 from builder.store.serve import make_server
 from builder.workspace import Workspace
@@ -45,7 +47,7 @@ def cmd_cache(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
     if action in ("push", "pull", "sync"):
         return cache_remote(args, ws, out)
     if action == "serve":
-        return cache_serve(args, cache)
+        return cache_serve(args, ws)
     entry = cache.find(args.key)
     if action == "show":
         data = {**entry.meta, "path": str(entry.path)}
@@ -105,15 +107,26 @@ def cache_remote(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
     return 0
 
 
-def cache_serve(args: argparse.Namespace, cache: Cache) -> int:
+def served_matrix(path: Path, ws: Workspace) -> list[MatrixCell]:
+    """The cells of a matrix file as `builder matrix` makes them, those it drops with the reason."""
+    kept, dropped = filter_cells(expand(MatrixSpec.from_toml(path, ws.recipes), ws.recipes), ws.recipes,
+                                 ws.torch_cuda)
+    return ([MatrixCell(c, ws.recipes.load(c.recipe).name) for c in kept]
+            + [MatrixCell(c, ws.recipes.load(c.recipe).name, why) for c, why in dropped])
+
+
+def cache_serve(args: argparse.Namespace, ws: Workspace) -> int:
+    cache = ws.cache
+    matrix = served_matrix(args.matrix_file, ws) if args.matrix_file else None
     try:
-        server = make_server(cache, args.host, args.port)
+        server = make_server(cache, args.host, args.port, matrix=matrix)
     except OSError as exc:
         raise UsageError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from exc
     host, port = str(server.server_address[0]), server.server_address[1]
     print(f"serving {cache.root} at http://{host}:{port}/simple/ (Ctrl-C stops)", file=sys.stderr, flush=True)
     print(f"an environment's root: builder index-url --server http://{host}:{port} [--python P] [--arch A]",
           file=sys.stderr, flush=True)
+    print(f"what it holds, for people: http://{host}:{port}/", file=sys.stderr, flush=True)
     try:
         server.serve_forever()
     finally:
@@ -123,6 +136,10 @@ def cache_serve(args: argparse.Namespace, cache: Cache) -> int:
 
 def cmd_index_url(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
     target = probe_interpreter(Path(args.python) if args.python else None)
+    if args.variants:
+        url = variants_url(target, store_base(args.server, ws.cache.root))
+        out.emit({"url": url, "python": str(target.python_exe), "torch": target.torch}, lambda: out.line(url))
+        return 0
     env = environment_of(target, args.gpu)
     url = index_url(env, store_base(args.server, ws.cache.root))
     base = env.base

@@ -8,6 +8,8 @@ Layout under the cache root:
   simple/<project>/      a PEP 503 index over the entries (pip --index-url file://.../simple)
   env/<...>/simple/      an index per environment: only the builds that load there
                          (builder/store/environments.py; `builder index-url` prints one)
+  variants/<...>/simple/ the variant wheels (PEP 825) of the builds against one torch, for uv
+                         (builder/store/variants.py; `builder index-url --variants`)
   index.json             every entry's key, wheel and sha256 (how a shared store is listed)
   sources/ logs/ envs/ build/
   locks/<key>.lock       held while a key is looked up, built and stored; <key>.owner.json says by whom
@@ -38,7 +40,7 @@ from builder.errors import BuildError, CacheError, FileAccessError
 from builder.files import sha256_of, write_text_atomic
 from builder.owner import Owner, read_owner, wait_reporting, write_owner
 from builder.settings import APP
-from builder.store import index
+from builder.store import index, variants
 
 
 @dataclass(frozen=True)
@@ -243,6 +245,7 @@ class Cache:
             record = {**meta, "key": key, "wheel": wheel.name, "sha256": sha256_of(stored),
                       "size": stored.stat().st_size,
                       **(index.core_metadata_fields(metadata) if metadata is not None else {}),
+                      **variants.variant_record(stored, meta, staging),
                       "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
             (staging / "entry.json").write_text(json.dumps(record, indent=2, sort_keys=True))
             final = entries / key
@@ -313,7 +316,7 @@ class Cache:
                 path = self.root / relative
                 if not path.is_file() or path.read_text() != text:
                     write_text_atomic(path, text)
-            for tree in ("simple", "env"):
+            for tree in ("simple", "env", "variants"):
                 self._remove_stale(self.root / tree, pages)
             write_text_atomic(self.root / "index.json", index.entries_json(metas))
 
@@ -321,7 +324,7 @@ class Cache:
         """Pages under `tree` that `pages` no longer has, and the folders that leaves empty."""
         if not tree.is_dir():
             return
-        for page in tree.rglob("index.html"):
+        for page in [*tree.rglob("index.html"), *tree.rglob(f"*{variants.VARIANTS_SUFFIX}")]:
             if page.relative_to(self.root).as_posix() not in pages:
                 page.unlink()
         for folder in sorted((p for p in tree.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):

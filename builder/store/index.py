@@ -26,6 +26,7 @@ from typing import Any
 from packaging.utils import canonicalize_name, parse_wheel_filename
 from packaging.version import Version
 
+from builder.store import variants
 from builder.store.environments import Environment, environments_of, select
 
 # PEP 691's content types; text/html is PEP 503's, the only one pip <= 22.1 accepts.
@@ -49,7 +50,15 @@ class IndexFile:
 
     @property
     def version(self) -> str:
+        if self.filename.endswith((variants.VARIANTS_SUFFIX, ".whl")) and not _plain_wheel(self.filename):
+            return str(Version(self.filename.split("-")[1]))  # a variant wheel or variants file (PEP 825)
         return str(parse_wheel_filename(self.filename)[1])
+
+
+def _plain_wheel(filename: str) -> bool:
+    """Whether a file name is a wheel without a PEP 825 variant label (5 or 6 parts)."""
+    parts = filename.removesuffix(".whl").split("-")
+    return filename.endswith(".whl") and (len(parts) == 5 or (len(parts) == 6 and parts[2][:1].isdigit()))
 
 
 def core_metadata_fields(metadata: bytes) -> dict[str, Any]:
@@ -138,9 +147,22 @@ def project_json(project: str, files: Iterable[IndexFile]) -> str:
                        "files": [_file_json(f) for f in listed]})
 
 
+def variant_listing(entries: Iterable[Mapping[str, Any]], root: variants.VariantsRoot,
+                    ) -> tuple[dict[str, list[IndexFile]], dict[str, str]]:
+    """A variants root's projects and files (builder/store/variants.py), and the variants files'
+    contents by their path below the root's simple/ ("<project>/<name>-<version>-variants.json")."""
+    projects: dict[str, list[IndexFile]] = {}
+    documents: dict[str, str] = {}
+    for project, files in variants.listing(entries, root).items():
+        projects[project] = [IndexFile(f.filename, f.url, f.sha256, f.size) for f in files]
+        documents.update({f"{project}/{f.filename}": f.text for f in files if f.text is not None})
+    return projects, documents
+
+
 def published_pages(entries: Iterable[Mapping[str, Any]]) -> dict[str, str]:
-    """Every HTML page of a published store by its path below the store: simple/ over all
-    entries, and a root per environment the entries were built for (environments_of)."""
+    """Every page of a published store by its path below the store: simple/ over all entries, a
+    root per environment the entries were built for (environments_of), and a variants root per
+    torch with its variants files (variants.roots_of)."""
     metas = list(entries)
     pages: dict[str, str] = {}
     for env in [None, *environments_of(metas)]:
@@ -148,6 +170,12 @@ def published_pages(entries: Iterable[Mapping[str, Any]]) -> dict[str, str]:
         projects = listing(metas, env)
         pages[f"{root}/index.html"] = root_html(projects)
         pages.update({f"{root}/{p}/index.html": project_html(files) for p, files in projects.items()})
+    for variants_root in variants.roots_of(metas):
+        root = f"{variants_root.path}/simple"
+        projects, documents = variant_listing(metas, variants_root)
+        pages[f"{root}/index.html"] = root_html(projects)
+        pages.update({f"{root}/{p}/index.html": project_html(files) for p, files in projects.items()})
+        pages.update({f"{root}/{path}": text for path, text in documents.items()})
     return pages
 
 

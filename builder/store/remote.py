@@ -6,6 +6,8 @@ Every store has the published layout of a local cache:
   index.json                 every entry's key, wheel and sha256 (how a store is listed)
   simple/, env/<...>/simple/ PEP 503 pages, over everything and per environment (pip --index-url,
                              when the store is served over HTTP; builder/store/index.py)
+  variants/<...>/simple/     each torch's variant wheels (PEP 825) and variants files, for uv
+                             (builder/store/variants.py); the variant wheel lies in its entry
 
 A shared directory *is* a cache (builder.cache.Cache): its per-key lock and atomic renames make
 concurrent writers safe. In a bucket, the wheel and entry.json are written with If-None-Match: *,
@@ -32,7 +34,8 @@ from builder.store import index
 from builder.store.cache import Cache, Entry, match_key
 
 # Fields Cache.store writes itself; a pulled entry's metadata is stored without them.
-STORED_FIELDS = ("key", "wheel", "sha256", "size", "created", "object", "core_metadata_sha256", "requires_python")
+STORED_FIELDS = ("key", "wheel", "sha256", "size", "created", "object", "core_metadata_sha256", "requires_python",
+                 "variant")
 HTTP_TIMEOUT_S = 30
 
 
@@ -240,6 +243,10 @@ class S3Store:
             meta["sha256"] = base64.b64decode(head["ChecksumSHA256"]).hex()
             meta["size"] = head["ContentLength"]
             meta.pop("core_metadata_sha256", None)  # another writer's wheel: its metadata file is that writer's
+        variant = entry.path / str((meta.get("variant") or {}).get("wheel", ""))
+        if meta.get("variant") and not (variant.is_file() and self._put_new(f"entries/{entry.key}/{variant.name}",
+                                                                             variant, checksum=True)):
+            meta.pop("variant")  # only the writer of the variant wheel (builder/store/variants.py) lists it
         wrote = self._put_new(f"entries/{entry.key}/entry.json", json.dumps(meta, indent=2).encode())
         self.write_index()
         return wrote
@@ -255,7 +262,7 @@ class S3Store:
                 return
             metas = [m for m in (self.entry(k) for k in sorted(listed)) if m is not None]
             for path, page in index.published_pages(metas).items():
-                self._put(path, page.encode(), "text/html")
+                self._put(path, page.encode(), "application/json" if path.endswith(".json") else "text/html")
             self._put("index.json", index.entries_json(metas).encode(), "application/json")
             written = listed
 

@@ -90,7 +90,7 @@ def _rewrite_metadata(data: bytes, version: str, rules: RequirementRules) -> byt
     return (head + "".join(added) + text[cut:]).encode("utf-8")
 
 
-def _rebuild(wheel: Path, target: Path, stem: str, files: Mapping[str, bytes]) -> None:
+def rebuild_wheel(wheel: Path, target: Path, stem: str, files: Mapping[str, bytes]) -> None:
     """Copy `wheel` to `target`: dist-info and .data renamed to `stem`, `files` put in dist-info.
 
     Members go in name order with dist-info last, a new RECORD closing it; every member gets the
@@ -162,7 +162,7 @@ def retag(
         raise UsageError(f"retagging {wheel.name} into {out_dir} would overwrite it")
     prov = json.dumps(dict(provenance), indent=2, sort_keys=True, default=str) + "\n"
     metadata = _rewrite_metadata(read_member(wheel, "METADATA") or b"", version, rules)
-    _rebuild(wheel, target, f"{name}-{version}", {**files, "METADATA": metadata, PROVENANCE: prov.encode()})
+    rebuild_wheel(wheel, target, f"{name}-{version}", {**files, "METADATA": metadata, PROVENANCE: prov.encode()})
     return target
 
 

@@ -4,9 +4,13 @@
     /env/<python>/torch<v>/cu<c>/cxx11abi<A>/sm<gpu>/simple/[<project>/]
                                                             the builds that load in that environment
                                                             (builder/store/environments.py)
+    /variants/torch<v>/cu<c>/cxx11abi<A>/simple/[<project>/[<name>-<version>-variants.json]]
+                                                            the variant wheels (PEP 825) built against
+                                                            one torch, for uv (builder/store/variants.py)
     /entries/<key>/<wheel>[.metadata] /entries/<key>/entry.json /index.json
                                                             the stored files: pip's downloads, PEP 658
                                                             metadata, and a read-only --cache-url
+    /[?env=<python>/torch<v>/cu<c>/cxx11abi<A>/sm<gpu>]     the page for people (builder/store/page.py)
 
 Index pages are negotiated by the Accept header (PEP 691): PEP 691 JSON to a client that weights
 it highest (pip >= 22.2, uv), `application/vnd.pypi.simple.v1+html` to one that asks for that, and
@@ -21,17 +25,22 @@ is served.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+import zipfile
+from collections.abc import Callable, Mapping, Sequence
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from packaging.utils import canonicalize_name
 
-from builder.store import index
-from builder.store.cache import Cache
+from builder.errors import BuilderError
+from builder.store import index, page
+from builder.store.cache import Cache, Entry
 from builder.store.environments import Environment
+from builder.store.retag import read_provenance
+from builder.store.variants import VariantsRoot
 
 _SAFE_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 _PAGE_TYPES = (index.JSON_TYPE, index.HTML_TYPE, index.LEGACY_HTML_TYPE)  # preferred first among equals
@@ -83,10 +92,21 @@ def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
     return first, min(last, size - 1)
 
 
-def make_server(cache: Cache, host: str, port: int,
-                log: Callable[[str], None] | None = None) -> ThreadingHTTPServer:
+def make_server(cache: Cache, host: str, port: int, log: Callable[[str], None] | None = None,
+                matrix: Sequence[page.MatrixCell] | None = None) -> ThreadingHTTPServer:
     """A server over `cache`, bound but not yet serving (port 0 picks a free port). `log`, when
-    given, receives one line per request ("GET /simple/ 200")."""
+    given, receives one line per request ("GET /simple/ 200"); `matrix`, the cells the page at /
+    shows as built or missing."""
+    provenances: dict[tuple[str, str], Mapping[str, Any]] = {}
+
+    def provenance(entry: Entry) -> Mapping[str, Any]:
+        """The wheel's builder.json, read once per key and hash ({} for one without)."""
+        if (entry.key, entry.sha256) not in provenances:
+            try:
+                provenances[entry.key, entry.sha256] = read_provenance(entry.wheel)
+            except (BuilderError, OSError, ValueError, zipfile.BadZipFile):
+                provenances[entry.key, entry.sha256] = {}
+        return provenances[entry.key, entry.sha256]
 
     class Handler(BaseHTTPRequestHandler):
         server_version = "builder-cache"
@@ -100,7 +120,9 @@ def make_server(cache: Cache, host: str, port: int,
         def respond(self, *, send_body: bool) -> None:
             path = unquote(urlsplit(self.path).path)
             parts = [p for p in path.split("/") if p]
-            if parts[:1] == ["env"] and len(parts) >= 7 and parts[6] == "simple":
+            if not parts and path == "/":
+                self.people_page(send_body)
+            elif parts[:1] == ["env"] and len(parts) >= 7 and parts[6] == "simple":
                 env = Environment.from_path(parts[1:6])
                 if env is None:
                     self.send_error(HTTPStatus.NOT_FOUND)
@@ -108,6 +130,8 @@ def make_server(cache: Cache, host: str, port: int,
                 self.index_page(env, parts[:7], parts[7:], path, send_body)
             elif parts[:1] == ["simple"]:
                 self.index_page(None, parts[:1], parts[1:], path, send_body)
+            elif parts[:1] == ["variants"] and len(parts) >= 5 and parts[4] == "simple":
+                self.variants_page(parts[:5], parts[5:], path, send_body)
             elif parts == ["index.json"]:
                 self.file(cache.root / "index.json", send_body)
             elif len(parts) == 3 and parts[0] == "entries" and all(_SAFE_PART.match(p) for p in parts[1:]):
@@ -143,6 +167,57 @@ def make_server(cache: Cache, host: str, port: int,
             self.send_headers(kind, len(data), Vary="Accept")
             if send_body:
                 self.wfile.write(data)
+
+        def variants_page(self, root: list[str], rest: list[str], path: str, send_body: bool) -> None:
+            """A variants root's pages and its {name}-{version}-variants.json files (PEP 825)."""
+            where = VariantsRoot.from_path(root[1:4])
+            if where is None or len(rest) > 2:
+                self.send_error(HTTPStatus.NOT_FOUND)
+                return
+            projects, documents = index.variant_listing((e.meta for e in cache.entries()), where)
+            if len(rest) == 2:
+                document = documents.get("/".join(rest))
+                if document is None:
+                    self.send_error(HTTPStatus.NOT_FOUND)
+                    return
+                self.body(document.encode(), "application/json", send_body)
+                return
+            if not path.endswith("/"):
+                self.redirect(path + "/")
+                return
+            project = rest[0] if rest else None
+            if project is not None and canonicalize_name(project) != project:
+                self.redirect(f"/{'/'.join(root)}/{canonicalize_name(project)}/")
+                return
+            if project is not None and project not in projects:
+                self.send_error(HTTPStatus.NOT_FOUND)
+                return
+            kind = page_type(self.headers.get("Accept", ""))
+            if project is None:
+                text = index.root_json(projects) if kind == index.JSON_TYPE else index.root_html(projects)
+            else:
+                files = projects[project]
+                text = index.project_json(project, files) if kind == index.JSON_TYPE else index.project_html(files)
+            self.body(text.encode(), kind, send_body, Vary="Accept")
+
+        def body(self, data: bytes, kind: str, send_body: bool, **extra: str) -> None:
+            self.send_response(HTTPStatus.OK)
+            self.send_headers(kind, len(data), **extra)
+            if send_body:
+                self.wfile.write(data)
+
+        def people_page(self, send_body: bool) -> None:
+            entries = cache.entries()
+            by_key = {e.key: e for e in entries}
+            chosen = page.parse_env(parse_qs(urlsplit(self.path).query).get("env", [""])[0])
+            fallback = f"http://{server.server_address[0]!s}:{server.server_address[1]}"
+            body = page.render([e.meta for e in entries], base=page.server_base(self.headers.get("Host"), fallback),
+                               chosen=chosen, provenance=lambda m: provenance(by_key[str(m["key"])]),
+                               matrix=matrix).encode()
+            self.send_response(HTTPStatus.OK)
+            self.send_headers("text/html; charset=utf-8", len(body))
+            if send_body:
+                self.wfile.write(body)
 
         def file(self, path: Path, send_body: bool) -> None:
             if not path.is_file():
@@ -192,5 +267,6 @@ def make_server(cache: Cache, host: str, port: int,
         def log_message(self, format: str, *args: object) -> None:
             pass
 
-    return ThreadingHTTPServer((host, port), Handler)
+    server = ThreadingHTTPServer((host, port), Handler)
+    return server
 
