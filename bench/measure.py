@@ -20,6 +20,16 @@ from pathlib import Path
 import psutil
 
 
+def append_results(results: Path, heading: str, columns: tuple[str, str], rows: list[str], intro: str = "") -> str:
+    """Append a `### DATE — heading` section with a two-column table to bench/RESULTS.md; its text."""
+    section = "\n".join([f"\n### {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} — {heading}\n",
+                         *([intro + "\n"] if intro else []),
+                         f"| {columns[0]} | {columns[1]} |", "| --- | --- |", *rows, ""])
+    with results.open("a") as out:
+        out.write(section)
+    return section
+
+
 def sample_memory(stop: threading.Event, peak: list[float], interval: float) -> None:
     """Record the peak of memory in use on the machine (total - available)."""
     while not stop.is_set():

@@ -6,6 +6,8 @@ the command that produced it.
     python bench/run.py --upstream --baseline   # + plain pip wheel of causal-conv1d, default archs (~1 h)
     python bench/run.py --sccache       # + causal-conv1d under --ccache: cold, then a warm rebuild
     python bench/run.py --split         # + causal-conv1d sm_86, --jobs 2, without and with split compiles
+    python bench/run.py --compile-cache --only   # fixture: cold vs from a compile cache on S3 (moto, loopback)
+    python bench/run.py --farm --only   # fixture: local vs a loopback farm of two 1-core servers (per-file overhead)
 
 Every build here runs in a fresh cache under a temporary directory, with sources copied from
 cache/sources (fetched first with `builder fetch`), so nothing is a hit unless it should be.
@@ -14,13 +16,18 @@ cache/sources (fetched first with `builder fetch`), so nothing is a hit unless i
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import platform
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psutil
@@ -29,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from measure import measure  # noqa: E402
+from measure import append_results, measure  # noqa: E402
 
 from builder.building.patching import apply_patches  # noqa: E402
 from builder.building.source import extract  # noqa: E402
@@ -155,6 +162,114 @@ def bench_sccache(work: Path) -> list[str]:
     ]
 
 
+@contextlib.contextmanager
+def environment(**values: str) -> Iterator[None]:
+    """The builds started inside see these variables too."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(check: Callable[[], bool], what: str, seconds: float = 120) -> None:
+    deadline = time.monotonic() + seconds
+    while not check():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"never happened: {what}")
+        time.sleep(0.5)
+
+
+def bench_compile_cache(work: Path) -> list[str]:
+    """The fixture built twice against a moto S3 server on loopback with compile-cache on S3: cold
+    (an empty store), then the same key from a fresh local cache (--force: compiled, not pulled)."""
+    import boto3
+
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    credentials = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1",
+                   "AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{port}"}
+    try:
+        wait_until(lambda: socket.socket().connect_ex(("127.0.0.1", port)) == 0, "moto listening")
+        boto3.client("s3", endpoint_url=credentials["AWS_ENDPOINT_URL_S3"], region_name="us-east-1",
+                     aws_access_key_id="bench", aws_secret_access_key="bench").create_bucket(Bucket="bench")
+        args = (str(FIXTURE_RECIPE), "--arch", "86", "--no-install", "--compile-cache", "s3://bench/compile")
+        with environment(**credentials):
+            cold, cold_result = timed_build(work / "cc-first", *args)
+            shared, shared_result = timed_build(work / "cc-second", *args, "--force")
+    finally:
+        server.terminate()
+        server.wait()
+
+    def said(result: dict[str, object]) -> str:
+        stats, timings = result["sccache"], result["timings"]
+        assert isinstance(stats, dict) and isinstance(timings, dict)
+        return f"compile step {timings['compile']} s; hits {stats['hits']}, misses {stats['misses']}"
+    return [
+        f"| fixture sm_86, `--compile-cache s3://...` (moto on loopback), cold | {cold['wall_s']} s wall; "
+        f"{said(cold_result)} |",
+        f"| the same key from a fresh local cache (`--force`), the store shared | {shared['wall_s']} s wall; "
+        f"{said(shared_result)} |",
+        f"| **cold / shared** | **{ratio(cold, shared, 'wall_s')}** wall |",
+    ]
+
+
+def bench_farm(work: Path) -> list[str]:
+    """The fixture through a loopback farm (a scheduler and two build servers of one core each, all
+    `builder farm` processes) against the same build here under --ccache, both from empty stores: the
+    difference in the compile step per compiled file is the per-file overhead bench/farm_predict.py
+    takes."""
+    cache, port = work / "farm-cache", free_port()
+    url = f"http://127.0.0.1:{port}"
+    started = [subprocess.Popen(builder("farm", "scheduler", "--listen", f"127.0.0.1:{port}", "--cache", str(cache)),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)]
+    tokens = cache / "farm"
+    try:
+        wait_until(lambda: (tokens / "server-token").is_file(), "the scheduler's tokens")
+        for _ in range(2):
+            started.append(subprocess.Popen(
+                builder("farm", "server", "--scheduler", url, "--token-file", str(tokens / "server-token"),
+                        "--addr", f"127.0.0.1:{free_port()}", "--cores", "1", "--cache", str(cache)),
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
+        farm_env = {"BUILDER_FARM": url, "BUILDER_FARM_TOKEN_FILE": str(tokens / "client-token")}
+        with environment(**farm_env):
+            wait_until(lambda: '"servers": 2' in subprocess.run(builder("farm", "status", "--json"),
+                                                                  capture_output=True, text=True).stdout,
+                       "two servers registered")
+        args = (str(FIXTURE_RECIPE), "--arch", "86", "--no-install")
+        local, local_result = timed_build(work / "farm-local", *args, "--ccache")
+        with environment(**farm_env):
+            farmed, farm_result = timed_build(work / "farm-remote", *args)
+    finally:
+        for process in started:
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait()
+    here, there, stats = local_result["timings"], farm_result["timings"], farm_result["sccache"]
+    assert isinstance(here, dict) and isinstance(there, dict) and isinstance(stats, dict)
+    files = len(list((FIXTURE_RECIPE.parent / "csrc").glob("*.c[up]*")))  # binding.cpp and the .cu files
+    per_file = (there["compile"] - here["compile"]) / files
+    return [
+        f"| fixture sm_86 here, `--ccache`, empty store | {local['wall_s']} s wall; compile step {here['compile']} s |",
+        f"| the same through the loopback farm (2 servers x 1 core) | {farmed['wall_s']} s wall; compile step "
+        f"{there['compile']} s; steps per server {stats.get('distributed')}, failed over to here "
+        f"{stats.get('distributed_failed', 0)} |",
+        f"| **per-file overhead of the farm** (compile step difference / {files} compiled files) | "
+        f"**{per_file:.1f} s** |",
+    ]
+
+
 def bench_split(work: Path) -> list[str]:
     """causal-conv1d for sm_86 on 2 jobs, each in a fresh cache starting from the shipped reference
     costs (heaviest first either way): --no-split-compile, then with split compiles allowed."""
@@ -219,6 +334,10 @@ def main() -> int:
     parser.add_argument("--sccache", action="store_true", help="also causal-conv1d cold vs warm under --ccache")
     parser.add_argument("--split", action="store_true",
                         help="also causal-conv1d sm_86 on 2 jobs without and with split compiles (~2 x 5-9 min)")
+    parser.add_argument("--compile-cache", action="store_true",
+                        help="also the fixture cold vs from a shared compile cache on S3 (moto on loopback)")
+    parser.add_argument("--farm", action="store_true",
+                        help="also the fixture here vs through a loopback farm (needs root and bubblewrap)")
     parser.add_argument("--only", action="store_true",
                         help="only the benchmarks asked for (--upstream, --sccache, --split), not the fixture ones")
     parser.add_argument("--results", type=Path, default=ROOT / "bench" / "RESULTS.md")
@@ -237,15 +356,15 @@ def main() -> int:
             rows += bench_sccache(work)
         if args.split:
             rows += bench_split(work)
+        if args.compile_cache:
+            rows += bench_compile_cache(work)
+        if args.farm:
+            rows += bench_farm(work)
     machine = f"{platform.node()}: {psutil.cpu_count()} cores, {psutil.virtual_memory().total / 1024**3:.0f} GB"
-    flags = "".join(f" --{flag}" for flag in ("upstream", "baseline", "sccache", "split", "only")
+    flags = "".join(f" --{flag.replace('_', '-')}" for flag in ("upstream", "baseline", "sccache", "split",
+                                                                 "compile_cache", "farm", "only")
                     if getattr(args, flag))
-    section = "\n".join([
-        f"\n### {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} — `python bench/run.py{flags}` on {machine}\n",
-        "| what | measured |", "| --- | --- |", *rows, ""])
-    with args.results.open("a") as results:
-        results.write(section)
-    print(section)
+    print(append_results(args.results, f"`python bench/run.py{flags}` on {machine}", ("what", "measured"), rows))
     return 0
 
 
