@@ -122,7 +122,8 @@ def farm_scheduler(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
                  f"builds:  BUILDER_FARM={shown} BUILDER_FARM_TOKEN_FILE=<a copy of {made.client}>",
                  f"servers: builder farm server --scheduler {shown} --token-file <a copy of {made.server}>"):
         ws.reporter.say(line)
-    run_service([farm.sccache_dist(), "scheduler", "--config", str(config)], ws, "farm-scheduler")
+    run_service([farm.sccache_dist(), "scheduler", "--config", str(config)], ws, "farm-scheduler",
+                "sccache-dist scheduler")
     return 0
 
 
@@ -138,7 +139,7 @@ def farm_server(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
                                farm.server_config(scheduler, public, token, folder, bwrap))
     ws.reporter.say(f"build server {public} for {scheduler} (config {config}, sandboxes by {bwrap})")
     run_service([*farm.cpu_list(args.cores), farm.sccache_dist(), "server", "--config", str(config)], ws,
-                f"farm-server-{public.rsplit(':', 1)[1]}")
+                f"farm-server-{public.rsplit(':', 1)[1]}", "sccache-dist server")
     return 0
 
 
@@ -152,10 +153,10 @@ def farm_status_command(args: argparse.Namespace, ws: Workspace, out: Output) ->
     return 0
 
 
-def run_service(command: list[str], ws: Workspace, name: str) -> None:
+def run_service(command: list[str], ws: Workspace, name: str, what: str) -> None:
     """A farm process in the foreground until it ends or builder is stopped (Ctrl-C, SIGTERM: it
     ends with builder), its output shown and logged."""
     log = ws.cache.dir("logs") / f"{name}.log"
     ws.reporter.say(f"log: {log}; Ctrl-C stops it")
     call(command, log_path=log, env={**ws.environ, "SCCACHE_NO_DAEMON": "1"}, on_line=ws.reporter.say,
-         what=f"sccache-dist {command[command.index('--config') - 1]}")
+         what=what)
