@@ -166,7 +166,7 @@ def corrupt_copy(cache: Path, into: Path) -> tuple[Path, Path]:
     """A copy of `cache` whose one entry's wheel has a byte flipped: (the entry, its wheel)."""
     subprocess.run(["cp", "-a", str(cache), str(into)], check=True)
     [entry] = (into / "entries").iterdir()
-    [wheel] = entry.glob("*.whl")
+    wheel = entry / json.loads((entry / "entry.json").read_text())["wheel"]  # not its variant form beside it
     data = bytearray(wheel.read_bytes())
     data[len(data) // 2] ^= 0xFF
     wheel.write_bytes(bytes(data))
