@@ -144,29 +144,8 @@ def make_server(cache: Cache, host: str, port: int, log: Callable[[str], None] |
             if len(rest) > 1:
                 self.send_error(HTTPStatus.NOT_FOUND)
                 return
-            if not path.endswith("/"):
-                self.redirect(path + "/")
-                return
-            project = rest[0] if rest else None
-            if project is not None and canonicalize_name(project) != project:
-                self.redirect(f"/{'/'.join(root)}/{canonicalize_name(project)}/")
-                return
-            kind = page_type(self.headers.get("Accept", ""))
-            as_json = kind == index.JSON_TYPE
-            projects = index.listing((e.meta for e in cache.entries()), env)
-            if project is None:
-                body = index.root_json(projects) if as_json else index.root_html(projects)
-            elif project in projects:
-                files = projects[project]
-                body = index.project_json(project, files) if as_json else index.project_html(files)
-            else:
-                self.send_error(HTTPStatus.NOT_FOUND)
-                return
-            data = body.encode()
-            self.send_response(HTTPStatus.OK)
-            self.send_headers(kind, len(data), Vary="Accept")
-            if send_body:
-                self.wfile.write(data)
+            self.listing_page(root, rest, lambda: index.listing((e.meta for e in cache.entries()), env), path,
+                              send_body)
 
         def variants_page(self, root: list[str], rest: list[str], path: str, send_body: bool) -> None:
             """A variants root's pages and its {name}-{version}-variants.json files (PEP 825)."""
@@ -182,6 +161,12 @@ def make_server(cache: Cache, host: str, port: int, log: Callable[[str], None] |
                     return
                 self.body(document.encode(), "application/json", send_body)
                 return
+            self.listing_page(root, rest, lambda: projects, path, send_body)
+
+        def listing_page(self, root: list[str], rest: list[str], listed: Callable[[], Mapping[str, Any]],
+                         path: str, send_body: bool) -> None:
+            """A root's page (rest empty) or a project's, in the type the client asks for: the
+            folder form and the project's normalized name by redirect, an unknown project 404."""
             if not path.endswith("/"):
                 self.redirect(path + "/")
                 return
@@ -189,6 +174,7 @@ def make_server(cache: Cache, host: str, port: int, log: Callable[[str], None] |
             if project is not None and canonicalize_name(project) != project:
                 self.redirect(f"/{'/'.join(root)}/{canonicalize_name(project)}/")
                 return
+            projects = listed()
             if project is not None and project not in projects:
                 self.send_error(HTTPStatus.NOT_FOUND)
                 return
