@@ -13,7 +13,7 @@ PYTEST := $(PY) -m pytest
 # A checkout keeps its cache in ./cache (an installed builder uses the user cache dir).
 export BUILDER_CACHE_DIR ?= $(CURDIR)/cache
 
-.PHONY: setup demo build test test-slow test-full test-all toolchain-11.8 bench lint clean
+.PHONY: setup demo build test test-slow test-full test-all toolchain-11.8 system-tools bench lint clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,14 @@ test-full: setup
 	$(PYTEST) -m "full" -q --timeout 0
 
 test-all: test test-slow
+
+# Debian packages the fast suite uses (root, apt): GNU patch (recipes' patches), and, skipped naming this target where missing,
+# bubblewrap (a build farm's sandboxes: tests/test_farm.py), chromium and its driver (the cache page
+# in a browser: tests/test_cache_page.py).
+SYSTEM_TOOLS := patch bubblewrap chromium chromium-driver
+system-tools:
+	@command -v patch >/dev/null && command -v bwrap >/dev/null && command -v chromium >/dev/null \
+	  && command -v chromedriver >/dev/null || { apt-get update -qq && apt-get install -y -qq $(SYSTEM_TOOLS); }
 
 # CUDA 11.8 and g++-11 from Debian's archive (root, apt; about 1.6 GB): what the 11.8 tests use.
 toolchain-11.8: setup

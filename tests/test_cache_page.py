@@ -36,8 +36,7 @@ from tests.conftest import (
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 needs_browser = pytest.mark.skipif(
     CHROMIUM is None or CHROMEDRIVER is None or importlib.util.find_spec("selenium") is None,
-    reason="needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver; .ci/run "
-           "installs them) and selenium (the test extra)")
+    reason="needs Debian's chromium and chromium-driver (make system-tools) and selenium (make setup)")
 
 
 def get(url: str) -> str:

@@ -26,7 +26,7 @@ from tests.conftest import ROOT, FixtureBuild, builder_json, run_builder, wait_f
 from tests.test_build_fixture import CUOBJDUMP
 
 pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None or os.geteuid() != 0,
-                                reason="a build server needs root and bubblewrap: apt-get install bubblewrap")
+                                reason="a build server needs root and bubblewrap: make system-tools")
 
 
 def free_port() -> int:

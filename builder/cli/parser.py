@@ -16,6 +16,7 @@ import platformdirs
 from builder import __version__
 from builder.errors import UsageError
 from builder.fleet.ci_github import DEFAULT_CACHE_URL
+from builder.fleet.farm import DEFAULT_SCHEDULER_ADDR
 
 EPILOG = """examples:
   builder build causal-conv1d --arch 86           build for sm_86 against this Python's torch
@@ -298,8 +299,8 @@ def _add_fleet_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     farm_sub = farm_parser.add_subparsers(dest="farm_command", required=True, metavar="ACTION")
     scheduler = farm_sub.add_parser("scheduler", parents=[common],
                                     help="run the farm's scheduler here (makes its tokens once, under the cache)")
-    scheduler.add_argument("--listen", default="0.0.0.0:10600", metavar="HOST:PORT",
-                           help="address the scheduler listens on (default 0.0.0.0:10600)")
+    scheduler.add_argument("--listen", default=DEFAULT_SCHEDULER_ADDR, metavar="HOST:PORT",
+                           help=f"address the scheduler listens on (default {DEFAULT_SCHEDULER_ADDR})")
     server = farm_sub.add_parser("server", parents=[common],
                                  help="run a build server here (root, bubblewrap), taking steps from a scheduler")
     server.add_argument("--scheduler", required=True, metavar="URL", help="the scheduler's http://host:port")
