@@ -14,6 +14,7 @@ import email.parser
 import hashlib
 import io
 import re
+import struct
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,6 +30,9 @@ DEFAULT_TIME = (1980, 1, 1, 0, 0, 0)  # the earliest time a zip can hold: no bui
 DEFAULT_EPOCH = 315532800  # the same instant as seconds since 1970 (UTC): the SOURCE_DATE_EPOCH of builds
 EXECUTABLE = 0o755 << 16
 REGULAR = 0o644 << 16
+# Where a local file header's name and extra-field lengths sit (APPNOTE.TXT 4.3.7: the header is
+# 30 bytes, these two 2-byte fields its last).
+_LOCAL_NAME_LENGTHS = 26
 
 
 def dist_info(archive: zipfile.ZipFile, wheel: Path) -> str:
@@ -108,6 +112,41 @@ class WheelWriter:
         info.file_size = size  # lets zipfile pick zip64 for members over 2 GiB
         with self.archive.open(info, "w") as out:
             self.rows.append((name, *record_hash(source, out)))
+
+    def copy(self, source: Path, member: zipfile.ZipInfo, name: str, *, date_time: tuple[int, ...] = DEFAULT_TIME,
+             attributes: int = REGULAR) -> None:
+        """Member `member` of the wheel at `source` as `name`. A deflated member's compressed bytes are
+        copied as they are (deflating flash-attn's 400 MB library again took 12 s, inflating it to hash
+        takes about 1 s); its contents are read once for RECORD, checked against its CRC on the way."""
+        if member.compress_type != zipfile.ZIP_DEFLATED:
+            with zipfile.ZipFile(source) as archive, archive.open(member) as src:
+                self.add(name, src, member.file_size, date_time=date_time, attributes=attributes)
+            return
+        with zipfile.ZipFile(source) as archive, archive.open(member) as src:
+            row = record_hash(src)
+        info = zipfile.ZipInfo(name, date_time)  # type: ignore[arg-type]
+        info.external_attr, info.compress_type = attributes, zipfile.ZIP_DEFLATED
+        info.CRC, info.compress_size, info.file_size = member.CRC, member.compress_size, member.file_size
+        # What ZipFile.writestr does for a member it compressed itself (CPython Lib/zipfile: the local
+        # header, the data, then the entry in the central directory that close() writes).
+        out, zip64 = self.archive.fp, max(info.file_size, info.compress_size) > zipfile.ZIP64_LIMIT
+        assert out is not None
+        info.header_offset = out.tell()
+        out.write(info.FileHeader(zip64))
+        with open(source, "rb") as raw:
+            raw.seek(member.header_offset + _LOCAL_NAME_LENGTHS)
+            name_length, extra_length = struct.unpack("<HH", raw.read(4))
+            raw.seek(name_length + extra_length, io.SEEK_CUR)
+            left = member.compress_size
+            while left > 0 and (chunk := raw.read(min(_CHUNK, left))):
+                out.write(chunk)
+                left -= len(chunk)
+        if left:
+            raise BuildError(f"{source.name}: {member.filename} is cut short")
+        self.archive.filelist.append(info)
+        self.archive.NameToInfo[name] = info
+        self.archive.start_dir = out.tell()
+        self.rows.append((name, *row))
 
     def add_bytes(self, name: str, data: bytes, **kwargs: object) -> None:
         self.add(name, io.BytesIO(data), len(data), **kwargs)  # type: ignore[arg-type]

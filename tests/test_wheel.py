@@ -237,3 +237,24 @@ def test_retagged_wheel_installs_with_pip(built: dict[str, Path], venv: Path, tm
     assert requires == ["einops==0.8.1", 'numpy; python_version > "3"', "ninja==1.11.1.4"]
     assert json.loads(provenance) == PROVENANCE
     assert (venv.parent / "tiny-tool").exists()
+
+
+def test_retag_copies_members_as_compressed_and_keeps_stored_ones(tmp_path: Path) -> None:
+    """Deflated members keep their compressed bytes (no second deflate of a large .so); a stored
+    member is written deflated; the contents, the RECORD and zip's own CRC check all hold."""
+    library = os.urandom(1 << 16) + bytes(1 << 20)  # part incompressible, part not
+    wheel = tmp_path / "raw_pkg-1.0-cp312-cp312-linux_x86_64.whl"
+    with zipfile.ZipFile(wheel, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("raw_pkg/_C.so", library)
+        archive.writestr("raw_pkg/data.bin", b"stored " * 100, compress_type=zipfile.ZIP_STORED)
+        archive.writestr("raw_pkg-1.0.dist-info/METADATA", "Metadata-Version: 2.1\nName: raw-pkg\nVersion: 1.0\n")
+        archive.writestr("raw_pkg-1.0.dist-info/WHEEL", "Wheel-Version: 1.0\nRoot-Is-Purelib: false\n")
+        archive.writestr("raw_pkg-1.0.dist-info/RECORD", "")
+    out = retag(wheel, tmp_path / "out", local=LABEL, rules=RequirementRules(), provenance={})
+    check_record(out)
+    with zipfile.ZipFile(wheel) as before, zipfile.ZipFile(out) as after:
+        assert after.testzip() is None
+        assert after.read("raw_pkg/_C.so") == library and after.read("raw_pkg/data.bin") == b"stored " * 100
+        so_before, so_after = before.getinfo("raw_pkg/_C.so"), after.getinfo("raw_pkg/_C.so")
+        assert (so_after.compress_size, so_after.CRC) == (so_before.compress_size, so_before.CRC)
+        assert after.getinfo("raw_pkg/data.bin").compress_type == zipfile.ZIP_DEFLATED

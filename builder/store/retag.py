@@ -94,8 +94,9 @@ def rebuild_wheel(wheel: Path, target: Path, stem: str, files: Mapping[str, byte
     """Copy `wheel` to `target`: dist-info and .data renamed to `stem`, `files` put in dist-info.
 
     Members go in name order with dist-info last, a new RECORD closing it; every member gets the
-    fixed time and mode 755 (any execute bit set before) or 644, so the bytes depend on nothing but
-    the members' contents.
+    fixed time and mode 755 (any execute bit set before) or 644. Members keep their compressed bytes,
+    so the result depends on the members' contents and the compressor that wrote them (one build
+    backend and zlib: the same bytes).
     """
     with open_wheel(wheel) as source, write_wheel(target, f"{stem}.dist-info") as out:
         old, new = dist_info(source, wheel), out.dist_info
@@ -104,8 +105,7 @@ def rebuild_wheel(wheel: Path, target: Path, stem: str, files: Mapping[str, byte
         members = [i for i in source.infolist() if not i.is_dir() and i.filename not in skip]
         renamed = {i.filename: _renamed(i.filename, renames) for i in members}
         for info in sorted(members, key=lambda i: (i.filename.startswith(old), renamed[i.filename])):
-            with source.open(info) as src:
-                out.add(renamed[info.filename], src, info.file_size, date_time=DEFAULT_TIME, attributes=_mode(info))
+            out.copy(wheel, info, renamed[info.filename], date_time=DEFAULT_TIME, attributes=_mode(info))
         for path, data in sorted(files.items()):
             out.add_bytes(f"{new}/{path}", data, date_time=DEFAULT_TIME, attributes=REGULAR)
 
