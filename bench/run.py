@@ -8,6 +8,7 @@ the command that produced it.
     python bench/run.py --split         # + causal-conv1d sm_86, --jobs 2, without and with split compiles
     python bench/run.py --compile-cache --only   # fixture: cold vs from a compile cache on S3 (moto, loopback)
     python bench/run.py --farm --only   # fixture: local vs a loopback farm of two 1-core servers (per-file overhead)
+    python bench/run.py --overheads --only   # the gate's sampling CPU; retagging a wheel with a large library
 
 Every build here runs in a fresh cache under a temporary directory, with sources copied from
 cache/sources (fetched first with `builder fetch`), so nothing is a hit unless it should be.
@@ -325,6 +326,66 @@ def bench_flash_attn(work: Path) -> list[str]:
     return rows
 
 
+def bench_gate_sampling(work: Path, processes: int = 300, seconds: float = 5.0) -> list[str]:
+    """The compile gate's own CPU while a compile runs: it samples the compiler's process tree, and
+    psutil's children() reads every process in /proc. A 5 s `sleep` stands in for the compiler, with
+    `processes` more sleeping processes on the machine (a 16-job build's nvcc pipelines and gates),
+    sampled every 0.05 s (the interval before 1f9d319) and every gate.SAMPLE_SECONDS."""
+    from builder.building import gate
+
+    def gate_cpu_per_second(interval: float) -> float:
+        saved, gate.SAMPLE_SECONDS = gate.SAMPLE_SECONDS, interval
+        before, start = time.process_time(), time.monotonic()
+        try:
+            gate.run_sampled(["sleep", str(seconds)])
+        finally:
+            gate.SAMPLE_SECONDS = saved
+        return (time.process_time() - before) / (time.monotonic() - start)
+
+    sleepers = [subprocess.Popen(["sleep", "600"]) for _ in range(processes)]
+    try:
+        total = len(psutil.pids())
+        old, new = gate_cpu_per_second(0.05), gate_cpu_per_second(gate.SAMPLE_SECONDS)
+    finally:
+        for sleeper in sleepers:
+            sleeper.kill()
+            sleeper.wait()
+    return [f"| the gate's CPU per second of a compile, {total} processes on the machine, sampling every 0.05 s "
+            f"/ every {gate.SAMPLE_SECONDS:g} s | {old:.4f} / {new:.4f} core |",
+            f"| **0.05 s / {gate.SAMPLE_SECONDS:g} s** | **{old / new:.1f}** |"]
+
+
+def bench_retag(work: Path) -> list[str]:
+    """Retagging a wheel whose library is large (torch's largest, as flash-attn's 400 MB one stands
+    in): builder's rebuild_wheel, which copies deflated members as they are, against deflating every
+    member again (what it did before 6a15be2)."""
+    import zipfile
+
+    import torch
+
+    from builder.store.retag import rebuild_wheel
+
+    library = max((Path(torch.__file__).parent / "lib").glob("*.so"), key=lambda p: p.stat().st_size)
+    wheel = work / "big_pkg-1.0-cp312-cp312-linux_x86_64.whl"
+    with zipfile.ZipFile(wheel, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.write(library, "big_pkg/_C.so")
+        archive.writestr("big_pkg-1.0.dist-info/METADATA", "Metadata-Version: 2.1\nName: big-pkg\nVersion: 1.0\n")
+        archive.writestr("big_pkg-1.0.dist-info/RECORD", "")
+    start = time.monotonic()
+    rebuild_wheel(wheel, work / "big_pkg-1.0+x-cp312-cp312-linux_x86_64.whl", "big_pkg-1.0+x", {})
+    copied = time.monotonic() - start
+    start = time.monotonic()
+    with zipfile.ZipFile(wheel) as source, zipfile.ZipFile(work / "deflated.whl", "w", zipfile.ZIP_DEFLATED) as out:
+        for info in source.infolist():
+            with source.open(info) as src, out.open(info.filename, "w") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+    deflated = time.monotonic() - start
+    size = library.stat().st_size / 1e6
+    return [f"| rebuild a wheel holding a {size:.0f} MB library ({library.name}): members copied as compressed "
+            f"/ deflated again | {copied:.2f} s / {deflated:.2f} s |",
+            f"| **deflated again / copied** | **{deflated / copied:.1f}** |"]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--upstream", action="store_true", help="also the causal-conv1d and flash-attn benchmarks")
@@ -338,6 +399,8 @@ def main() -> int:
                         help="also the fixture cold vs from a shared compile cache on S3 (moto on loopback)")
     parser.add_argument("--farm", action="store_true",
                         help="also the fixture here vs through a loopback farm (needs root and bubblewrap)")
+    parser.add_argument("--overheads", action="store_true",
+                        help="also the gate's sampling CPU and retagging a wheel with a large library")
     parser.add_argument("--only", action="store_true",
                         help="only the benchmarks asked for (--upstream, --sccache, --split), not the fixture ones")
     parser.add_argument("--results", type=Path, default=ROOT / "bench" / "RESULTS.md")
@@ -360,9 +423,11 @@ def main() -> int:
             rows += bench_compile_cache(work)
         if args.farm:
             rows += bench_farm(work)
+        if args.overheads:
+            rows += [*bench_gate_sampling(work), *bench_retag(work)]
     machine = f"{platform.node()}: {psutil.cpu_count()} cores, {psutil.virtual_memory().total / 1024**3:.0f} GB"
     flags = "".join(f" --{flag.replace('_', '-')}" for flag in ("upstream", "baseline", "sccache", "split",
-                                                                 "compile_cache", "farm", "only")
+                                                                 "compile_cache", "farm", "overheads", "only")
                     if getattr(args, flag))
     print(append_results(args.results, f"`python bench/run.py{flags}` on {machine}", ("what", "measured"), rows))
     return 0
