@@ -214,3 +214,36 @@ def test_waiting_for_a_lock_says_who_holds_it_and_how_long(tmp_path: Path, monke
     assert json.loads((tmp_path / "locks" / "k4.owner.json").read_text())["pid"] == os.getpid()
     taken.__exit__(None, None, None)
     assert not (tmp_path / "locks" / "k4.owner.json").exists()
+
+
+def test_farm_status_killed_with_9_leaves_no_sccache(tmp_path: Path) -> None:
+    """`builder farm status` asks the scheduler through a private sccache server; with builder killed
+    while the scheduler keeps it waiting, that server ends too (sccache left to start itself is a
+    daemon outside every session)."""
+    import socket
+
+    silent = socket.socket()  # a scheduler that accepts and never answers
+    silent.bind(("127.0.0.1", 0))
+    silent.listen()
+    env = {**os.environ, "BUILDER_FARM": f"http://127.0.0.1:{silent.getsockname()[1]}",
+           "BUILDER_FARM_TOKEN": "token", "TMPDIR": str(tmp_path)}
+
+    def servers() -> list[psutil.Process]:
+        found = []
+        for process in psutil.process_iter(["name"]):
+            with contextlib.suppress(psutil.Error):
+                if process.info["name"] == "sccache" and str(tmp_path) in process.environ().get("SCCACHE_CONF", ""):
+                    found.append(process)
+        return found
+
+    status = subprocess.Popen([sys.executable, "-m", "builder", "farm", "status"], cwd=ROOT, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: bool(servers()), "the status request's sccache server")
+        os.kill(status.pid, 9)
+        status.wait()
+        wait_until(lambda: not servers(), "no sccache of the killed status request left")
+    finally:
+        silent.close()
+        for process in servers():
+            process.kill()

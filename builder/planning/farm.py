@@ -84,13 +84,15 @@ def private_sccache_env(work: Path, config_text: str) -> dict[str, str]:
 
 
 def farm_status(sccache: str, farm: Farm, *, timeout: float = 60) -> FarmStatus:
-    """Ask the scheduler (`sccache --dist-status`, through a private sccache server)."""
+    """Ask the scheduler (`sccache --dist-status`, through a private sccache server that builder
+    starts in a session of its own, so it ends with builder however builder ends: left to start
+    itself, it would be a daemon outside every session)."""
+    from builder.building.sccache import server  # the build's server start; sccache imports Farm from here
+
     with tempfile.TemporaryDirectory(prefix="builder-farm-") as tmp:
         env = private_sccache_env(Path(tmp), farm.client_config(Path(tmp) / "toolchains"))
-        try:
+        with server(sccache, env, Path(tmp) / "server.log"):
             shown = capture([sccache, "--dist-status"], env=env, timeout=timeout)
-        finally:
-            capture([sccache, "--stop-server"], env=env, timeout=timeout)
     try:
         url, status = json.loads(shown.stdout)["SchedulerStatus"]
         return FarmStatus(url.rstrip("/"), int(status["num_servers"]), int(status["num_cpus"]),
