@@ -12,6 +12,8 @@ the local file tree and the real server on loopback; pip against the same root i
 from __future__ import annotations
 
 import hashlib
+import html
+import io
 import json
 import re
 import shutil
@@ -19,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import urllib.parse
 import urllib.request
 import zipfile
 from collections.abc import Iterator
@@ -174,6 +177,125 @@ def test_the_variants_file_lists_every_build_and_follows_removal(three_builds: d
     assert "cu130sm80.whl" not in (after / "index.html").read_text()
 
 
+def served_variants_root(cache: Path, served: str) -> str:
+    """The one variants root of the three builds, as the server gives it."""
+    roots = [p.relative_to(cache).as_posix() for p in cache.glob("variants/*/*/*/simple")]
+    assert len(roots) == 1, roots
+    return f"{served}/{roots[0]}/"
+
+
+def fetch(url: str, accept: str | None = None) -> bytes:
+    request = urllib.request.Request(url, headers={"Accept": accept} if accept else {})
+    with urllib.request.urlopen(request) as response:
+        return bytes(response.read())
+
+
+def wheel_metadata(wheel: bytes) -> bytes:
+    """The METADATA inside a wheel, read with zipfile alone."""
+    with zipfile.ZipFile(io.BytesIO(wheel)) as archive:
+        return archive.read(next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA")))
+
+
+_LINK = re.compile(r'<a href="(?P<url>[^"#]+)#sha256=(?P<sha>[0-9a-f]{64})"(?P<attributes>[^>]*)>(?P<name>[^<]+)</a>')
+
+
+def html_files(page: str) -> dict[str, dict[str, str]]:
+    """The files of a PEP 503 project page: {filename: {"url", "sha256", and each data- attribute}}."""
+    return {m["name"]: {"url": m["url"], "sha256": m["sha"], **dict(re.findall(r'(data-[\w-]+)="([^"]*)"',
+                                                                               m["attributes"]))}
+            for m in _LINK.finditer(page)}
+
+
+def test_the_served_variants_pages_give_each_variant_wheel_its_own_core_metadata(three_builds: dict,
+                                                                                served: str) -> None:
+    """PEP 658 and PEP 714 on the variants root: the HTML and JSON pages name the sha256 of each
+    variant wheel's METADATA, served at <wheel url>.metadata, byte for byte the wheel's own (the
+    public version's, not the plain wheel's)."""
+    page_url = served_variants_root(three_builds["cache"], served) + "fixture-ext/"
+    in_html = html_files(fetch(page_url, "text/html").decode())
+    in_json = {f["filename"]: f for f in json.loads(fetch(page_url, "application/vnd.pypi.simple.v1+json"))["files"]}
+    wheels = sorted(n for n in in_json if n.endswith(".whl"))
+    assert wheels == sorted(n for n in in_html if n.endswith(".whl")) and len(wheels) == 3, wheels
+    for name in wheels:
+        digest = in_json[name]["core-metadata"]["sha256"]
+        assert in_json[name]["dist-info-metadata"] == {"sha256": digest}
+        assert in_html[name]["data-core-metadata"] == in_html[name]["data-dist-info-metadata"] == f"sha256={digest}"
+        assert in_json[name]["requires-python"] == html.unescape(in_html[name]["data-requires-python"]) == ">=3.9"
+        url = urllib.parse.urljoin(page_url, in_json[name]["url"])
+        assert url == urllib.parse.urljoin(page_url, html.unescape(in_html[name]["url"]))
+        metadata, wheel = fetch(url + ".metadata"), fetch(url)
+        assert hashlib.sha256(metadata).hexdigest() == digest
+        assert metadata == wheel_metadata(wheel)
+        assert b"\nVersion: 0.1.0\n" in metadata
+        stored = Cache(three_builds["cache"]).get(url.split("/")[-2])
+        assert stored is not None and stored.meta["variant"]["core_metadata_sha256"] == digest
+        assert stored.meta["core_metadata_sha256"] != digest  # the plain wheel's METADATA has the local version
+    variants_file = "fixture_ext-0.1.0-variants.json"
+    assert in_json[variants_file]["core-metadata"] is False and "data-core-metadata" not in in_html[variants_file]
+
+
+def test_uv_installs_from_the_served_variants_root_with_core_metadata(three_builds: dict, tmp_path: Path) -> None:
+    """uv against the real server over the same cache: every request it made answered, and the
+    chosen variant wheel's METADATA read from <wheel>.metadata before the wheel is downloaded."""
+    requests: list[str] = []
+    server = make_server(Cache(three_builds["cache"]), "127.0.0.1", 0, log=requests.append)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        python = make_venv(tmp_path / "venv")
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        result = uv_install(python, served_variants_root(three_builds["cache"], base), "8.6")
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=30)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert installed_label(python) == "cu130sm86"
+    assert requests and all(line.endswith(" 200") for line in requests), requests
+    paths = [line.split()[1] for line in requests]
+    wheel = next(p for p in paths if p.endswith("-cu130sm86.whl"))
+    assert paths.index(f"{wheel}.metadata") < paths.index(wheel), paths  # it resolved from the PEP 658 file
+
+
+def test_an_entry_stored_before_variant_metadata_is_listed_without_it(three_builds: dict, tmp_path: Path) -> None:
+    """An entry whose variant record names no core metadata, and has no <variant wheel>.metadata
+    (builder before PEP 658 for variant wheels): its wheel is listed without the attributes, the
+    others keep theirs, the server answers, and uv still installs it."""
+    copy = tmp_path / "copy"
+    shutil.copytree(three_builds["cache"], copy, ignore=shutil.ignore_patterns("locks", "build", "staging"))
+    key = Path(three_builds["80"]["wheel"]).parent.name
+    entry_json = copy / "entries" / key / "entry.json"
+    meta = json.loads(entry_json.read_text())
+    old = meta["variant"]["wheel"]
+    for field in ("core_metadata_sha256", "requires_python"):
+        meta["variant"].pop(field)
+    entry_json.write_text(json.dumps(meta, indent=2, sort_keys=True))
+    (copy / "entries" / key / f"{old}.metadata").unlink()
+    cache = Cache(copy)
+    cache.write_index()
+    python = make_venv(tmp_path / "venv")
+    server = make_server(cache, "127.0.0.1", 0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        root = served_variants_root(copy, f"http://127.0.0.1:{server.server_address[1]}")
+        in_json = {f["filename"]: f
+                   for f in json.loads(fetch(root + "fixture-ext/", "application/vnd.pypi.simple.v1+json"))["files"]}
+        in_html = html_files(fetch(root + "fixture-ext/").decode())
+        result = uv_install(python, root, "8.0")
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=30)
+    assert html_files((copy / root.split("/", 3)[3] / "fixture-ext" / "index.html").read_text()) == in_html
+    assert in_json[old]["core-metadata"] is False and in_json[old]["dist-info-metadata"] is False
+    assert "data-core-metadata" not in in_html[old] and "data-dist-info-metadata" not in in_html[old]
+    others = [n for n in in_json if n.endswith(".whl") and n != old]
+    assert len(others) == 2 and all(in_json[n]["core-metadata"] and "data-core-metadata" in in_html[n] for n in others)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert installed_label(python) == "cu130sm80"
+
+
 def uv_install(python: Path, root: str, sm: str, driver: str = "13.0") -> subprocess.CompletedProcess[str]:
     env = {**installer_env(), "NV_VARIANT_PROVIDER_FORCE_SM_ARCH": sm,
            "NV_VARIANT_PROVIDER_FORCE_CUDA_DRIVER_VERSION": driver}
@@ -277,6 +399,8 @@ def test_a_shared_store_publishes_the_variants_root(three_builds: dict, kind: st
         shared = tmp_path / "shared"
         read = {path: (shared / path).read_bytes() for path in wanted}
         wheels = {p.name for p in (shared / "entries").glob("*/*-cu130sm*.whl")}
+        metadata = {p.relative_to(shared).as_posix(): p.read_bytes()
+                    for p in (shared / "entries").glob("*/*-cu130sm*.whl.metadata")}
     else:
         import boto3
 
@@ -287,6 +411,11 @@ def test_a_shared_store_publishes_the_variants_root(three_builds: dict, kind: st
         read = {path: client.get_object(Bucket=BUCKET, Key=prefix + path)["Body"].read() for path in wanted}
         listed = client.list_objects_v2(Bucket=BUCKET, Prefix=prefix + "entries/")["Contents"]
         wheels = {o["Key"].rsplit("/", 1)[1] for o in listed if re.search(r"-cu130sm\w+\.whl$", o["Key"])}
+        metadata = {o["Key"].removeprefix(prefix): client.get_object(Bucket=BUCKET, Key=o["Key"])["Body"].read()
+                    for o in listed if re.search(r"-cu130sm\w+\.whl\.metadata$", o["Key"])}
     for path, data in read.items():
         assert data == (three_builds["cache"] / path).read_bytes(), path
     assert len(wheels) == 3, wheels
+    assert len(metadata) == 3 and "data-core-metadata" in read[f"{below}/fixture-ext/index.html"].decode()
+    for path, data in metadata.items():  # the PEP 658 file of each variant wheel, beside it as in the local cache
+        assert data == (three_builds["cache"] / path).read_bytes(), path

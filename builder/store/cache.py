@@ -1,9 +1,10 @@
 """The local wheel cache: content-addressed entries, atomic writes, a lock per key.
 
 Layout under the cache root:
-  entries/<key>/         one finished build: the wheel, its METADATA as <wheel>.metadata (PEP 658)
-                         and entry.json (written to a temp dir, then renamed, so a build killed
-                         midway leaves no entry)
+  entries/<key>/         one finished build: the wheel, its METADATA as <wheel>.metadata (PEP 658),
+                         its variant wheel (builder/store/variants.py) with that wheel's own
+                         <variant wheel>.metadata, and entry.json (written to a temp dir, then
+                         renamed, so a build killed midway leaves no entry)
   wheels/<file>.whl      a hard link to the newest entry with that file name (pip --find-links)
   simple/<project>/      a PEP 503 index over the entries (pip --index-url file://.../simple)
   env/<...>/simple/      an index per environment: only the builds that load there
@@ -119,6 +120,16 @@ def core_metadata(wheel: Path) -> bytes | None:
         return wheelfile.read_member(wheel, "METADATA")
     except BuildError:
         return None
+
+
+def store_core_metadata(wheel: Path) -> dict[str, Any]:
+    """Write the wheel's METADATA beside it as <wheel>.metadata (PEP 658); what the entry records
+    of it (index.core_metadata_fields), or {} for a file that is no wheel."""
+    metadata = core_metadata(wheel)
+    if metadata is None:
+        return {}
+    wheel.with_name(f"{wheel.name}{index.METADATA_SUFFIX}").write_bytes(metadata)
+    return index.core_metadata_fields(metadata)
 
 
 class Cache:
@@ -239,13 +250,12 @@ class Cache:
         try:
             stored = staging / wheel.name
             shutil.copy2(wheel, stored)
-            metadata = core_metadata(stored)
-            if metadata is not None:
-                (staging / f"{wheel.name}{index.METADATA_SUFFIX}").write_bytes(metadata)
+            variant = variants.variant_record(stored, meta, staging).get("variant")
+            if variant:  # the variant wheel's METADATA differs from the plain wheel's: its own file
+                variant = {**variant, **store_core_metadata(staging / variant["wheel"])}
             record = {**meta, "key": key, "wheel": wheel.name, "sha256": sha256_of(stored),
-                      "size": stored.stat().st_size,
-                      **(index.core_metadata_fields(metadata) if metadata is not None else {}),
-                      **variants.variant_record(stored, meta, staging),
+                      "size": stored.stat().st_size, **store_core_metadata(stored),
+                      **({"variant": variant} if variant else {}),
                       "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
             (staging / "entry.json").write_text(json.dumps(record, indent=2, sort_keys=True))
             final = entries / key

@@ -114,7 +114,7 @@ def _link(f: IndexFile) -> str:
     attributes = [f'href="{html.escape(f.url)}#sha256={f.sha256}"']
     if f.requires_python:
         attributes.append(f'data-requires-python="{html.escape(f.requires_python)}"')
-    if f.core_metadata_sha256:
+    if f.core_metadata_sha256:  # PEP 658's attribute, and PEP 714's name for it (older clients read only the first)
         attributes += [f'data-dist-info-metadata="sha256={f.core_metadata_sha256}"',
                        f'data-core-metadata="sha256={f.core_metadata_sha256}"']
     return f"<a {' '.join(attributes)}>{html.escape(f.filename)}</a><br/>\n"
@@ -132,7 +132,7 @@ def _file_json(f: IndexFile) -> dict[str, Any]:
     data: dict[str, Any] = {"filename": f.filename, "url": f.url, "hashes": {"sha256": f.sha256}}
     if f.requires_python:
         data["requires-python"] = f.requires_python
-    metadata = {"sha256": f.core_metadata_sha256} if f.core_metadata_sha256 else False
+    metadata = {"sha256": f.core_metadata_sha256} if f.core_metadata_sha256 else False  # PEP 714 (and PEP 658's key)
     data["core-metadata"] = data["dist-info-metadata"] = metadata
     if f.size is not None:
         data["size"] = f.size
@@ -149,12 +149,14 @@ def project_json(project: str, files: Iterable[IndexFile]) -> str:
 
 def variant_listing(entries: Iterable[Mapping[str, Any]], root: variants.VariantsRoot,
                     ) -> tuple[dict[str, list[IndexFile]], dict[str, str]]:
-    """A variants root's projects and files (builder/store/variants.py), and the variants files'
-    contents by their path below the root's simple/ ("<project>/<name>-<version>-variants.json")."""
+    """A variants root's projects and files (builder/store/variants.py), each variant wheel with
+    its own core metadata where its entry has it, and the variants files' contents by their path
+    below the root's simple/ ("<project>/<name>-<version>-variants.json")."""
     projects: dict[str, list[IndexFile]] = {}
     documents: dict[str, str] = {}
     for project, files in variants.listing(entries, root).items():
-        projects[project] = [IndexFile(f.filename, f.url, f.sha256, f.size) for f in files]
+        projects[project] = [IndexFile(f.filename, f.url, f.sha256, f.size, f.requires_python, f.core_metadata_sha256)
+                             for f in files]
         documents.update({f"{project}/{f.filename}": f.text for f in files if f.text is not None})
     return projects, documents
 

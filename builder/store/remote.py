@@ -2,7 +2,8 @@
 
 Every store has the published layout of a local cache:
   entries/<key>/entry.json   the entry's metadata, with the sha256 of its wheel; written last
-  entries/<key>/<wheel>      the wheel, and <wheel>.metadata (its METADATA, PEP 658)
+  entries/<key>/<wheel>      the wheel, and <wheel>.metadata (its METADATA, PEP 658); the same
+                             two of its variant wheel (builder/store/variants.py)
   index.json                 every entry's key, wheel and sha256 (how a store is listed)
   simple/, env/<...>/simple/ PEP 503 pages, over everything and per environment (pip --index-url,
                              when the store is served over HTTP; builder/store/index.py)
@@ -231,12 +232,8 @@ class S3Store:
             return False
         wheel_key = f"entries/{entry.key}/{entry.wheel.name}"
         meta = {k: v for k, v in entry.meta.items() if k != "object"}
-        metadata = entry.path / f"{entry.wheel.name}{index.METADATA_SUFFIX}"
         if self._put_new(wheel_key, entry.wheel, checksum=True):
-            if metadata.is_file() and "core_metadata_sha256" in meta:  # only the wheel's writer writes it
-                self._put(f"{wheel_key}{index.METADATA_SUFFIX}", metadata.read_bytes(), "text/plain")
-            else:
-                meta.pop("core_metadata_sha256", None)
+            meta = self._put_metadata(wheel_key, entry.wheel, meta)  # only the wheel's writer writes it
         else:
             head = self._call("read", lambda: self.client.head_object(
                 Bucket=self.bucket, Key=self._key(wheel_key), ChecksumMode="ENABLED"))
@@ -244,12 +241,24 @@ class S3Store:
             meta["size"] = head["ContentLength"]
             meta.pop("core_metadata_sha256", None)  # another writer's wheel: its metadata file is that writer's
         variant = entry.path / str((meta.get("variant") or {}).get("wheel", ""))
-        if meta.get("variant") and not (variant.is_file() and self._put_new(f"entries/{entry.key}/{variant.name}",
-                                                                             variant, checksum=True)):
-            meta.pop("variant")  # only the writer of the variant wheel (builder/store/variants.py) lists it
+        variant_key = f"entries/{entry.key}/{variant.name}"
+        if meta.get("variant") and variant.is_file() and self._put_new(variant_key, variant, checksum=True):
+            meta["variant"] = self._put_metadata(variant_key, variant, meta["variant"])
+        else:
+            meta.pop("variant", None)  # only the writer of the variant wheel (builder/store/variants.py) lists it
         wrote = self._put_new(f"entries/{entry.key}/entry.json", json.dumps(meta, indent=2).encode())
         self.write_index()
         return wrote
+
+    def _put_metadata(self, wheel_key: str, wheel: Path, record: Mapping[str, Any]) -> dict[str, Any]:
+        """Put the <wheel>.metadata (PEP 658) stored beside a wheel this writer put; the wheel's
+        record (the entry, or its "variant"), without "core_metadata_sha256" where the entry has
+        no such file (one stored before builder wrote it), so no page promises what is absent."""
+        metadata = wheel.with_name(f"{wheel.name}{index.METADATA_SUFFIX}")
+        if metadata.is_file() and "core_metadata_sha256" in record:
+            self._put(f"{wheel_key}{index.METADATA_SUFFIX}", metadata.read_bytes(), "text/plain")
+            return dict(record)
+        return {k: v for k, v in record.items() if k != "core_metadata_sha256"}
 
     def write_index(self) -> None:
         """index.json and the pages (index.published_pages) from the entries listed now; rewritten

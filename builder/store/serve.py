@@ -8,7 +8,8 @@
                                                             the variant wheels (PEP 825) built against
                                                             one torch, for uv (builder/store/variants.py)
     /entries/<key>/<wheel>[.metadata] /entries/<key>/entry.json /index.json
-                                                            the stored files: pip's downloads, PEP 658
+                                                            the stored files: pip's and uv's downloads
+                                                            (plain and variant wheels), PEP 658
                                                             metadata, and a read-only --cache-url
     /[?env=<python>/torch<v>/cu<c>/cxx11abi<A>/sm<gpu>]     the page for people (builder/store/page.py)
 

@@ -170,8 +170,9 @@ def _public_metadata(metadata: bytes, version: str) -> bytes:
 
 def make_variant(wheel: Path, meta: Mapping[str, Any], out_dir: Path, cuobjdump: Path) -> dict[str, Any] | None:
     """Write the variant form of a stored wheel into `out_dir`; its record for entry.json
-    ({"wheel", "label", "properties", "sha256", "size"}), or None for a build without GPU code or
-    without a known toolkit."""
+    ({"wheel", "label", "properties", "sha256", "size"}, to which Cache.store adds what it records
+    of the <variant wheel>.metadata it writes: "core_metadata_sha256", "requires_python"), or None
+    for a build without GPU code or without a known toolkit."""
     cuda = cuda_lower_bound(meta)
     sm_arch = arch_values(cuobjdump, wheel)
     if cuda is None or not sm_arch:
@@ -224,6 +225,10 @@ class VariantFile:
     size: int | None
     text: str | None = None
     """The variants file's content (None for a wheel, which lives in its entry)."""
+    requires_python: str | None = None
+    core_metadata_sha256: str | None = None
+    """sha256 of the variant wheel's <wheel>.metadata (PEP 658); None for a variants file, and for
+    an entry stored before builder wrote that file."""
 
 
 def roots_of(metas: Iterable[Mapping[str, Any]]) -> list[VariantsRoot]:
@@ -252,7 +257,8 @@ def listing(metas: Iterable[Mapping[str, Any]], root: VariantsRoot) -> dict[str,
         name, version = filename.split("-")[:2]
         project = canonicalize_name(name)
         projects.setdefault(project, []).append(VariantFile(
-            filename, f"{up}entries/{meta['key']}/{filename}", str(record["sha256"]), record.get("size")))
+            filename, f"{up}entries/{meta['key']}/{filename}", str(record["sha256"]), record.get("size"),
+            requires_python=record.get("requires_python"), core_metadata_sha256=record.get("core_metadata_sha256")))
         labels.setdefault((name, version), {})[str(record["label"])] = record["properties"]
     for (name, version), variants in sorted(labels.items()):
         text = json.dumps(variants_document(variants), indent=2, sort_keys=True) + "\n"
