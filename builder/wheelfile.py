@@ -113,16 +113,15 @@ class WheelWriter:
         with self.archive.open(info, "w") as out:
             self.rows.append((name, *record_hash(source, out)))
 
-    def copy(self, source: Path, member: zipfile.ZipInfo, name: str, *, date_time: tuple[int, ...] = DEFAULT_TIME,
-             attributes: int = REGULAR) -> None:
-        """Member `member` of the wheel at `source` as `name`. A deflated member's compressed bytes are
-        copied as they are (deflating flash-attn's 400 MB library again took 12 s, inflating it to hash
-        takes about 1 s); its contents are read once for RECORD, checked against its CRC on the way."""
-        if member.compress_type != zipfile.ZIP_DEFLATED:
-            with zipfile.ZipFile(source) as archive, archive.open(member) as src:
+    def copy(self, source: zipfile.ZipFile, member: zipfile.ZipInfo, name: str, *,
+             date_time: tuple[int, ...] = DEFAULT_TIME, attributes: int = REGULAR) -> None:
+        """Member `member` of the open wheel `source` as `name`. A deflated member's compressed bytes
+        are copied as they are (deflating flash-attn's 400 MB library again took 12 s, inflating it to
+        hash takes about 1 s); its contents are read once for RECORD, checked against its CRC."""
+        with source.open(member) as src:
+            if member.compress_type != zipfile.ZIP_DEFLATED:
                 self.add(name, src, member.file_size, date_time=date_time, attributes=attributes)
-            return
-        with zipfile.ZipFile(source) as archive, archive.open(member) as src:
+                return
             row = record_hash(src)
         info = zipfile.ZipInfo(name, date_time)  # type: ignore[arg-type]
         info.external_attr, info.compress_type = attributes, zipfile.ZIP_DEFLATED
@@ -130,10 +129,10 @@ class WheelWriter:
         # What ZipFile.writestr does for a member it compressed itself (CPython Lib/zipfile: the local
         # header, the data, then the entry in the central directory that close() writes).
         out, zip64 = self.archive.fp, max(info.file_size, info.compress_size) > zipfile.ZIP64_LIMIT
-        assert out is not None
+        assert out is not None and source.filename is not None
         info.header_offset = out.tell()
         out.write(info.FileHeader(zip64))
-        with open(source, "rb") as raw:
+        with open(source.filename, "rb") as raw:
             raw.seek(member.header_offset + _LOCAL_NAME_LENGTHS)
             name_length, extra_length = struct.unpack("<HH", raw.read(4))
             raw.seek(name_length + extra_length, io.SEEK_CUR)
@@ -142,7 +141,7 @@ class WheelWriter:
                 out.write(chunk)
                 left -= len(chunk)
         if left:
-            raise BuildError(f"{source.name}: {member.filename} is cut short")
+            raise BuildError(f"{Path(source.filename).name}: {member.filename} is cut short")
         self.archive.filelist.append(info)
         self.archive.NameToInfo[name] = info
         self.archive.start_dir = out.tell()

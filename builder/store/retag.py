@@ -105,7 +105,7 @@ def rebuild_wheel(wheel: Path, target: Path, stem: str, files: Mapping[str, byte
         members = [i for i in source.infolist() if not i.is_dir() and i.filename not in skip]
         renamed = {i.filename: _renamed(i.filename, renames) for i in members}
         for info in sorted(members, key=lambda i: (i.filename.startswith(old), renamed[i.filename])):
-            out.copy(wheel, info, renamed[info.filename], date_time=DEFAULT_TIME, attributes=_mode(info))
+            out.copy(source, info, renamed[info.filename], date_time=DEFAULT_TIME, attributes=_mode(info))
         for path, data in sorted(files.items()):
             out.add_bytes(f"{new}/{path}", data, date_time=DEFAULT_TIME, attributes=REGULAR)
 
