@@ -1,7 +1,8 @@
 """A build farm on loopback, for real: `builder farm scheduler` and two `builder farm server`s
 (sccache-dist, bubblewrap sandboxes, one core each), `builder farm status` and `doctor` asking the
 scheduler, the fixture built through the farm (both servers ran steps; the same SASS as a local
-build), and a server killed with -9 costing the build nothing but time."""
+build; `builder stats` says which servers ran each file's steps), and a server killed with -9
+costing the build nothing but time (the steps it failed recorded as compiled here)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -82,6 +84,22 @@ def sass(wheel: Path, tmp_path: Path) -> str:
     return subprocess.run([CUOBJDUMP, "-sass", str(so)], capture_output=True, text=True, check=True).stdout
 
 
+def farm_records(cache: Path, counts: dict[str, Any], servers: set[str]) -> None:
+    """The records of the newest fixture build in `cache` (`builder stats`), one per nvcc-compiled
+    file, checked against the build's sccache `counts`: each file's steps ran on the farm's
+    `servers` or fell back to here, and every step the build counted is in some file's record but
+    one, binding.cpp's host compile (it goes through sccache outside the gate with --ccache)."""
+    [newest] = builder_json("stats", "fixture-ext", "--cache", str(cache))
+    files: list[dict[str, Any]] = newest["slowest"]
+    assert newest["farm"] and sorted(f["file"] for f in files) == [f"csrc/vec_{k}.cu" for k in ("add", "scale", "sum")]
+    assert all((f["remote"] or f["local_fallback"]) and set(f["remote"]) <= servers for f in files), files
+    placed = sum((Counter(f["remote"]) for f in files), Counter())
+    distributed, failed = Counter(counts.get("distributed", {})), counts.get("distributed_failed", 0)
+    fell_back = sum(f["local_fallback"] for f in files)
+    assert not placed - distributed and fell_back <= failed, (counts, files)
+    assert (distributed - placed).total() + failed - fell_back == 1, (counts, files)
+
+
 def test_status_and_doctor_ask_the_scheduler(farm: dict[str, Any]) -> None:
     status = builder_json("farm", "status", env=farm["env"])
     assert status == {"url": farm["url"], "servers": 2, "cpus": 2, "in_progress": 0}
@@ -99,6 +117,7 @@ def test_a_build_on_the_farm_spreads_over_its_servers_and_gives_the_local_sass(
     assert plan["ccache"] is True and plan["farm"].startswith(f"{farm['url']}: 2 build server(s), 2 CPU(s)")
     assert plan["jobs"]["jobs"] == plan["jobs"]["cores"] + 2
     assert set(built["sccache"]["distributed"]) == set(farm["servers"].values()), built["sccache"]
+    farm_records(tmp_path / "cache", built["sccache"], set(farm["servers"].values()))
     assert built["cache_key"] == fixture_build.result["cache_key"]  # the farm is no part of the key
     assert sass(Path(built["wheel"]), tmp_path) == sass(Path(fixture_build.result["wheel"]), tmp_path)
     token = Path(farm["env"]["BUILDER_FARM_TOKEN_FILE"]).read_text().strip()
@@ -123,4 +142,7 @@ def test_a_server_killed_costs_time_not_the_build(farm: dict[str, Any], fixture_
     assert farm["servers"]["two"] not in result["sccache"].get("distributed", {})
     if result["sccache"].get("distributed_failed"):  # what the build's progress line says of them
         assert "were compiled here instead" in describe(result["sccache"])
+    farm_records(tmp_path / "cache", result["sccache"], {farm["servers"]["one"]})  # the failed steps: fell back
+    if result["sccache"].get("distributed_failed"):  # and why, kept beside the build's log
+        assert "falling back to local" in Path(result["log"]).with_suffix(".sccache.log").read_text()
     assert "arch = sm_86" in sass(Path(result["wheel"]), tmp_path)

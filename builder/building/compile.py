@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from builder.building import costs, reproducible, sccache
+from builder.building import costs, placement, reproducible, sccache
 from builder.building.backends import Backend
 from builder.building.workdir import TMP_DIR
 from builder.planning.compile_cache import CompileCache
@@ -56,9 +56,10 @@ def compile_wheel(plan: Plan, backend: Backend, src: Path, work: Path, env: Mapp
         if previous is not None and previous.reference:
             steps.reporter.say(f"    no records of this build yet: starting from the recipe's reference costs "
                                f"({previous.reference})")
+    farm_log = work / placement.LOG if plan.farm else None
     try:
         with (steps("compile", label), steps.reporter.compile_progress(plan.recipe.name) as update,
-              sccache.server(plan.env["BUILDER_SCCACHE"], env, log_path.with_suffix(".sccache.log"))
+              sccache.server(plan.env["BUILDER_SCCACHE"], env, log_path.with_suffix(".sccache.log"), farm_log=farm_log)
               if plan.ccache else contextlib.nullcontext()):
             try:
                 compiled.wheel = backend.build(plan, src, work / "raw", env, log_path, compile_line_parser(update))
@@ -67,9 +68,16 @@ def compile_wheel(plan: Plan, backend: Backend, src: Path, work: Path, env: Mapp
                 if plan.ccache:  # its counts, while its server still runs
                     compiled.sccache = sccache.finish(plan.env["BUILDER_SCCACHE"], env)
     finally:
-        # Through sccache the compilers run in its server, out of the gate's sight: no records.
+        # Through sccache the compilers run in its server, out of the gate's sight: no records of
+        # their costs. On a farm, the records say where each file's steps ran (kept apart).
         if plan.ccache:
             steps.reporter.say(f"    {sccache.describe(compiled.sccache)}")
+            if plan.farm is not None:
+                compiled.costs = placement.on_farm(costs.collect(plan, work, farm=plan.farm.url),
+                                                   work / placement.LOG, compiled.sccache.get("distributed", {}))
+                if compiled.costs is not None:
+                    steps.reporter.say(f"    where each file ran: builder stats {plan.recipe.name}")
+                placement.keep_warnings(work / placement.LOG, log_path.with_suffix(".sccache.log"))
         else:
             compiled.costs = costs.collect(plan, work)
             if compiled.costs is not None:

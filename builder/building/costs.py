@@ -49,6 +49,22 @@ class FileCost:
     waited_s: float = 0.0
     threads: int = 1
     """nvcc's --split-compile threads the gate gave it (1: not split)."""
+    remote: dict[str, int] = field(default_factory=dict)
+    """On a farm: the build servers that ran the file's steps, and how many each (builder/building/placement.py)."""
+    local_fallback: int = 0
+    """On a farm: its steps a server failed, compiled here instead."""
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> FileCost:
+        """A record, of this builder or of another (keys it does not know are left out)."""
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+    def ran_on(self) -> str:
+        """Where its steps ran on a farm, e.g. "3 on 127.0.0.1:10712, 1 here (the farm failed it)"."""
+        said = [f"{n} on {server}" for server, n in self.remote.items()]
+        if self.local_fallback:
+            said.append(f"{self.local_fallback} here (the farm failed it)")
+        return ", ".join(said)
 
 
 @dataclass(frozen=True)
@@ -69,6 +85,10 @@ class BuildCosts:
     reference: str = ""
     """Set for costs read from a recipe's shipped reference (what they were measured on), not
     recorded by a build of this kind."""
+    farm: str = ""
+    """Set for the records of a build on a farm (its scheduler): each file's wall time and where its
+    steps ran; CPU and memory are sccache's client's, the compilers ran in its server or on the
+    farm. Kept under a key of their own (`farm_key`): never the hints of a build."""
 
     @property
     def wall_s(self) -> float:
@@ -109,13 +129,18 @@ class BuildCosts:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> BuildCosts:
         fields = {k: v for k, v in data.items() if k in cls.__dataclass_fields__ and k != "files"}
-        return cls(**fields, files=[FileCost(**f) for f in data.get("files", ())])
+        return cls(**fields, files=[FileCost.from_json(f) for f in data.get("files", ())])
 
 
 def costs_key(plan: Plan) -> str:
     what = {"recipe": plan.recipe.name, "version": plan.version, "archs": [str(a) for a in plan.archs],
             "cuda": plan.toolkit.version, "host": f"{Path(plan.host.cxx).name} {plan.host.major}"}
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def farm_key(plan: Plan) -> str:
+    """Where a farm build's records are kept: apart from the costs its kind of build starts from."""
+    return f"{costs_key(plan)}-farm"
 
 
 def host_compiler_gate(tools: Path, cxx: str) -> str:
@@ -159,20 +184,20 @@ def instrument(plan: Plan, work: Path, source_dir: Path, env: Mapping[str, str],
     return out
 
 
-def collect(plan: Plan, work: Path) -> BuildCosts | None:
-    """The gate's records of this build, or None when nothing compiled through it."""
+def collect(plan: Plan, work: Path, *, farm: str = "") -> BuildCosts | None:
+    """The gate's records of this build (on the `farm`, when it names one), or None when nothing
+    compiled through it."""
     records = work / "gate" / "records.jsonl"
     if not records.is_file():
         return None
-    files = [FileCost(**{k: v for k, v in json.loads(line).items() if k != "returncode"})
-             for line in records.read_text().splitlines() if line.strip()]
+    files = [FileCost.from_json(json.loads(line)) for line in records.read_text().splitlines() if line.strip()]
     if not files:
         return None
-    return BuildCosts(key=costs_key(plan), recipe=plan.recipe.name, version=plan.version,
+    return BuildCosts(key=farm_key(plan) if farm else costs_key(plan), recipe=plan.recipe.name, version=plan.version,
                       archs=[str(a) for a in plan.archs], cuda=plan.toolkit.version,
                       host=f"{Path(plan.host.cxx).name} {plan.host.major}", jobs=plan.jobs.jobs,
                       cores=plan.jobs.cores, memory_budget_gb=plan.jobs.memory_budget_gb, files=files,
-                      created=time.time())
+                      created=time.time(), farm=farm)
 
 
 def describe(costs: BuildCosts) -> str:

@@ -33,11 +33,12 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
 from builder.building.launchers import launcher_script
+from builder.building.placement import LOG_FILTER
 from builder.errors import BuildError
 from builder.lifetime import SESSIONS, end_session, signals_deferred
 from builder.planning.compile_cache import CompileCache
@@ -79,21 +80,22 @@ SERVER_START_SECONDS = 60.0
 
 
 @contextmanager
-def server(sccache: str, env: Mapping[str, str], log: Path) -> Iterator[None]:
+def server(sccache: str, env: Mapping[str, str], log: Path, *, farm_log: Path | None = None) -> Iterator[None]:
     """The build's sccache server, started by builder in a session of its own that ends with the
     build (builder/lifetime.py, builder/session_guard.py). Left to itself, the first client starts
     the server as a daemon that leaves every session (setsid; measured with sccache 0.16) and runs
     the compilers: a builder killed with -9 would leave them compiling. `sccache` run with
     SCCACHE_START_SERVER=1 is the server itself (what `--start-server` spawns), and with
     SCCACHE_NO_DAEMON=1 it stays in this session, in the foreground (sccache src/commands.rs); the
-    clients find it by its socket."""
+    clients find it by its socket. With `farm_log`, the server logs where each step ran
+    (builder/building/placement.py) on its stderr, into that file; the clients log nothing."""
     socket = Path(env["SCCACHE_SERVER_UDS"])
     socket.unlink(missing_ok=True)
-    with log.open("a") as out, signals_deferred():
+    logging = {"SCCACHE_LOG": LOG_FILTER} if farm_log else {}
+    with log.open("a") as out, (farm_log.open("w") if farm_log else nullcontext(out)) as err, signals_deferred():
         process = subprocess.Popen(guarded([sccache]),
-                                   env={**env, "SCCACHE_START_SERVER": "1", "SCCACHE_NO_DAEMON": "1"},
-                                   stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
+                                   env={**env, "SCCACHE_START_SERVER": "1", "SCCACHE_NO_DAEMON": "1", **logging},
+                                   stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True)
         SESSIONS.add(process.pid)
     try:
         deadline = time.monotonic() + SERVER_START_SECONDS
@@ -101,7 +103,7 @@ def server(sccache: str, env: Mapping[str, str], log: Path) -> Iterator[None]:
             time.sleep(0.05)
         if not socket.exists():
             raise BuildError(f"sccache's server did not start (exit code {process.poll()})", log_path=log,
-                             hint=f"its output is in {log}")
+                             hint=f"its output is in {log}" + (f" and {farm_log}" if farm_log else ""))
         yield
     finally:
         end_session(process.pid, reap=process.poll)

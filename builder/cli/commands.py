@@ -258,25 +258,36 @@ def cmd_stats(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
     found = records.for_recipe(ws.cache, args.recipe)
     if not found:
         raise UsageError(f"no compile records for {args.recipe} in {ws.cache.root}",
-                         hint=f"builder build {args.recipe} records them (builds with --ccache do not)")
+                         hint=f"builder build {args.recipe} records them (builds with --ccache do not, but on a farm)")
     if args.export:
-        return export_stats(found[0], Path(args.export), out)
+        measured = [c for c in found if not c.farm]  # a farm build's CPU and memory are sccache's client's
+        if not measured:
+            raise UsageError(f"no compile costs of {args.recipe} to export, only records of builds on a farm",
+                             hint=f"builder build {args.recipe} without a farm records them")
+        return export_stats(measured[0], Path(args.export), out)
     shown = found if args.all else found[:1]
     data = [{**c.summary(), "key": c.key, "version": c.version, "archs": c.archs, "cuda": c.cuda, "host": c.host,
-             "jobs": c.jobs, "cores": c.cores, "memory_budget_gb": c.memory_budget_gb,
+             "jobs": c.jobs, "cores": c.cores, "memory_budget_gb": c.memory_budget_gb, "farm": c.farm or None,
              "slowest": [asdict(f) for f in sorted(c.files, key=lambda f: -f.wall_s)[:args.top]]} for c in shown]
 
     def render() -> None:
         from builder.building.costs import describe
 
-        for c, d in zip(shown, data, strict=True):
-            out.line(f"{args.recipe} {c.version} for sm_{','.join(c.archs) or '-'}, CUDA {c.cuda}, {c.host}: "
-                     f"{describe(c)}; {c.cpu_s:.0f} CPU-s on {c.jobs} job(s) of {c.cores} cores, "
-                     f"budget {c.memory_budget_gb:g} GB")
-            table = Table("file", "wall s", "CPU s", "peak MB", "threads", "waited s")
-            for f in d["slowest"]:
-                table.add_row(f["file"], f"{f['wall_s']:.1f}", f"{f['cpu_s']:.1f}", f"{f['peak_mb']:.0f}",
-                              str(f["threads"]), f"{f['waited_s']:.1f}")
+        for c in shown:
+            slowest = sorted(c.files, key=lambda f: -f.wall_s)[:args.top]
+            title = f"{args.recipe} {c.version} for sm_{','.join(c.archs) or '-'}, CUDA {c.cuda}, {c.host}"
+            if c.farm:
+                out.line(f"{title}: {len(c.files)} compile(s) on the farm {c.farm}, {c.wall_s:.1f} s")
+                table = Table("file", "wall s", "waited s", "steps on the farm's servers")
+                for f in slowest:
+                    table.add_row(f.file, f"{f.wall_s:.1f}", f"{f.waited_s:.1f}", f.ran_on() or "none")
+            else:
+                out.line(f"{title}: {describe(c)}; {c.cpu_s:.0f} CPU-s on {c.jobs} job(s) of {c.cores} cores, "
+                         f"budget {c.memory_budget_gb:g} GB")
+                table = Table("file", "wall s", "CPU s", "peak MB", "threads", "waited s")
+                for f in slowest:
+                    table.add_row(f.file, f"{f.wall_s:.1f}", f"{f.cpu_s:.1f}", f"{f.peak_mb:.0f}", str(f.threads),
+                                  f"{f.waited_s:.1f}")
             out.console.print(table)
     out.emit(data, render)
     return 0

@@ -174,7 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_recipe_commands(sub, common)
 
     stats = sub.add_parser("stats", parents=[common],
-                           help="per-file compile costs of a recipe's builds: slowest files, peak memory, core use")
+                           help="per-file compile costs of a recipe's builds: slowest files, peak memory, core use; "
+                                "on a farm, the servers that ran each file's steps")
     stats.add_argument("recipe")
     stats.add_argument("--top", type=int, default=10, help="slowest files to show (default 10)")
     stats.add_argument("--all", action="store_true", help="every recorded kind of build, not only the newest")

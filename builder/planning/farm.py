@@ -1,7 +1,8 @@
 """A build farm, as a build uses it (the farm setting): sccache-dist's scheduler and its build
-servers compile the steps sccache splits out of each nvcc call (cicc's PTX, ptxas's CUBIN; the
-preprocessing, cudafe++ and the host compile stay here: mozilla/sccache src/compiler/nvcc.rs,
-PR #2247), so one heavy build spreads over the farm's cores. builder drives sccache-dist; it
+servers compile the steps sccache splits out of each nvcc call (cudafe++, cicc's PTX, ptxas's
+CUBIN and the host compile of cudafe++'s output; only the preprocessing stays here: mozilla/sccache
+src/compiler/nvcc.rs, PR #2247, and the loopback farm's log, builder/building/placement.py) and the
+C++ compiles, so one heavy build spreads over the farm's cores. builder drives sccache-dist; it
 schedules nothing itself. Running the scheduler and servers: builder/fleet/farm.py.
 
 The client's side is builder's: the build's sccache reads a config builder writes for that build
