@@ -307,7 +307,10 @@ def main(args: list[str]) -> int:
                           default_mb=float(os.environ.get("BUILDER_GATE_JOB_MB", "0")),
                           cores=int(os.environ.get("BUILDER_GATE_CORES", "1")), may_split=may_split)
     threads, need_mb, basis, waited = admit(admission)
-    command = [*args, "--split-compile", str(threads)] if threads > 1 else args
+    # One word: sccache 0.16 reads the value of a separated `--split-compile 2` as a second input
+    # file ("multiple input files": neither cached nor sent to a farm); `--split-compile=2` passes
+    # (its nvcc ARGS table has no entry for it: src/compiler/nvcc.rs, gcc.rs). Measured on loopback.
+    command = [*args, f"--split-compile={threads}"] if threads > 1 else args
     start = time.time()
     try:
         code, cpu, peak = run_sampled(command)
