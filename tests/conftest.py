@@ -362,25 +362,50 @@ def pypi_substitute(tmp_path_factory: pytest.TempPathFactory) -> str:
     return f"{(root / 'simple').as_uri()}/"
 
 
-@pytest.fixture(scope="session")
-def served_builds(fixture_builds: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    """`make_server` over the fixture builds' cache on 127.0.0.1, in a thread: {"url": base URL,
-    "requests": one "METHOD path status" line per request}."""
+@contextmanager
+def serving(cache: Any, log: Any = None) -> Iterator[str]:
+    """builder's server (`make_server`) over `cache` (a Cache or its root) on 127.0.0.1, in a thread;
+    yields its base URL. `log` gets one "METHOD path status" line per request."""
     import threading
 
     from builder.store.cache import Cache
     from builder.store.serve import make_server
 
-    requests: list[str] = []
-    server = make_server(Cache(fixture_builds["cache"]), "127.0.0.1", 0, log=requests.append)
+    server = make_server(cache if isinstance(cache, Cache) else Cache(cache), "127.0.0.1", 0, log=log)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield {"url": f"http://127.0.0.1:{server.server_address[1]}", "requests": requests}
+        yield f"http://127.0.0.1:{server.server_address[1]}"
     finally:
         server.shutdown()
         server.server_close()
         thread.join(timeout=30)
+
+
+@contextmanager
+def cache_serve(*args: str) -> Iterator[str]:
+    """`builder cache serve --port 0 ARGS` as a process; yields the /simple/ URL it says it serves."""
+    process = subprocess.Popen([sys.executable, "-m", "builder", "cache", "serve", "--port", "0", *args],
+                               cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stderr is not None
+        line = process.stderr.readline()
+        assert "serving" in line, line + process.stderr.read()
+        yield line.split(" at ")[1].split()[0]
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        if process.stderr is not None:
+            process.stderr.close()
+
+
+@pytest.fixture(scope="session")
+def served_builds(fixture_builds: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """`serving` the fixture builds' cache: {"url": base URL, "requests": one "METHOD path status"
+    line per request}."""
+    requests: list[str] = []
+    with serving(fixture_builds["cache"], log=requests.append) as url:
+        yield {"url": url, "requests": requests}
 
 
 def installer_env() -> dict[str, str]:

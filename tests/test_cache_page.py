@@ -26,11 +26,13 @@ from builder.store.page import PYPI, MatrixCell
 from tests.conftest import (
     ROOT,
     TORCHEXT,
+    cache_serve,
     installed_version,
     installer_env,
     make_venv,
     running_torch_cuda,
     running_torch_release,
+    serving,
 )
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
@@ -66,20 +68,10 @@ def hostile_cache(root: Path) -> Cache:
 
 
 def test_page_escapes_entries_and_shows_no_paths(tmp_path: Path) -> None:
-    import threading
-
-    from builder.store.serve import make_server
-
-    server = make_server(hostile_cache(tmp_path / "cache"), "127.0.0.1", 0)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
+    with serving(hostile_cache(tmp_path / "cache")) as url:
         page = get(f"{url}/?env=cp311/torch2.14.1/cu130/cxx11abiTRUE/sm86")
         with pytest.raises(urllib.error.HTTPError):
             urllib.request.urlopen(f"{url}/nothing", timeout=60)
-    finally:
-        server.shutdown()
-        server.server_close()
     assert "<script>alert" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "&lt;b&gt;mallory&lt;/b&gt;@gpu&amp;1" in page and "hdim=&lt;i&gt;64&lt;/i&gt;" in page
     assert "/secret" not in page and "g++ 12.2.0" in page and "2.5 MB" in page
@@ -107,19 +99,8 @@ def served_with_matrix(fixture_builds: dict, tmp_path_factory: pytest.TempPathFa
                       f'python = ["{sys.version_info.major}.{sys.version_info.minor}"]\n'
                       f'torch = ["{running_torch_release()}"]\ncuda = ["{running_torch_cuda()}"]\n'
                       'arch = ["80", "86", "90", "35"]\n')
-    process = subprocess.Popen([sys.executable, "-m", "builder", "cache", "serve", "--port", "0", "--cache",
-                                str(fixture_builds["cache"]), "--matrix-file", str(matrix)],
-                               cwd=ROOT, stderr=subprocess.PIPE, text=True)
-    try:
-        assert process.stderr is not None
-        line = process.stderr.readline()
-        assert "serving" in line, line + process.stderr.read()
-        yield line.split(" at ")[1].split()[0].removesuffix("/simple/")
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-        if process.stderr is not None:
-            process.stderr.close()
+    with cache_serve("--cache", str(fixture_builds["cache"]), "--matrix-file", str(matrix)) as simple:
+        yield simple.removesuffix("/simple/")
 
 
 def test_page_shows_the_matrix_cells_built_and_missing(served_with_matrix: str) -> None:

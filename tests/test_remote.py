@@ -20,7 +20,7 @@ import pytest
 
 from builder.files import sha256_of
 from builder.store.cache import Cache, Entry
-from tests.conftest import ROOT, FixtureBuild, builder_json, make_venv, run_builder
+from tests.conftest import ROOT, FixtureBuild, builder_json, cache_serve, make_venv, run_builder
 
 boto3 = pytest.importorskip("boto3")
 pytest.importorskip("moto")
@@ -186,18 +186,8 @@ def test_a_flipped_byte_is_refused_on_pull_and_quarantined_by_verify(built: dict
 @pytest.fixture
 def served(built: dict) -> Iterator[str]:
     """`builder cache serve --port 0` over the build's local cache; yields its /simple/ URL."""
-    process = subprocess.Popen([sys.executable, "-m", "builder", "cache", "serve", "--port", "0",
-                                "--cache", str(built["local"])], cwd=ROOT, stderr=subprocess.PIPE, text=True)
-    try:
-        assert process.stderr is not None
-        line = process.stderr.readline()
-        assert "serving" in line, line
-        yield line.split(" at ")[1].split()[0]
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-        if process.stderr is not None:
-            process.stderr.close()
+    with cache_serve("--cache", str(built["local"])) as simple:
+        yield simple
 
 
 def local_version(built: dict) -> str:

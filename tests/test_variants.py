@@ -20,7 +20,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import urllib.parse
 import urllib.request
 import zipfile
@@ -31,7 +30,6 @@ from typing import Any
 import pytest
 
 from builder.store.cache import Cache
-from builder.store.serve import make_server
 from builder.store.variants import label_of
 from builder.wheelfile import check_record, read_member
 from tests.conftest import (
@@ -42,6 +40,7 @@ from tests.conftest import (
     installer_env,
     make_venv,
     run_builder,
+    serving,
 )
 
 try:  # a real moto S3 server (tests/test_remote.py), where moto and boto3 are installed
@@ -72,15 +71,8 @@ def three_builds(tmp_path_factory: pytest.TempPathFactory, fixture_builds: dict[
 
 @pytest.fixture(scope="module")
 def served(three_builds: dict[str, Any]) -> Iterator[str]:
-    server = make_server(Cache(three_builds["cache"]), "127.0.0.1", 0)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=30)
+    with serving(three_builds["cache"]) as url:
+        yield url
 
 
 def variant_of(cache: Path, build: dict[str, Any]) -> dict[str, Any]:
@@ -238,17 +230,9 @@ def test_uv_installs_from_the_served_variants_root_with_core_metadata(three_buil
     """uv against the real server over the same cache: every request it made answered, and the
     chosen variant wheel's METADATA read from <wheel>.metadata before the wheel is downloaded."""
     requests: list[str] = []
-    server = make_server(Cache(three_builds["cache"]), "127.0.0.1", 0, log=requests.append)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        python = make_venv(tmp_path / "venv")
-        base = f"http://127.0.0.1:{server.server_address[1]}"
+    python = make_venv(tmp_path / "venv")
+    with serving(three_builds["cache"], log=requests.append) as base:
         result = uv_install(python, served_variants_root(three_builds["cache"], base), "8.6")
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=30)
     assert result.returncode == 0, result.stdout + result.stderr
     assert installed_label(python) == "cu130sm86"
     assert requests and all(line.endswith(" 200") for line in requests), requests
@@ -274,19 +258,12 @@ def test_an_entry_stored_before_variant_metadata_is_listed_without_it(three_buil
     cache = Cache(copy)
     cache.write_index()
     python = make_venv(tmp_path / "venv")
-    server = make_server(cache, "127.0.0.1", 0)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        root = served_variants_root(copy, f"http://127.0.0.1:{server.server_address[1]}")
+    with serving(cache) as base:
+        root = served_variants_root(copy, base)
         in_json = {f["filename"]: f
                    for f in json.loads(fetch(root + "fixture-ext/", "application/vnd.pypi.simple.v1+json"))["files"]}
         in_html = html_files(fetch(root + "fixture-ext/").decode())
         result = uv_install(python, root, "8.0")
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=30)
     assert html_files((copy / root.split("/", 3)[3] / "fixture-ext" / "index.html").read_text()) == in_html
     assert in_json[old]["core-metadata"] is False and in_json[old]["dist-info-metadata"] is False
     assert "data-core-metadata" not in in_html[old] and "data-dist-info-metadata" not in in_html[old]
