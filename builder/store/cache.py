@@ -250,7 +250,7 @@ class Cache:
         try:
             stored = staging / wheel.name
             shutil.copy2(wheel, stored)
-            variant = variants.variant_record(stored, meta, staging).get("variant")
+            variant = variants.variant_record(stored, meta, staging)
             if variant:  # the variant wheel's METADATA differs from the plain wheel's: its own file
                 variant = {**variant, **store_core_metadata(staging / variant["wheel"])}
             record = {**meta, "key": key, "wheel": wheel.name, "sha256": sha256_of(stored),

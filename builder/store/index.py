@@ -85,7 +85,7 @@ def project_files(entries: Iterable[Mapping[str, Any]], url_for: Callable[[Mappi
     projects: dict[str, list[IndexFile]] = {}
     for name in sorted(newest):
         meta = newest[name]
-        project = canonicalize_name(parse_wheel_filename(name)[0])
+        project = canonicalize_name(name.split("-", 1)[0])  # a variant wheel's name has a label after its tags
         projects.setdefault(project, []).append(_index_file(meta, url_for(meta)))
     return projects
 
@@ -149,16 +149,24 @@ def project_json(project: str, files: Iterable[IndexFile]) -> str:
 
 def variant_listing(entries: Iterable[Mapping[str, Any]], root: variants.VariantsRoot,
                     ) -> tuple[dict[str, list[IndexFile]], dict[str, str]]:
-    """A variants root's projects and files (builder/store/variants.py), each variant wheel with
-    its own core metadata where its entry has it, and the variants files' contents by their path
-    below the root's simple/ ("<project>/<name>-<version>-variants.json")."""
-    projects: dict[str, list[IndexFile]] = {}
+    """A variants root's projects (builder/store/variants.py): the newest variant wheel of each file
+    name, with its own core metadata where its entry has it, then each version's variants file;
+    every project the entries name gets a page, as in an environment's root. Also the variants
+    files' contents by their path below the root's simple/ ("<project>/<name>-<version>-variants.json")."""
+    metas = list(entries)
+    records = variants.members(metas, root)
+    up = "../" * (2 + len(root.path.split("/")))  # from <root>/simple/<project>/ to the store
+    projects = project_files(records, lambda r: f"{up}entries/{r['key']}/{r['wheel']}")
     documents: dict[str, str] = {}
-    for project, files in variants.listing(entries, root).items():
-        projects[project] = [IndexFile(f.filename, f.url, f.sha256, f.size, f.requires_python, f.core_metadata_sha256)
-                             for f in files]
-        documents.update({f"{project}/{f.filename}": f.text for f in files if f.text is not None})
-    return projects, documents
+    for filename, text in variants.variants_files(records).items():
+        project = canonicalize_name(filename.split("-")[0])
+        data = text.encode()
+        projects.setdefault(project, []).append(IndexFile(filename, filename, hashlib.sha256(data).hexdigest(),
+                                                          len(data)))
+        documents[f"{project}/{filename}"] = text
+    for meta in metas:
+        projects.setdefault(canonicalize_name(str(meta["wheel"]).split("-")[0]), [])
+    return dict(sorted(projects.items())), documents
 
 
 def published_pages(entries: Iterable[Mapping[str, Any]]) -> dict[str, str]:

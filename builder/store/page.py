@@ -32,6 +32,7 @@ from typing import Any
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 from packaging.version import InvalidVersion
 
+from builder.delivery.index_url import index_url
 from builder.fleet.matrix import Cell
 from builder.store.environments import Environment, base_of, environments_of, select
 
@@ -56,16 +57,11 @@ def server_base(host_header: str | None, fallback: str) -> str:
     return f"http://{host}" if _HOST.match(host) else fallback
 
 
-def root_url(base: str, env: Environment) -> str:
-    """An environment's index root below the server's base (as builder.delivery.index_url does)."""
-    return f"{base}/{env.path}/simple/"
-
-
 def install_lines(project: str, base: str, env: Environment) -> list[str]:
     """The README's ways to install `project` in `env` from the server at `base`: through
     `builder index-url` (run with the interpreter that installs, or give it --python), then pip and
     uv with the root written out."""
-    root = root_url(base, env)
+    root = index_url(env, base)
     pip = f"--only-binary {project} --index-url"
     return [f'ROOT=$(builder index-url --server {base} --arch {env.gpu}) && pip install {pip} "$ROOT" '
             f"--extra-index-url {PYPI} {project}",
@@ -97,21 +93,16 @@ def _text(value: Any) -> str:
 
 
 def variant_label(meta: Mapping[str, Any]) -> str:
-    """The PEP 825 label of the entry's variant wheel, when its entry names one ("variant_label",
-    or "variant": {"label": ...}); "" otherwise."""
-    variant = meta.get("variant")
-    label = variant.get("label") if isinstance(variant, Mapping) else meta.get("variant_label")
-    return _text(label)
+    """The PEP 825 label of the entry's variant wheel ("" for an entry without one)."""
+    return _text(_table(meta, "variant").get("label"))
 
 
 def built_by(meta: Mapping[str, Any]) -> str:
     """Who stored the entry and on which machine, when the entry records it ("built_by": {"user",
     "host"}); "" when it does not (entries of builder 0.1.0 record neither)."""
-    who = meta.get("built_by")
-    if isinstance(who, Mapping):
-        user, host = _text(who.get("user")), _text(who.get("host"))
-        return f"{user}@{host}" if user and host else user or host
-    return _text(who)
+    who = _table(meta, "built_by")
+    user, host = _text(who.get("user")), _text(who.get("host"))
+    return f"{user}@{host}" if user and host else user or host
 
 
 def toolchain(meta: Mapping[str, Any], provenance: Mapping[str, Any]) -> str:
@@ -216,7 +207,7 @@ def _install(metas: Sequence[Mapping[str, Any]], chosen: Environment | None, bas
         return "<p>Choose an environment to see the builds it installs and the line that installs them.</p>\n"
     picked = select(metas, chosen)
     projects = sorted({canonicalize_name(parse_wheel_filename(_text(m["wheel"]))[0]) for m in picked})
-    root = html.escape(root_url(base, chosen))
+    root = html.escape(index_url(chosen, base))
     if not projects:
         return f'<p>Nothing in this cache loads in {html.escape(describe(chosen))}.</p>\n'
     blocks = "".join(

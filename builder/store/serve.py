@@ -201,10 +201,7 @@ def make_server(cache: Cache, host: str, port: int, log: Callable[[str], None] |
             body = page.render([e.meta for e in entries], base=page.server_base(self.headers.get("Host"), fallback),
                                chosen=chosen, provenance=lambda m: provenance(by_key[str(m["key"])]),
                                matrix=matrix).encode()
-            self.send_response(HTTPStatus.OK)
-            self.send_headers("text/html; charset=utf-8", len(body))
-            if send_body:
-                self.wfile.write(body)
+            self.body(body, "text/html; charset=utf-8", send_body)
 
         def file(self, path: Path, send_body: bool) -> None:
             if not path.is_file():

@@ -58,11 +58,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 from builder.delivery.verify import find_cuobjdump as search
 from builder.errors import BuildError, VerifyError
+from builder.files import sha256_of
 from builder.process import capture
 from builder.store.environments import Base, base_of
 from builder.store.retag import rebuild_wheel
@@ -185,8 +185,8 @@ def make_variant(wheel: Path, meta: Mapping[str, Any], out_dir: Path, cuobjdump:
     target = out_dir / filename
     rebuild_wheel(wheel, target, stem, {"METADATA": _public_metadata(read_member(wheel, "METADATA") or b"", public),
                                    "variant.json": document.encode()})
-    digest = hashlib.sha256(target.read_bytes()).hexdigest()
-    return {"wheel": filename, "label": label, "properties": props, "sha256": digest, "size": target.stat().st_size}
+    return {"wheel": filename, "label": label, "properties": props, "sha256": sha256_of(target),
+            "size": target.stat().st_size}
 
 
 def find_cuobjdump(meta: Mapping[str, Any]) -> Path | None:
@@ -202,33 +202,16 @@ def find_cuobjdump(meta: Mapping[str, Any]) -> Path | None:
         return None
 
 
-def variant_record(wheel: Path, meta: Mapping[str, Any], out_dir: Path) -> dict[str, Any]:
-    """{"variant": record} for Cache.store to keep in entry.json, or {} where no variant form can
-    be made (no GPU code, no toolkit in the plan, no cuobjdump here)."""
+def variant_record(wheel: Path, meta: Mapping[str, Any], out_dir: Path) -> dict[str, Any] | None:
+    """make_variant's record, for Cache.store to keep in entry.json as "variant", or None where no
+    variant form can be made (no GPU code, no toolkit in the plan, no cuobjdump here)."""
     cuobjdump = find_cuobjdump(meta) if (meta.get("plan") or {}).get("archs") else None
     if cuobjdump is None:
-        return {}
+        return None
     try:
-        record = make_variant(wheel, meta, out_dir, cuobjdump)
+        return make_variant(wheel, meta, out_dir, cuobjdump)
     except (BuildError, VerifyError, zipfile.BadZipFile):
-        return {}
-    return {"variant": record} if record else {}
-
-
-@dataclass(frozen=True)
-class VariantFile:
-    """A variant wheel or a variants file on a variants root's project page."""
-
-    filename: str
-    url: str
-    sha256: str
-    size: int | None
-    text: str | None = None
-    """The variants file's content (None for a wheel, which lives in its entry)."""
-    requires_python: str | None = None
-    core_metadata_sha256: str | None = None
-    """sha256 of the variant wheel's <wheel>.metadata (PEP 658); None for a variants file, and for
-    an entry stored before builder wrote that file."""
+        return None
 
 
 def roots_of(metas: Iterable[Mapping[str, Any]]) -> list[VariantsRoot]:
@@ -236,36 +219,21 @@ def roots_of(metas: Iterable[Mapping[str, Any]]) -> list[VariantsRoot]:
     return sorted({VariantsRoot.of(b) for m in metas if m.get("variant") and (b := base_of(m)) is not None})
 
 
-def listing(metas: Iterable[Mapping[str, Any]], root: VariantsRoot) -> dict[str, list[VariantFile]]:
-    """A variants root's projects: for each, the variant wheels built against the root's torch
-    (the newest entry per file name; builds of non-default recipe variants stay in the plain
-    roots: their properties would not tell them apart) and one variants file per version listing
-    every label those wheels carry."""
-    all_metas = list(metas)
-    newest: dict[str, Mapping[str, Any]] = {}
-    for meta in sorted(all_metas, key=lambda m: str(m.get("created", ""))):
-        base = base_of(meta)
-        if meta.get("variant") and base is not None and VariantsRoot.of(base) == root \
-                and not (meta.get("plan") or {}).get("variants"):
-            newest[str(meta["variant"]["wheel"])] = meta
-    up = "../" * (2 + len(root.path.split("/")))
-    projects: dict[str, list[VariantFile]] = {}
+def members(metas: Iterable[Mapping[str, Any]], root: VariantsRoot) -> list[dict[str, Any]]:
+    """The variant records (entry.json's "variant": "wheel", "sha256", "size", ...) of the entries
+    built against the root's torch, each with its entry's "key" and "created". Builds of
+    non-default recipe variants stay in the plain roots: their properties would not tell them apart."""
+    return [{**meta["variant"], "key": meta["key"], "created": meta.get("created", "")} for meta in metas
+            if meta.get("variant") and (base := base_of(meta)) is not None and VariantsRoot.of(base) == root
+            and not (meta.get("plan") or {}).get("variants")]
+
+
+def variants_files(records: Iterable[Mapping[str, Any]]) -> dict[str, str]:
+    """{name}-{version}-variants.json of each version the records hold, by file name: every label
+    of that version's variant wheels (PEP 825's rule: the file lists every variant of the version)."""
     labels: dict[tuple[str, str], dict[str, Any]] = {}
-    for filename in sorted(newest):
-        meta = newest[filename]
-        record = meta["variant"]
-        name, version = filename.split("-")[:2]
-        project = canonicalize_name(name)
-        projects.setdefault(project, []).append(VariantFile(
-            filename, f"{up}entries/{meta['key']}/{filename}", str(record["sha256"]), record.get("size"),
-            requires_python=record.get("requires_python"), core_metadata_sha256=record.get("core_metadata_sha256")))
+    for record in records:
+        name, version = str(record["wheel"]).split("-")[:2]
         labels.setdefault((name, version), {})[str(record["label"])] = record["properties"]
-    for (name, version), variants in sorted(labels.items()):
-        text = json.dumps(variants_document(variants), indent=2, sort_keys=True) + "\n"
-        filename = f"{name}-{version}{VARIANTS_SUFFIX}"
-        projects[canonicalize_name(name)].append(VariantFile(
-            filename, filename, hashlib.sha256(text.encode()).hexdigest(), len(text.encode()), text))
-    for meta in all_metas:  # every project gets a page (an empty one where nothing fits), as env/ roots do
-        project = canonicalize_name(str(meta["wheel"]).split("-")[0])
-        projects.setdefault(project, [])
-    return dict(sorted(projects.items()))
+    return {f"{name}-{version}{VARIANTS_SUFFIX}": json.dumps(variants_document(found), indent=2, sort_keys=True) + "\n"
+            for (name, version), found in sorted(labels.items())}
