@@ -242,10 +242,11 @@ def test_retagged_wheel_installs_with_pip(built: dict[str, Path], venv: Path, tm
 def test_retag_copies_members_as_compressed_and_keeps_stored_ones(tmp_path: Path) -> None:
     """Deflated members keep their compressed bytes (no second deflate of a large .so); a stored
     member is written deflated; the contents, the RECORD and zip's own CRC check all hold."""
-    library = os.urandom(1 << 16) + bytes(1 << 20)  # part incompressible, part not
+    library = os.urandom(1 << 16) + b"".join(b"%d\n" % i for i in range(1 << 16))  # part incompressible, part not
     wheel = tmp_path / "raw_pkg-1.0-cp312-cp312-linux_x86_64.whl"
     with zipfile.ZipFile(wheel, "w", zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr("raw_pkg/_C.so", library)
+        # deflated at level 1, not zlib's default that builder writes with: a copy keeps its size
+        archive.writestr("raw_pkg/_C.so", library, compresslevel=1)
         archive.writestr("raw_pkg/data.bin", b"stored " * 100, compress_type=zipfile.ZIP_STORED)
         archive.writestr("raw_pkg-1.0.dist-info/METADATA", "Metadata-Version: 2.1\nName: raw-pkg\nVersion: 1.0\n")
         archive.writestr("raw_pkg-1.0.dist-info/WHEEL", "Wheel-Version: 1.0\nRoot-Is-Purelib: false\n")
