@@ -10,14 +10,16 @@
 #   bash /tmp/t/.carry/proof.sh wait N     # each later call: wait up to N s, collect into $OUT
 # The pipeline, in order of what is owed most (device time may end it early):
 #   1. flash-attn whole sm_90 build, fresh cache (measured), upstream's test sample, transformers
-#   2. uv without overrides installs from the variants root: the label NVML chose
+#   2. uv without overrides installs from the variants root: the label NVML chose (after 4 when
+#      the whole build is not a stage)
 #   3. flash-attn hdims=128 (both dtypes, backward on) with --compile-cache DIR, fresh cache (measured)
 #   4. the same from another fresh cache and build dir, the compile cache shared (measured)
 #   5. upstream's test_flash_attn_kvcache for d=128 and transformers on that wheel
 #   6. `builder build --check` of that entry (a plain rebuild, compared)
 #   7. autoawq-kernels 0.0.9 whole (measured), its costs exported
 # STAGES (a variable of the start call) picks some: "whole uv" (~1,100 s on the H100) fits one
-# session's device time, "h128 check awq" (~1,000 s) another. All by default.
+# session's device time, "h128 check awq" (~1,000 s) another, "h128 uv check awq" on an H200 (whose
+# timings do not compare with the H100's) everything but the whole build. All by default.
 set -uo pipefail
 STAGES=${STAGES:-whole uv h128 check awq}
 want() { [[ " $STAGES " == *" $1 "* ]]; }
@@ -67,9 +69,9 @@ flash_tests() {  # name, -k selection, sample size, id filter
   stamp "tests $1 end"
 }
 
-uv_pick() {  # uv without overrides: NVML decides among the variants root's labels
+uv_pick() {  # cache: uv without overrides, NVML decides among the variants root's labels
   stamp "uv pick start"
-  local root; root=$($PY -m builder index-url --variants --cache "$P/whole" --python "$PY" --json \
+  local root; root=$($PY -m builder index-url --variants --cache "$1" --python "$PY" --json \
     | $PY -c "import json, sys; print(json.load(sys.stdin)['url'])")
   echo "variants root: $root" > "$P/uv-pick.txt"
   timeout 120 $PY -m uv pip install --preview-features wheel-variants --no-cache --no-deps --python "$PY" \
@@ -88,10 +90,11 @@ pipeline() {
     measured_build whole "$P/whole" "${FLASH[@]}"
     flash_tests whole "test_flash_attn_qkvpacked or test_flash_attn_output" 400 . > "$P/tests-whole.log" 2>&1
   fi
-  want uv && want whole && uv_pick
+  want uv && want whole && uv_pick "$P/whole"
   if want h128; then
     measured_build h128-cold "$P/h128-cold" "${SUBSET[@]}" --compile-cache "$P/compile-store"
     measured_build h128-shared "$P/h128-shared" "${SUBSET[@]}" --compile-cache "$P/compile-store"
+    want uv && ! want whole && uv_pick "$P/h128-shared"
     # upstream's kvcache test (fp16 only) for head dim 128: ids [seqlen_q-seqlen_k-d-...]
     flash_tests h128 test_flash_attn_kvcache 120 '\[[0-9]+-[0-9]+-128-' > "$P/tests-h128.log" 2>&1
   fi
