@@ -39,7 +39,7 @@ from builder.planning.toolchain import parse_cuda
 from builder.planning.variants import check_variant_names
 from builder.reporting import Steps
 from builder.store import records
-from builder.store.cache import Entry
+from builder.store.cache import Cache, Entry
 from builder.store.compare import Comparison, compare_wheels
 from builder.store.platform_tag import wheel_platform_tag
 from builder.store.remote import RemoteStore, open_store, pull, push
@@ -193,7 +193,7 @@ def compile_to_wheel(plan: Plan, backend: Backend, ws: Workspace, steps: Steps, 
         compiled = Compiled()
         env = build_env(plan, backend, cache.dir("sccache"), work)
         try:
-            previous = records.load(cache, costs.costs_key(plan)) or reference.for_plan(plan)
+            previous = starting_costs(plan, cache)
             raw = compile_wheel(plan, backend, src, work, env, log_path, steps, previous=previous, compiled=compiled)
         finally:
             if compiled.costs is not None:
@@ -205,6 +205,16 @@ def compile_to_wheel(plan: Plan, backend: Backend, ws: Workspace, steps: Steps, 
             ws.reporter.say(f"    platform tag {tag or 'unchanged (no shared objects)'}: "
                             "what the shared objects' symbol versions allow")
     return wheel, compiled
+
+
+def starting_costs(plan: Plan, cache: Cache) -> costs.BuildCosts | None:
+    """What a build's gate and ordering start from: this cache's records of its kind, else the
+    recipe's reference. Through sccache the reference alone: the gate splits from it, and that choice
+    must be the same on every machine sharing the store (a build through sccache records no costs
+    of its own, its compilers run in sccache's server)."""
+    if plan.ccache:
+        return reference.for_plan(plan)
+    return records.load(cache, costs.costs_key(plan)) or reference.for_plan(plan)
 
 
 def compile_and_store(plan: Plan, backend: Backend, ws: Workspace, steps: Steps, log_path: Path) -> Entry:

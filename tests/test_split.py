@@ -20,13 +20,16 @@ from builder.building.costs import BuildCosts, FileCost
 from builder.building.gate import (
     MIN_SPLIT_SECONDS,
     RECORD_MARGIN,
+    SHIPPED_SPLIT_SECONDS,
     Admission,
     expected_mb,
     is_nvcc,
+    shipped_threads,
     split_threads,
     splits_already,
 )
 from builder.building.ninja_order import gate_nvcc, planned, reorder, weights
+from builder.building.sccache import describe
 from builder.errors import RecipeError
 from builder.planning.toolchain import splits_compiles
 from tests.conftest import FIXTURES, builder_json, run_builder
@@ -95,12 +98,12 @@ def hints(**files: tuple[float, float]) -> dict[str, dict[str, float | int | str
             for name, (cpu, peak) in files.items()}
 
 
-def admission(tmp_path: Path, file: str, fed: dict, *, budget_mb: float, cores: int, may_split: bool = True,
+def admission(tmp_path: Path, file: str, fed: dict, *, budget_mb: float, cores: int, split: str = "load",
               planned_files: list[str] | None = None) -> Admission:
     (tmp_path / "hints.json").write_text(json.dumps(fed))
     if planned_files is not None:
         (tmp_path / "planned.json").write_text(json.dumps(planned_files))
-    return Admission(tmp_path, file, budget_mb=budget_mb, default_mb=1000, cores=cores, may_split=may_split)
+    return Admission(tmp_path, file, budget_mb=budget_mb, default_mb=1000, cores=cores, split=split)
 
 
 def test_the_gate_gives_the_long_file_the_threads_that_fit_in_the_memory_budget(tmp_path: Path) -> None:
@@ -123,12 +126,33 @@ def test_the_gate_gives_the_long_file_the_threads_that_fit_in_the_memory_budget(
 
 def test_without_split_permission_or_a_planned_list_the_gate_does_not_split(tmp_path: Path) -> None:
     fed = hints(src_bwd__cu=(500, 2000), src_fwd__cu=(20, 1000))
-    off = admission(tmp_path, "src/bwd.cu", fed, budget_mb=100_000, cores=4, may_split=False)
+    off = admission(tmp_path, "src/bwd.cu", fed, budget_mb=100_000, cores=4, split="off")
     assert off.decide({}, now=0.0) == (1, pytest.approx(2000 * RECORD_MARGIN), "record")
     empty = tmp_path / "empty"
     empty.mkdir()
-    blind = Admission(empty, "src/bwd.cu", budget_mb=100_000, default_mb=1000, cores=4, may_split=True)
+    blind = Admission(empty, "src/bwd.cu", budget_mb=100_000, default_mb=1000, cores=4, split="load")
     assert blind.decide({}, now=0.0) == (1, 1000, "estimate")  # nothing says what else compiles
+
+
+def test_through_sccache_the_split_follows_the_shipped_costs_alone(tmp_path: Path) -> None:
+    """The same threads whatever the load, the cores or the memory (the gate waits instead): through
+    sccache the thread count is in the steps' keys, and every build sharing the store must agree."""
+    shipped = {name: {**hint, "basis": "reference"} for name, hint in
+               hints(src_bwd__cu=(SHIPPED_SPLIT_SECONDS, 2000), src_fwd__cu=(SHIPPED_SPLIT_SECONDS - 1, 1000),
+                     src_long__cu=(2 * SHIPPED_SPLIT_SECONDS, 3000)).items()}
+    files = ["src/bwd.cu", "src/fwd.cu", "src/long.cu"]
+    alone = admission(tmp_path, "src/bwd.cu", shipped, budget_mb=100_000, cores=16, split="shipped",
+                      planned_files=files)
+    assert alone.decide({}, now=0.0) == (2, pytest.approx(2000 * RECORD_MARGIN * 1.5), "reference")
+    busy = {str(n): {"mb": 100, "threads": 1, "file": "x.cu", "start": 0.0, "work": 500} for n in range(1, 16)}
+    assert alone.decide(busy, now=1.0)[:1] == (2,)  # no idle core: still 2 (the load would say 1)
+    assert shipped_threads(shipped["src/fwd.cu"]) == 1 and shipped_threads(shipped["src/long.cu"]) == 4
+    # Short of memory for 2 threads: it waits rather than start on 1 (a key no other build has).
+    tight = admission(tmp_path, "src/bwd.cu", shipped, budget_mb=3000, cores=16, split="shipped")
+    assert tight.decide({"1": {"mb": 500, "threads": 1, "file": "x.cu", "start": 0.0, "work": 5}}, now=1.0) is None
+    # A build's own records (another machine's numbers) never split through sccache.
+    assert shipped_threads(hints(src_bwd__cu=(1000, 2000))["src/bwd.cu"]) == 1
+    assert shipped_threads(None) == 1
 
 
 def test_files_already_compiled_or_running_are_not_pending(tmp_path: Path) -> None:
@@ -304,3 +328,20 @@ def test_a_fresh_cache_builds_heaviest_first_and_splits_from_exported_reference_
     assert {f["basis"] for f in by_file.values()} == {"reference"}  # admitted by the shipped peaks
     assert by_file["csrc/costly.cu"]["threads"] == 2  # 300 of 340 CPU-s on 2 cores: split over both
     assert by_file["csrc/cheap.cu"]["threads"] == 1 and by_file["csrc/binding.cpp"]["threads"] == 1
+
+    # Through a shared compile cache the split follows the shipped costs alone (costly.cu's 300 CPU-s:
+    # 2 threads, whatever the load), so a build from another fresh cache finds every step in the
+    # store, the split file's cicc and ptxas steps too (their keys hold the thread count).
+    shared = ("build", recipe, "--arch", "86", "--no-install", "--force",
+              "--compile-cache", str(tmp_path / "compile-store"))
+    cold = builder_json(*shared, "--cache", str(tmp_path / "cache3"))
+    warm = builder_json(*shared, "--cache", str(tmp_path / "cache4"))
+    assert cold["plan"]["split_compile"] is True and cold["sccache"]["misses"].get("CUBIN") == 2
+    assert cold["sccache"]["split"] == warm["sccache"]["split"] == {"csrc/costly.cu": 2}
+    # The device steps, the split file's too; the host compile of nvcc's .cudafe1.cpp may miss in a
+    # local store (its temp dir's name: bench/RESULTS.md 2026-12-03), whatever the split.
+    assert {kind: warm["sccache"]["hits"].get(kind) for kind in ("PTX", "CUBIN")} == {"PTX": 2, "CUBIN": 2}
+    assert not {"PTX", "CUBIN"} & set(warm["sccache"]["misses"])
+    assert warm["cache_key"] == first["cache_key"]
+    assert "split as the recipe's shipped costs say (alike in every build sharing the store): " \
+           "csrc/costly.cu on 2 threads" in describe(warm["sccache"])

@@ -65,8 +65,10 @@ def compile_wheel(plan: Plan, backend: Backend, src: Path, work: Path, env: Mapp
                 compiled.wheel = backend.build(plan, src, work / "raw", env, log_path, compile_line_parser(update))
                 return compiled.wheel
             finally:
-                if plan.ccache:  # its counts, while its server still runs
+                if plan.ccache:  # its counts, while its server still runs; the files the gate split
                     compiled.sccache = sccache.finish(plan.env["BUILDER_SCCACHE"], env)
+                    if split := {f.file: f.threads for f in costs.gate_records(work) if f.threads > 1}:
+                        compiled.sccache["split"] = split
     finally:
         # Through sccache the compilers run in its server, out of the gate's sight: no records of
         # their costs. On a farm, the records say where each file's steps ran (kept apart).

@@ -152,6 +152,14 @@ def host_compiler_gate(tools: Path, cxx: str) -> str:
     return launcher_script(folder / Path(cxx).name, [sys.executable, str(HERE / "gate.py"), cxx])
 
 
+def split_mode(plan: Plan) -> str:
+    """How the gate splits nvcc compiles (builder/building/gate.py): from the load, or through sccache
+    from the shipped costs alone."""
+    if not plan.split_compile:
+        return "off"
+    return "shipped" if plan.ccache else "load"
+
+
 def instrument(plan: Plan, work: Path, source_dir: Path, env: Mapping[str, str], *,
                previous: BuildCosts | None, gates_host_compiler: bool) -> dict[str, str]:
     """The build's environment with the gate and the ordering ninja in place, seeded with the
@@ -165,7 +173,7 @@ def instrument(plan: Plan, work: Path, source_dir: Path, env: Mapping[str, str],
     out = {**env, "BUILDER_GATE_DIR": str(gate_dir), "BUILDER_GATE_SOURCE_ROOT": str(source_dir.resolve()),
            "BUILDER_GATE_BUDGET_MB": str(plan.jobs.memory_budget_gb * MB_PER_GB),
            "BUILDER_GATE_JOB_MB": str(plan.recipe.build.job_memory_gb * MB_PER_GB), "BUILDER_GATE": gate,
-           "BUILDER_GATE_CORES": str(plan.jobs.jobs), "BUILDER_GATE_SPLIT": "1" if plan.split_compile else "0"}
+           "BUILDER_GATE_CORES": str(plan.jobs.jobs), "BUILDER_GATE_SPLIT": split_mode(plan)}
     nvcc = env.get("PYTORCH_NVCC", str(plan.toolkit.nvcc))
     out["PYTORCH_NVCC"] = f"{gate} {nvcc}"
     # What the ordering ninja puts in front of a build.ninja's bare `nvcc` (torch without PYTORCH_NVCC).
@@ -187,10 +195,7 @@ def instrument(plan: Plan, work: Path, source_dir: Path, env: Mapping[str, str],
 def collect(plan: Plan, work: Path, *, farm: str = "") -> BuildCosts | None:
     """The gate's records of this build (on the `farm`, when it names one), or None when nothing
     compiled through it."""
-    records = work / "gate" / "records.jsonl"
-    if not records.is_file():
-        return None
-    files = [FileCost.from_json(json.loads(line)) for line in records.read_text().splitlines() if line.strip()]
+    files = gate_records(work)
     if not files:
         return None
     return BuildCosts(key=farm_key(plan) if farm else costs_key(plan), recipe=plan.recipe.name, version=plan.version,
@@ -206,3 +211,12 @@ def describe(costs: BuildCosts) -> str:
     return (f"{s['files']} compile(s): {s['wall_s']:g} s, core use {s['core_use']:.0%}, "
             f"peak {s['peak_mb']:.0f} MB per compile, {s['concurrent_peak_mb']:.0f} MB together"
             + (f"; split: {', '.join(split)}" if split else ""))
+
+
+def gate_records(work: Path) -> list[FileCost]:
+    """What the gate recorded of each compile of the build in `work` (none when nothing compiled
+    through it)."""
+    records = work / "gate" / "records.jsonl"
+    if not records.is_file():
+        return []
+    return [FileCost.from_json(json.loads(line)) for line in records.read_text().splitlines() if line.strip()]

@@ -29,6 +29,13 @@ ordering ninja), the compiles running (running.json) and the hints. It leaves de
 unchanged: `cuobjdump -sass` is identical with and without (tests/test_split.py), so it is not
 part of the cache key.
 
+Through sccache (--ccache, a compile cache, a farm) the thread count is part of what sccache
+hashes: cicc's and ptxas's steps carry `--split-compile=N` (bench/RESULTS.md, 2026-12-07). A count
+that follows the load would give every cell, machine and re-run keys of their own for the very
+files that cost most, so there (BUILDER_GATE_SPLIT=shipped) `shipped_threads` decides from the
+file's shipped reference work alone, the same wherever the store is shared, and the gate waits for
+memory rather than take fewer threads.
+
 It runs as a script (`python builder/building/gate.py COMPILER ARGS...`) with the build's
 environment, needing only the standard library, psutil and filelock, so the compiler it starts
 sees exactly the environment builder set. The gate's settings come from BUILDER_GATE_* variables.
@@ -70,6 +77,10 @@ RECORD_MARGIN = 1.15
 SPLIT_PEAK_GROWTH = 0.5
 # Below this expected CPU time a compile is not split: the gain is seconds, the threads cost memory.
 MIN_SPLIT_SECONDS = 20.0
+# Through sccache, a file whose shipped reference work reaches this many CPU seconds gets 2 threads,
+# and 4 from twice that. flash-attn 2.8.3.post2 sm_90 (recipes/costs/): the 9 files of 245-311 s,
+# the ones that bound the build on a farm of 4 x 16 cores (bench/farm_predict.py --split).
+SHIPPED_SPLIT_SECONDS = 240.0
 # Set for the compiler the gate runs: a gated compiler it starts in turn (nvcc's host compiler, were
 # it wrapped too) passes straight through instead of waiting for room its parent holds.
 INSIDE = "BUILDER_GATE_INSIDE"
@@ -164,6 +175,15 @@ def split_threads(work: float | None, pending: Sequence[float | None],
     return max(1, min(cores, max(idle, critical)))
 
 
+def shipped_threads(hint: Mapping[str, Any] | None) -> int:
+    """The threads of a compile through sccache: from its file's shipped reference work alone (a
+    build's own records differ from machine to machine), so every build sharing a store splits alike."""
+    work = work_of(hint) if hint and hint.get("basis") == "reference" else None
+    if work is None or work < SHIPPED_SPLIT_SECONDS:
+        return 1
+    return 2 if work < 2 * SHIPPED_SPLIT_SECONDS else 4
+
+
 def expected_mb(hint: Mapping[str, Any] | None, default_mb: float, threads: int = 1) -> tuple[float, str]:
     """The compile's expected peak at `threads` and where the number came from ("record",
     "reference" or "estimate"). A hint measured at other threads is scaled by the split model."""
@@ -200,9 +220,10 @@ class Admission:
     """What the gate knows when a compile asks to start, read from the gate folder."""
 
     def __init__(self, gate_dir: Path, file: str, *, budget_mb: float, default_mb: float, cores: int,
-                 may_split: bool) -> None:
+                 split: str) -> None:
+        """`split`: "load" (split_threads), "shipped" (shipped_threads) or "off"."""
         self.gate_dir, self.file, self.budget_mb, self.default_mb = gate_dir, file, budget_mb, default_mb
-        self.cores, self.may_split = cores, may_split
+        self.cores, self.split = cores, split
         self.hints: dict[str, dict[str, Any]] = read_json(gate_dir / "hints.json", {})
 
     def pending(self, running: Mapping[str, Mapping[str, Any]]) -> list[str] | None:
@@ -219,7 +240,9 @@ class Admission:
         return [name for name in names if name not in started]
 
     def threads(self, running: Mapping[str, Mapping[str, Any]], now: float) -> int:
-        if not self.may_split:
+        if self.split == "shipped":
+            return shipped_threads(self.hints.get(self.file))
+        if self.split != "load":
             return 1
         pending = self.pending(running)
         if pending is None:
@@ -231,10 +254,12 @@ class Admission:
 
     def decide(self, running: Mapping[str, Mapping[str, Any]], now: float) -> tuple[int, float, str] | None:
         """(threads, expected MB, basis) when the compile may start now, else None (wait): the most
-        threads up to split_threads' answer whose expected peak fits beside the running ones."""
+        threads up to split_threads' answer whose expected peak fits beside the running ones (the
+        shipped count or nothing, through sccache)."""
         hint = self.hints.get(self.file)
         in_use = sum(float(r["mb"]) for r in running.values())
-        for threads in range(self.threads(running, now), 0, -1):
+        most = self.threads(running, now)
+        for threads in range(most, 0 if self.split != "shipped" else most - 1, -1):
             need, basis = expected_mb(hint, self.default_mb, threads)
             if not running or in_use + need <= self.budget_mb:
                 return threads, need, basis
@@ -301,11 +326,12 @@ def main(args: list[str]) -> int:
         return subprocess.call(args) if args else 2
     if os.environ.get("BUILDER_GATE_NVCC_SEED") == "1":
         args = with_seed(args, file)
-    may_split = (os.environ.get("BUILDER_GATE_SPLIT") == "1" and is_nvcc(args)
-                 and not splits_already(args, os.environ))
+    split = os.environ.get("BUILDER_GATE_SPLIT", "off")
+    if not is_nvcc(args) or splits_already(args, os.environ):
+        split = "off"
     admission = Admission(gate_dir, file, budget_mb=float(os.environ.get("BUILDER_GATE_BUDGET_MB", "inf")),
                           default_mb=float(os.environ.get("BUILDER_GATE_JOB_MB", "0")),
-                          cores=int(os.environ.get("BUILDER_GATE_CORES", "1")), may_split=may_split)
+                          cores=int(os.environ.get("BUILDER_GATE_CORES", "1")), split=split)
     threads, need_mb, basis, waited = admit(admission)
     # One word: sccache 0.16 reads the value of a separated `--split-compile 2` as a second input
     # file ("multiple input files": neither cached nor sent to a farm); `--split-compile=2` passes

@@ -142,4 +142,7 @@ def describe(counts: Mapping[str, Any]) -> str:
     if counts.get("distributed_failed"):
         said += (f"; {counts['distributed_failed']} step(s) the farm failed were compiled here instead "
                  "(a server down or unreachable: time lost, not the build)")
+    if counts.get("split"):
+        said += ("; split as the recipe's shipped costs say (alike in every build sharing the store): "
+                 + ", ".join(f"{file} on {n} threads" for file, n in sorted(counts["split"].items())))
     return said

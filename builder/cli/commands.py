@@ -86,7 +86,7 @@ def cmd_plan(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
         for key in ("source", "target", "build_env", "toolkit", "host_compiler", "jobs"):
             out.line(f"{key:15} {json.dumps(data[key])}")
         out.line(f"{'archs':15} {' '.join(data['archs'])}   gencode: {' '.join(data['gencode'])}")
-        out.line(f"{'split_compile':15} {'on: long nvcc compiles over idle cores' if data['split_compile'] else 'off'}")
+        out.line(f"{'split_compile':15} {split_text(data)}")
         if data["variants"]:
             out.line(f"{'variants':15} " + " ".join(f"{k}={v}" for k, v in data["variants"].items()))
         out.line("patches:" + "".join(
@@ -104,6 +104,15 @@ def cmd_plan(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
         out.line("commands:" + "".join(f"\n  {' '.join(c)}" for c in data["commands"]))
     out.emit(data, render)
     return 0
+
+
+def split_text(plan: dict[str, Any]) -> str:
+    """What the plan's split_compile means (builder/building/gate.py)."""
+    if not plan["split_compile"]:
+        return "off"
+    if plan["ccache"]:
+        return "on: the files the shipped costs call long (through sccache: the same in every build)"
+    return "on: long nvcc compiles over idle cores"
 
 
 def render_environment(out: Output, environment: dict[str, Any]) -> None:

@@ -103,9 +103,10 @@ class Plan:
         versions decide the stored one, which is never newer)."""
         return best_platform_tag(self.target)
     split_compile: bool = False
-    """The compile gate may split a long nvcc compile over idle cores (builder/building/gate.py):
-    asked for (the split-compile setting), nvcc has --split-compile, and no --ccache (whose hashes
-    would change with the thread count). Not in the key: the device code is the same."""
+    """The compile gate may split a long nvcc compile (builder/building/gate.py): asked for (the
+    split-compile setting) and nvcc has --split-compile. Over idle cores, or through sccache (whose
+    step hashes hold the thread count) only the files the shipped costs call long. Not in the key:
+    the device code is the same."""
 
     def render(self, template: str) -> str:
         return template.format_map(self.fields)
@@ -468,7 +469,7 @@ def resolve_plan(
 
 
 def choose_split(request: Request, toolkit: Toolkit, archs: tuple[Arch, ...]) -> bool:
-    """Whether the gate may split nvcc compiles: asked for, device code to compile, no --ccache, and
-    an nvcc that has --split-compile."""
-    return (request.split_compile is not False and bool(archs) and not request.ccache
-            and splits_compiles(toolkit.nvcc))
+    """Whether the gate may split nvcc compiles: asked for, device code to compile, and an nvcc that
+    has --split-compile (through sccache, only the files the shipped costs call long:
+    builder/building/gate.py)."""
+    return request.split_compile is not False and bool(archs) and splits_compiles(toolkit.nvcc)
