@@ -125,6 +125,28 @@ def test_a_build_on_the_farm_spreads_over_its_servers_and_gives_the_local_sass(
     assert token not in (tmp_path / "cache" / "entries" / built["cache_key"] / "entry.json").read_text()
 
 
+def test_on_a_farm_the_memory_gate_counts_one_compile_per_core_here(
+        farm: dict[str, Any], fixture_recipe: Path, tmp_path: Path) -> None:
+    """On one core here (taskset), with a budget of one compile's estimate: without a farm the gate
+    runs the three kernel files one after another; on the farm sccache runs one process per core
+    here whatever happens to the steps, so the gate counts only the heaviest compile running, and
+    the files compile at the same time."""
+    built = subprocess.run(["taskset", "-c", "0", sys.executable, "-m", "builder", "build", str(fixture_recipe),
+                            "--arch", "86", "--no-install", "--memory-budget", "1", "--json",
+                            "--cache", str(tmp_path / "cache")], cwd=ROOT, capture_output=True, text=True,
+                           env={**os.environ, **farm["env"]})
+    assert built.returncode == 0, built.stderr
+    plan = json.loads(built.stdout)["plan"]
+    assert plan["jobs"]["cores"] == 1 and plan["jobs"]["jobs"] == 3, plan["jobs"]
+    assert "the heaviest 1 running (sccache runs one process per core here)" in plan["jobs"]["reason"]
+    [newest] = builder_json("stats", "fixture-ext", "--top", "5", "--cache", str(tmp_path / "cache"))
+    files = newest["slowest"]
+    assert {f["expected_mb"] for f in files} == {1024.0}  # the recipe's job_memory_gb: the whole budget
+    overlapping = [(a["file"], b["file"]) for a in files for b in files
+                   if a["file"] < b["file"] and a["start"] < b["end"] and b["start"] < a["end"]]
+    assert overlapping, files
+
+
 def test_a_server_killed_costs_time_not_the_build(farm: dict[str, Any], fixture_recipe: Path, tmp_path: Path) -> None:
     """kill -9 of one server's builder: its sccache-dist ends with it (builder/session_guard.py);
     the scheduler still hands out the dead server for a while, and sccache compiles those steps

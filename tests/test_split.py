@@ -24,6 +24,7 @@ from builder.building.gate import (
     Admission,
     expected_mb,
     is_nvcc,
+    local_mb,
     shipped_threads,
     split_threads,
     splits_already,
@@ -153,6 +154,22 @@ def test_through_sccache_the_split_follows_the_shipped_costs_alone(tmp_path: Pat
     # A build's own records (another machine's numbers) never split through sccache.
     assert shipped_threads(hints(src_bwd__cu=(1000, 2000))["src/bwd.cu"]) == 1
     assert shipped_threads(None) == 1
+
+
+def test_on_a_farm_the_gate_counts_the_heaviest_compiles_one_per_local_core(tmp_path: Path) -> None:
+    """sccache runs at most one process per core here (its jobserver), so on a farm the memory the
+    running compiles can hold here is that of the heaviest `cores` of them, however many run."""
+    fed = hints(**{f"k{n}__cu": (100, 4000) for n in range(6)})
+    running = {str(n): {"mb": 4000 * RECORD_MARGIN, "threads": 1, "file": f"k{n}.cu", "start": 0.0, "work": 100}
+               for n in range(1, 5)}
+    here = admission(tmp_path, "k5.cu", fed, budget_mb=10_000, cores=2, split="off")
+    assert here.decide(running, now=1.0) is None  # 5 x 4,600 MB counted: wait
+    farm = Admission(tmp_path, "k5.cu", budget_mb=10_000, default_mb=1000, cores=66, split="off", local_slots=2)
+    assert farm.decide(running, now=1.0) == (1, pytest.approx(4600), "record")  # 2 x 4,600 MB at most here
+    # Still bounded: one compile whose peak is more than the budget beside another waits.
+    big = Admission(tmp_path, "k5.cu", budget_mb=5000, default_mb=1000, cores=66, split="off", local_slots=2)
+    assert big.decide(running, now=1.0) is None
+    assert local_mb([1, 5, 3, 4], 2) == 9 and local_mb([1, 5, 3, 4], None) == 13
 
 
 def test_files_already_compiled_or_running_are_not_pending(tmp_path: Path) -> None:

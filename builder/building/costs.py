@@ -174,6 +174,8 @@ def instrument(plan: Plan, work: Path, source_dir: Path, env: Mapping[str, str],
            "BUILDER_GATE_BUDGET_MB": str(plan.jobs.memory_budget_gb * MB_PER_GB),
            "BUILDER_GATE_JOB_MB": str(plan.recipe.build.job_memory_gb * MB_PER_GB), "BUILDER_GATE": gate,
            "BUILDER_GATE_CORES": str(plan.jobs.jobs), "BUILDER_GATE_SPLIT": split_mode(plan)}
+    if plan.farm is not None:  # sccache runs one process per core here (builder/building/gate.py)
+        out["BUILDER_GATE_LOCAL_SLOTS"] = str(plan.jobs.cores)
     nvcc = env.get("PYTORCH_NVCC", str(plan.toolkit.nvcc))
     out["PYTORCH_NVCC"] = f"{gate} {nvcc}"
     # What the ordering ninja puts in front of a build.ninja's bare `nvcc` (torch without PYTORCH_NVCC).

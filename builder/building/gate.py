@@ -36,6 +36,14 @@ files that cost most, so there (BUILDER_GATE_SPLIT=shipped) `shipped_threads` de
 file's shipped reference work alone, the same wherever the store is shared, and the gate waits for
 memory rather than take fewer threads.
 
+On a build farm most compiles run on its servers, and what runs here is bounded by sccache
+itself: its server spawns every process (a preprocessing step, a step the farm failed) only with a
+token of its jobserver, which holds one token per core (sccache 0.16 src/server.rs `start_server`:
+`Client::new()`, = `num_cpus`, src/jobserver.rs; acquired in src/mock_command.rs `spawn`). So there
+(BUILDER_GATE_LOCAL_SLOTS = the cores here) the memory that may be in use is that of the heaviest
+compiles running, one per core, not all of them: with every server dead, the farm's jobs still
+cannot all land here at once.
+
 It runs as a script (`python builder/building/gate.py COMPILER ARGS...`) with the build's
 environment, needing only the standard library, psutil and filelock, so the compiler it starts
 sees exactly the environment builder set. The gate's settings come from BUILDER_GATE_* variables.
@@ -212,6 +220,12 @@ def split_growth(threads: int) -> float:
     return 1.0 + SPLIT_PEAK_GROWTH * math.log2(max(1, threads))
 
 
+def local_mb(peaks: Sequence[float], slots: int | None) -> float:
+    """The memory compiles with these expected peaks may hold here together: all of them, or, when
+    at most `slots` can run here at once (on a farm), the heaviest `slots` of them."""
+    return sum(sorted(peaks, reverse=True)[:slots] if slots is not None else peaks)
+
+
 def read_json(path: Path, default: Any) -> Any:
     return json.loads(path.read_text()) if path.is_file() else default
 
@@ -220,10 +234,11 @@ class Admission:
     """What the gate knows when a compile asks to start, read from the gate folder."""
 
     def __init__(self, gate_dir: Path, file: str, *, budget_mb: float, default_mb: float, cores: int,
-                 split: str) -> None:
-        """`split`: "load" (split_threads), "shipped" (shipped_threads) or "off"."""
+                 split: str, local_slots: int | None = None) -> None:
+        """`split`: "load" (split_threads), "shipped" (shipped_threads) or "off"; `local_slots`: on a
+        farm, the most compiles that run here at once (local_mb)."""
         self.gate_dir, self.file, self.budget_mb, self.default_mb = gate_dir, file, budget_mb, default_mb
-        self.cores, self.split = cores, split
+        self.cores, self.split, self.local_slots = cores, split, local_slots
         self.hints: dict[str, dict[str, Any]] = read_json(gate_dir / "hints.json", {})
 
     def pending(self, running: Mapping[str, Mapping[str, Any]]) -> list[str] | None:
@@ -257,11 +272,11 @@ class Admission:
         threads up to split_threads' answer whose expected peak fits beside the running ones (the
         shipped count or nothing, through sccache)."""
         hint = self.hints.get(self.file)
-        in_use = sum(float(r["mb"]) for r in running.values())
+        in_use = [float(r["mb"]) for r in running.values()]
         most = self.threads(running, now)
         for threads in range(most, 0 if self.split != "shipped" else most - 1, -1):
             need, basis = expected_mb(hint, self.default_mb, threads)
-            if not running or in_use + need <= self.budget_mb:
+            if not running or local_mb([*in_use, need], self.local_slots) <= self.budget_mb:
                 return threads, need, basis
         return None
 
@@ -331,7 +346,9 @@ def main(args: list[str]) -> int:
         split = "off"
     admission = Admission(gate_dir, file, budget_mb=float(os.environ.get("BUILDER_GATE_BUDGET_MB", "inf")),
                           default_mb=float(os.environ.get("BUILDER_GATE_JOB_MB", "0")),
-                          cores=int(os.environ.get("BUILDER_GATE_CORES", "1")), split=split)
+                          cores=int(os.environ.get("BUILDER_GATE_CORES", "1")), split=split,
+                          local_slots=int(os.environ["BUILDER_GATE_LOCAL_SLOTS"])
+                          if os.environ.get("BUILDER_GATE_LOCAL_SLOTS") else None)
     threads, need_mb, basis, waited = admit(admission)
     # One word: sccache 0.16 reads the value of a separated `--split-compile 2` as a second input
     # file ("multiple input files": neither cached nor sent to a farm); `--split-compile=2` passes

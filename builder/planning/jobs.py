@@ -50,7 +50,8 @@ def plan_jobs(job_memory_gb: float, cap: int | None = None, *, cap_origin: str =
     budget = budget_gb if budget_gb is not None else round(available_gb * SAFE_FRACTION, 1)
     if gated and farm_cpus:
         jobs, reason = cores + farm_cpus, (f"one per core here and per farm CPU ({cores} + {farm_cpus}); each "
-                                           f"compile admitted while its expected peak fits in {budget:g} GB here")
+                                           f"compile admitted while the heaviest {cores} running (sccache runs "
+                                           f"one process per core here) fit in {budget:g} GB")
     elif gated:
         jobs, reason = cores, f"one per core; each compile admitted while its expected peak fits in {budget:g} GB"
     else:
