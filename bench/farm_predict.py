@@ -93,7 +93,7 @@ def main() -> int:
                     f"| {wall:,.0f} s ({floor / wall:.2f}x the speed of one machine) |")
     if args.split:
         rows.append(f"| files split (2 / 4 threads) | {split.count(2)} / {split.count(4)}, "
-                    f"+{sum(f['cpu_s'] * (SPLIT_CPU[n] - 1) for f, n in zip(files, split, strict=True)):,.0f} CPU-s |")
+                    f"{sum(f['cpu_s'] * (SPLIT_CPU[n] - 1) for f, n in zip(files, split, strict=True)):+,.0f} CPU-s |")
     rows.append(f"| the longest compile alone (what no number of servers goes below"
                 f"{', split as the gate splits' if args.split else ', unsplit'}) | {longest:,.0f} s |")
     command = "python bench/farm_predict.py " + " ".join(sys.argv[1:])
