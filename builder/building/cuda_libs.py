@@ -1,6 +1,7 @@
 """CUDA's math libraries (cuBLAS, cuBLASLt, cuSPARSE) for builds that link them directly
 (bitsandbytes' Makefile and CMake project), taken from torch's nvidia wheels when the toolkit
-has none.
+has none; and their headers for torch extensions, which include them through torch's own
+ATen/cuda/CUDAContext.h (flash-attn, autoawq-kernels).
 
 A toolkit made of the compiler alone is common (the CPU machines' /usr/local/cuda holds nvcc,
 cudart and CCCL: `ls /usr/local/cuda/lib64 /usr/local/cuda/include | grep -ci -E 'cublas|cusparse'`
@@ -29,6 +30,9 @@ from builder.planning.toolchain import Toolkit
 from builder.process import capture
 
 LIBRARIES = ("cublas", "cublasLt", "cusparse")
+# What torch's ATen/cuda/CUDAContextLight.h includes beyond the runtime (torch 2.14.1: cusparse.h,
+# cublas_v2.h, cublasLt.h, and cusolverDn.h where CUDART_VERSION is defined).
+TORCH_HEADERS = ("cusparse.h", "cublas_v2.h", "cublasLt.h", "cusolverDn.h")
 
 _NVIDIA_DIRS = """
 import json
@@ -58,15 +62,32 @@ def find_in_wheels(roots: Sequence[Path], name: str) -> Path | None:
     return found[0] if found else None
 
 
+def _prepend(paths: Sequence[str], variable: str, base: Mapping[str, str]) -> str:
+    return os.pathsep.join([*paths, *([base[variable]] if base.get(variable) else [])])
+
+
+def header_env(toolkit: Toolkit, python: Path, base: Mapping[str, str]) -> dict[str, str]:
+    """For a torch extension on a toolkit without the math libraries' headers (a compiler-only
+    toolkit: the CPU machines' /usr/local/cuda, NVIDIA's nvcc wheels): the include folders of
+    torch's nvidia wheels that hold them, on CPATH. Compilers search CPATH after every -I, so the
+    toolkit's own headers still come first; nothing changes for a toolkit that has them."""
+    include_dirs = (toolkit.root / "include", toolkit.root / "targets" / "x86_64-linux" / "include")
+    missing = [name for name in TORCH_HEADERS if not any((d / name).is_file() for d in include_dirs)]
+    if not missing:
+        return {}
+    roots = nvidia_wheel_dirs(python)
+    folders = list(dict.fromkeys(str(header.parent) for root in roots for name in missing
+                                 for header in root.glob(f"*/include/{name}")))
+    return {"CPATH": _prepend(folders, "CPATH", base)} if folders else {}
+
+
 def library_env(toolkit: Toolkit, python: Path, link_dir: Path, base: Mapping[str, str],
                 names: Sequence[str] = LIBRARIES) -> dict[str, str]:
     """Environment additions that let host compilers find CCCL's headers and a build find `names`,
     each folder list put in front of the build environment's own (`base`)."""
-    def _prepend(paths: Sequence[str], variable: str) -> str:
-        return os.pathsep.join([*paths, *([base[variable]] if base.get(variable) else [])])
 
     cccl = toolkit.root / "include" / "cccl"
-    env = {"CPATH": _prepend([str(cccl)], "CPATH")} if cccl.is_dir() else {}
+    env = {"CPATH": _prepend([str(cccl)], "CPATH", base)} if cccl.is_dir() else {}
     missing = [name for name in names if not toolkit_has(toolkit, name)]
     if not missing:
         return env
@@ -88,10 +109,10 @@ def library_env(toolkit: Toolkit, python: Path, link_dir: Path, base: Mapping[st
             if str(folder) not in into and folder.is_dir():
                 into.append(str(folder))
     return {
-        "LIBRARY_PATH": _prepend([str(link_dir), *lib_dirs], "LIBRARY_PATH"),
-        "LD_LIBRARY_PATH": _prepend(lib_dirs, "LD_LIBRARY_PATH"),
-        "CPATH": _prepend([*include_dirs, *([str(cccl)] if cccl.is_dir() else [])], "CPATH"),
-        "CMAKE_LIBRARY_PATH": _prepend([str(link_dir)], "CMAKE_LIBRARY_PATH"),
-        "CMAKE_INCLUDE_PATH": _prepend(include_dirs, "CMAKE_INCLUDE_PATH"),
+        "LIBRARY_PATH": _prepend([str(link_dir), *lib_dirs], "LIBRARY_PATH", base),
+        "LD_LIBRARY_PATH": _prepend(lib_dirs, "LD_LIBRARY_PATH", base),
+        "CPATH": _prepend([*include_dirs, *([str(cccl)] if cccl.is_dir() else [])], "CPATH", base),
+        "CMAKE_LIBRARY_PATH": _prepend([str(link_dir)], "CMAKE_LIBRARY_PATH", base),
+        "CMAKE_INCLUDE_PATH": _prepend(include_dirs, "CMAKE_INCLUDE_PATH", base),
     }
 

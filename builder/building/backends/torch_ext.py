@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from builder.building.cuda_libs import header_env
 from builder.errors import BuildError
 from builder.planning.frontend import recorded_frontend
 from builder.planning.plan import Plan
@@ -29,6 +30,7 @@ class TorchExtension:
 
     def build(self, plan: Plan, source_dir: Path, out_dir: Path, env: Mapping[str, str],
               log_path: Path, on_line: Callable[[str], None]) -> Path:
+        env = {**env, **header_env(plan.toolkit, plan.target.python_exe, env)}
         for command in self.commands(plan, source_dir, out_dir):
             call(command, log_path=log_path, env=env, cwd=source_dir, on_line=on_line,
                  what=f"building {plan.recipe.name}")
