@@ -85,7 +85,6 @@ def library_env(toolkit: Toolkit, python: Path, link_dir: Path, base: Mapping[st
                 names: Sequence[str] = LIBRARIES) -> dict[str, str]:
     """Environment additions that let host compilers find CCCL's headers and a build find `names`,
     each folder list put in front of the build environment's own (`base`)."""
-
     cccl = toolkit.root / "include" / "cccl"
     env = {"CPATH": _prepend([str(cccl)], "CPATH", base)} if cccl.is_dir() else {}
     missing = [name for name in names if not toolkit_has(toolkit, name)]
