@@ -57,15 +57,19 @@ def longest_first(jobs: list[tuple[float, float, float]], cores: int) -> float:
     return wall
 
 
-def job(f: dict[str, float], overhead: float, split: bool) -> tuple[float, float, float]:
+def threads_of(f: dict[str, float], split: bool) -> int:
+    """The threads the gate gives the file through sccache (1 without --split)."""
+    return shipped_threads({**f, "basis": "reference"}) if split else 1
+
+
+def job(f: dict[str, float], overhead: float, threads: int) -> tuple[float, float, float]:
     """One file's (CPU seconds, seconds at full speed on the farm, cores it keeps busy): a split file
     runs its threads' measured share of the wall on SPLIT_CPU / SPLIT_WALL cores."""
-    threads = shipped_threads({**f, "basis": "reference"}) if split else 1
     return f["cpu_s"], f["cpu_s"] * SPLIT_WALL[threads] + overhead, SPLIT_CPU[threads] / SPLIT_WALL[threads]
 
 
 def predict(files: list[dict[str, float]], servers: int, cores: int, overhead: float, split: bool) -> float:
-    return longest_first([job(f, overhead, split) for f in files], servers * cores)
+    return longest_first([job(f, overhead, threads_of(f, split)) for f in files], servers * cores)
 
 
 def main() -> int:
@@ -83,8 +87,8 @@ def main() -> int:
     files = measurement["files"]
     cpu = sum(f["cpu_s"] for f in files)
     floor = cpu / measurement["cores"]
-    longest = max(job(f, args.overhead, args.split)[1] for f in files)
-    split = [shipped_threads({**f, "basis": "reference"}) for f in files] if args.split else []
+    split = [threads_of(f, args.split) for f in files]
+    longest = max(job(f, args.overhead, n)[1] for f, n in zip(files, split, strict=True))
     rows = [f"| one machine's floor ({measurement['cores']} cores: {cpu:,.0f} CPU-s / {measurement['cores']}) "
             f"| {floor:,.0f} s |"]
     for servers in (int(n) for n in args.servers.split(",")):

@@ -316,7 +316,7 @@ def test_a_fresh_cache_builds_heaviest_first_and_splits_from_exported_reference_
     recipe = str(recipes / "costly-ext.toml")
     first = builder_json("build", recipe, "--arch", "86", "--jobs", "2", "--no-install", "--no-split-compile",
                          "--cache", str(tmp_path / "cache1"))
-    assert first["costs"]["files"] == 3 and first["plan"]["split_compile"] is False
+    assert first["costs"]["files"] == 3 and first["plan"]["split_mode"] == "off"
     [plain] = builder_json("stats", "costly-ext", "--cache", str(tmp_path / "cache1"))
     assert {f["threads"] for f in plain["slowest"]} == {1} and {f["basis"] for f in plain["slowest"]} == {"estimate"}
     costs_file = recipes / "costs" / "costly-ext-0.1.0.json"
@@ -353,7 +353,7 @@ def test_a_fresh_cache_builds_heaviest_first_and_splits_from_exported_reference_
               "--compile-cache", str(tmp_path / "compile-store"))
     cold = builder_json(*shared, "--cache", str(tmp_path / "cache3"))
     warm = builder_json(*shared, "--cache", str(tmp_path / "cache4"))
-    assert cold["plan"]["split_compile"] is True and cold["sccache"]["misses"].get("CUBIN") == 2
+    assert cold["plan"]["split_mode"] == "shipped" and cold["sccache"]["misses"].get("CUBIN") == 2
     assert cold["sccache"]["split"] == warm["sccache"]["split"] == {"csrc/costly.cu": 2}
     # The device steps, the split file's too; the host compile of nvcc's .cudafe1.cpp may miss in a
     # local store (its temp dir's name: bench/RESULTS.md 2026-12-03), whatever the split.

@@ -152,14 +152,6 @@ def host_compiler_gate(tools: Path, cxx: str) -> str:
     return launcher_script(folder / Path(cxx).name, [sys.executable, str(HERE / "gate.py"), cxx])
 
 
-def split_mode(plan: Plan) -> str:
-    """How the gate splits nvcc compiles (builder/building/gate.py): from the load, or through sccache
-    from the shipped costs alone."""
-    if not plan.split_compile:
-        return "off"
-    return "shipped" if plan.ccache else "load"
-
-
 def instrument(plan: Plan, work: Path, source_dir: Path, env: Mapping[str, str], *,
                previous: BuildCosts | None, gates_host_compiler: bool) -> dict[str, str]:
     """The build's environment with the gate and the ordering ninja in place, seeded with the
@@ -173,7 +165,7 @@ def instrument(plan: Plan, work: Path, source_dir: Path, env: Mapping[str, str],
     out = {**env, "BUILDER_GATE_DIR": str(gate_dir), "BUILDER_GATE_SOURCE_ROOT": str(source_dir.resolve()),
            "BUILDER_GATE_BUDGET_MB": str(plan.jobs.memory_budget_gb * MB_PER_GB),
            "BUILDER_GATE_JOB_MB": str(plan.recipe.build.job_memory_gb * MB_PER_GB), "BUILDER_GATE": gate,
-           "BUILDER_GATE_CORES": str(plan.jobs.jobs), "BUILDER_GATE_SPLIT": split_mode(plan)}
+           "BUILDER_GATE_CORES": str(plan.jobs.jobs), "BUILDER_GATE_SPLIT": plan.split_mode}
     if plan.farm is not None:  # sccache runs one process per core here (builder/building/gate.py)
         out["BUILDER_GATE_LOCAL_SLOTS"] = str(plan.jobs.cores)
     nvcc = env.get("PYTORCH_NVCC", str(plan.toolkit.nvcc))

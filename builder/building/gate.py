@@ -274,7 +274,7 @@ class Admission:
         hint = self.hints.get(self.file)
         in_use = [float(r["mb"]) for r in running.values()]
         most = self.threads(running, now)
-        for threads in range(most, 0 if self.split != "shipped" else most - 1, -1):
+        for threads in [most] if self.split == "shipped" else range(most, 0, -1):
             need, basis = expected_mb(hint, self.default_mb, threads)
             if not running or local_mb([*in_use, need], self.local_slots) <= self.budget_mb:
                 return threads, need, basis

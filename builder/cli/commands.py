@@ -75,6 +75,10 @@ def cmd_check(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
     return 0 if comparison.identical else 1
 
 
+SPLIT_MODES = {"off": "off", "load": "on: long nvcc compiles over idle cores",
+               "shipped": "on: the files the shipped costs call long (through sccache: the same in every build)"}
+
+
 def cmd_plan(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
     data = api.plan(request_from(args, install=False), ws=ws).to_json()
 
@@ -86,7 +90,7 @@ def cmd_plan(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
         for key in ("source", "target", "build_env", "toolkit", "host_compiler", "jobs"):
             out.line(f"{key:15} {json.dumps(data[key])}")
         out.line(f"{'archs':15} {' '.join(data['archs'])}   gencode: {' '.join(data['gencode'])}")
-        out.line(f"{'split_compile':15} {split_text(data)}")
+        out.line(f"{'split_compile':15} {SPLIT_MODES[data['split_mode']]}")
         if data["variants"]:
             out.line(f"{'variants':15} " + " ".join(f"{k}={v}" for k, v in data["variants"].items()))
         out.line("patches:" + "".join(
@@ -104,15 +108,6 @@ def cmd_plan(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
         out.line("commands:" + "".join(f"\n  {' '.join(c)}" for c in data["commands"]))
     out.emit(data, render)
     return 0
-
-
-def split_text(plan: dict[str, Any]) -> str:
-    """What the plan's split_compile means (builder/building/gate.py)."""
-    if not plan["split_compile"]:
-        return "off"
-    if plan["ccache"]:
-        return "on: the files the shipped costs call long (through sccache: the same in every build)"
-    return "on: long nvcc compiles over idle cores"
 
 
 def render_environment(out: Output, environment: dict[str, Any]) -> None:

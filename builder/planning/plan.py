@@ -108,6 +108,14 @@ class Plan:
     step hashes hold the thread count) only the files the shipped costs call long. Not in the key:
     the device code is the same."""
 
+    @property
+    def split_mode(self) -> str:
+        """How the gate splits nvcc compiles (builder/building/gate.py): "load" (over idle cores),
+        "shipped" (through sccache: the files the shipped costs call long) or "off"."""
+        if not self.split_compile:
+            return "off"
+        return "shipped" if self.ccache else "load"
+
     def render(self, template: str) -> str:
         return template.format_map(self.fields)
 
@@ -181,6 +189,7 @@ class Plan:
             "farm": self.farm_status.describe() if self.farm_status else None,
             "notes": list(self.notes),
             "split_compile": self.split_compile,
+            "split_mode": self.split_mode,
         }
 
 

@@ -75,6 +75,12 @@ def _index_file(meta: Mapping[str, Any], url: str) -> IndexFile:
                      meta.get("requires_python"), meta.get("core_metadata_sha256"))
 
 
+def project_of(filename: str) -> str:
+    """The project a wheel, variant wheel or variants file belongs to: its name's first field
+    (parse_wheel_filename refuses a variant wheel's label after the tags)."""
+    return canonicalize_name(filename.split("-", 1)[0])
+
+
 def project_files(entries: Iterable[Mapping[str, Any]], url_for: Callable[[Mapping[str, Any]], str],
                   ) -> dict[str, list[IndexFile]]:
     """Files per canonical project name from entry metadata (entry.json contents), oldest entry
@@ -85,7 +91,7 @@ def project_files(entries: Iterable[Mapping[str, Any]], url_for: Callable[[Mappi
     projects: dict[str, list[IndexFile]] = {}
     for name in sorted(newest):
         meta = newest[name]
-        project = canonicalize_name(name.split("-", 1)[0])  # a variant wheel's name has a label after its tags
+        project = project_of(name)
         projects.setdefault(project, []).append(_index_file(meta, url_for(meta)))
     return projects
 
@@ -159,13 +165,13 @@ def variant_listing(entries: Iterable[Mapping[str, Any]], root: variants.Variant
     projects = project_files(records, lambda r: f"{up}entries/{r['key']}/{r['wheel']}")
     documents: dict[str, str] = {}
     for filename, text in variants.variants_files(records).items():
-        project = canonicalize_name(filename.split("-")[0])
+        project = project_of(filename)
         data = text.encode()
         projects.setdefault(project, []).append(IndexFile(filename, filename, hashlib.sha256(data).hexdigest(),
                                                           len(data)))
         documents[f"{project}/{filename}"] = text
     for meta in metas:
-        projects.setdefault(canonicalize_name(str(meta["wheel"]).split("-")[0]), [])
+        projects.setdefault(project_of(str(meta["wheel"])), [])
     return dict(sorted(projects.items())), documents
 
 
