@@ -34,6 +34,11 @@ class UsageError(BuilderError):
     exit_code = 2
 
 
+class FarmUnanswered(UsageError):
+    """The farm's scheduler did not answer (down, unreachable, a wrong URL): `builder farm status`
+    fails on it; a build warns and compiles here alone."""
+
+
 class RecipeError(BuilderError):
     """A recipe that does not exist, does not parse, or does not have the asked version."""
 

@@ -202,6 +202,10 @@ STOOD_IN = {
 }
 
 
+# What a repository without a build farm's secrets gives its jobs (tests/test_farm.py sets them).
+NO_FARM = {"secrets.BUILDER_FARM": "", "secrets.BUILDER_FARM_TOKEN": ""}
+
+
 def expand_expressions(text: str, values: dict[str, str]) -> str:
     """`text` with each ${{ NAME }} replaced by values[NAME]; any other expression fails the test."""
     expanded = re.sub(r"\$\{\{\s*([\w.-]+)\s*\}\}", lambda m: values.get(m[1], m[0]), text)
@@ -248,6 +252,7 @@ def test_the_generated_workflow_builds_a_cell_here(tmp_path: Path) -> None:
     shared = tmp_path / "shared-cache"
     values = {f"matrix.{key}": str(value) for key, value in cell.items()}
     values["secrets.BUILDER_CACHE_URL"] = str(shared)
+    values |= NO_FARM
     checkout = copy_checkout(tmp_path / "checkout")
     runner_python = make_venv(tmp_path / "runner-python")
     env = {k: v for k, v in os.environ.items() if not k.startswith("BUILDER_") and k != "PYTHONPATH"}
@@ -453,6 +458,7 @@ def test_the_workflow_runs_in_a_team_repository(tmp_path: Path, builder_wheel: P
     shared = tmp_path / "shared-cache"
     values = {f"matrix.{key}": str(value) for key, value in cell.items()}
     values["secrets.BUILDER_CACHE_URL"] = str(shared)
+    values |= NO_FARM
     env = team_env(home, PATH=f"{runner_python.parent}{os.pathsep}{os.environ['PATH']}", CI="true",
                    BUILDER_BUILD_DIR=os.environ["BUILDER_BUILD_DIR"])  # the session's, should it compile
     env |= {name: expand_expressions(str(value), values) for name, value in job["env"].items()}

@@ -2,7 +2,8 @@
 (sccache-dist, bubblewrap sandboxes, one core each), `builder farm status` and `doctor` asking the
 scheduler, the fixture built through the farm (both servers ran steps; the same SASS as a local
 build; `builder stats` says which servers ran each file's steps), and a server killed with -9
-costing the build nothing but time (the steps it failed recorded as compiled here)."""
+costing the build nothing but time (the steps it failed recorded as compiled here); a scheduler
+that does not answer costs no build either."""
 
 from __future__ import annotations
 
@@ -24,11 +25,11 @@ import psutil
 import pytest
 
 from builder.building.sccache import describe
-from tests.conftest import ROOT, FixtureBuild, builder_json, run_builder, wait_for
+from tests.conftest import ROOT, FixtureBuild, builder_json, make_venv, run_builder, wait_for
 from tests.test_build_fixture import CUOBJDUMP
+from tests.test_ci_github import expand_expressions, job_of
 
-pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None or os.geteuid() != 0,
-                                reason="a build server needs root and bubblewrap: make system-tools")
+NO_SANDBOX = shutil.which("bwrap") is None or os.geteuid() != 0
 
 
 def free_port() -> int:
@@ -46,6 +47,8 @@ def start(*args: str, cache: Path, log: Path) -> subprocess.Popen[bytes]:
 @pytest.fixture(scope="module")
 def farm() -> Iterator[dict[str, Any]]:
     """A scheduler and two build servers of one core each, every one a `builder farm` process."""
+    if NO_SANDBOX:
+        pytest.skip("a build server needs root and bubblewrap: make system-tools")
     root = Path(tempfile.mkdtemp(prefix="farm-"))
     cache, scheduler_port = root / "farm-cache", free_port()
     url = f"http://127.0.0.1:{scheduler_port}"
@@ -168,3 +171,42 @@ def test_a_server_killed_costs_time_not_the_build(farm: dict[str, Any], fixture_
     if result["sccache"].get("distributed_failed"):  # and why, kept beside the build's log
         assert "falling back to local" in Path(result["log"]).with_suffix(".sccache.log").read_text()
     assert "arch = sm_86" in sass(Path(result["wheel"]), tmp_path)
+
+
+def test_a_generated_ci_job_plans_on_the_farm_its_secrets_name(farm: dict[str, Any], tmp_path: Path) -> None:
+    """The job env `builder ci github` writes, with the repository's BUILDER_FARM and
+    BUILDER_FARM_TOKEN secrets set to this farm (tests/test_ci_github.py runs the job without them):
+    a build of the cell plans its jobs on the farm's CPUs."""
+    workflow = tmp_path / "builder.yml"
+    run_builder("ci", "github", "--recipe", "tests/fixtures/torchext/fixture-ext.toml", "--torch", "2.8.0",
+                "--cuda", "12.8", "--arch", "86", "--builder-source", ".", "--output", str(workflow), check=True)
+    token = Path(farm["env"]["BUILDER_FARM_TOKEN_FILE"]).read_text().strip()
+    values = {"secrets.BUILDER_FARM": farm["url"], "secrets.BUILDER_FARM_TOKEN": token,
+              "secrets.BUILDER_CACHE_URL": str(tmp_path / "shared")}
+    job_env = {name: expand_expressions(str(value), values) for name, value in job_of(workflow)["env"].items()
+               if name.startswith("BUILDER_")}
+    plan = builder_json("plan", str(ROOT / "tests/fixtures/torchext/fixture-ext.toml"), "--arch", "86",
+                        "--cache", str(tmp_path / "cache"), env=job_env)
+    assert plan["ccache"] is True and plan["farm"].startswith(f"{farm['url']}: 2 build server(s), 2 CPU(s)")
+    assert plan["jobs"]["jobs"] == plan["jobs"]["cores"] + 2
+
+
+def test_a_farm_that_does_not_answer_costs_time_not_the_build(fixture_build: FixtureBuild, tmp_path: Path) -> None:
+    """The farm's scheduler is down (nothing listens at its port): the build warns and plans for this
+    machine alone, and a key the cache holds installs as ever (a team's cells that are built go on
+    while its farm is away). No sandbox needed: nothing is sent."""
+    env = {"BUILDER_FARM": f"http://127.0.0.1:{free_port()}", "BUILDER_FARM_TOKEN": "token"}
+    cache = fixture_build.copy_cache(tmp_path / "cache")
+    venv = make_venv(tmp_path / "venv")
+    built = builder_json("build", str(fixture_build.recipe), "--arch", "86", "--cache", str(cache),
+                         "--python", str(venv), env=env)
+    assert built["cache_hit"] and built["cache_key"] == fixture_build.result["cache_key"]
+    plan = built["plan"]
+    [warning] = [note for note in plan["notes"] if "farm" in note]
+    assert warning.startswith(f"warning: the farm {env['BUILDER_FARM']} did not answer")
+    assert warning.endswith("; compiling here alone")
+    assert plan["farm"] is None and plan["jobs"]["jobs"] <= plan["jobs"]["cores"]
+    assert built["installed_into"] == str(venv)
+
+    status = run_builder("farm", "status", env=env)  # asked for itself, the farm's absence is the answer
+    assert status.returncode == 2 and status.stderr.startswith(f"error: the farm {env['BUILDER_FARM']} did not answer")

