@@ -17,7 +17,8 @@
 #   5. upstream's test_flash_attn_kvcache for d=128 and transformers on that wheel
 #   6. `builder build --check` of that entry (a plain rebuild, compared)
 #   7. autoawq-kernels 0.0.9 whole (measured), its costs exported
-# STAGES (a variable of the start call) picks some: "whole uv" (~1,100 s on the H100) fits one
+# $OUT is refreshed every minute of a wait, so a call that runs out of device time still brings back
+# what had finished. STAGES (a variable of the start call) picks some: "whole uv" (~1,100 s on the H100) fits one
 # session's device time, "h128 check awq" (~1,000 s) another, "h128 uv check awq" on an H200 (whose
 # timings do not compare with the H100's) everything but the whole build. All by default.
 set -uo pipefail
@@ -135,13 +136,14 @@ summary() {
 
 collect() {
   [ -n "${OUT:-}" ] || return 0
-  summary > "$OUT/summary.txt" 2>&1
+  # each file written whole, then renamed: a call cut short leaves the last complete one
+  summary > "$OUT/summary.part" 2>&1 && mv "$OUT/summary.part" "$OUT/summary.txt"
   cp "$P/autoawq-kernels-0.0.9.json" "$P/machine.txt" "$OUT/" 2>/dev/null
-  tar -czf "$OUT/proof.tar.gz" -C "$P" --exclude=whole --exclude=h128-cold --exclude=h128-shared --exclude=awq \
-    --exclude=compile-store . 2>/dev/null
+  tar -czf "$OUT/proof.part" -C "$P" --exclude=whole --exclude=h128-cold --exclude=h128-shared --exclude=awq \
+    --exclude=compile-store . 2>/dev/null; mv "$OUT/proof.part" "$OUT/proof.tar.gz"
   for r in whole h128-cold h128-shared awq; do  # the newest build log of each, its tail
     log=$(ls -t "$P/$r"/logs/*.log 2>/dev/null | head -1)
-    [ -n "$log" ] && tail -c 2000000 "$log" | gzip > "$OUT/$r.log-tail.gz"
+    [ -n "$log" ] && tail -c 2000000 "$log" | gzip > "$OUT/$r.part" && mv "$OUT/$r.part" "$OUT/$r.log-tail.gz"
   done
   ls -l "$OUT"
 }
@@ -165,8 +167,10 @@ case "${1:-}" in
   pipeline) pipeline ;;
   wait)
     [ -d "$P" ] || { echo "NO RUN on this machine (/tmp/proof missing: a fresh machine)"; exit 3; }
-    end=$((SECONDS + ${2:-540}))
-    while [ $SECONDS -lt $end ] && [ ! -f "$P/DONE" ]; do sleep 10; done
+    end=$((SECONDS + ${2:-540})) next=$((SECONDS + 60))
+    while [ $SECONDS -lt $end ] && [ ! -f "$P/DONE" ]; do  # $OUT kept current: a call cut short still brings it
+      sleep 10; [ $SECONDS -ge $next ] && { collect > /dev/null; next=$((SECONDS + 60)); }
+    done
     collect; cat "$OUT/summary.txt"
     ;;
   *) echo "usage: $0 start | wait N" >&2; exit 2 ;;
