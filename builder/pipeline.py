@@ -172,16 +172,17 @@ def environment_notes(plan: Plan) -> list[str]:
     return notes
 
 
-def compile_to_wheel(plan: Plan, backend: Backend, ws: Workspace, steps: Steps, log_path: Path, work: Path,
+def compile_to_wheel(plan: Plan, backend: Backend, ws: Workspace, steps: Steps, log_path: Path,
                      out_dir: Path) -> tuple[Path, Compiled]:
-    """Fetch, patch, build and re-tag into `out_dir`; the work dir goes only when all of it worked."""
+    """Fetch, patch, build and re-tag into `out_dir`, in the first free of the plan's build folders;
+    the work dir goes only when all of it worked."""
     cache = ws.cache
     if plan.build_env.get("kind") == "venv":  # torch's headers are under it: nvcc gets them as -I
         check_build_path(plan.target.python_exe.parent.parent, "the build venv",
                          "use a cache directory whose path has no comma")
     with steps("fetch"):
         archive = ws.fetch(plan.source)
-    with workdir(work, ws.reporter) as work:
+    with workdir([ws.work_dir(folder) for folder in plan.build_folders], ws.reporter) as work:
         src = extract(archive, work / "src")
         if plan.patches:
             with steps("patch", f"apply {len(plan.patches)} patch(es)"):
@@ -221,7 +222,7 @@ def compile_and_store(plan: Plan, backend: Backend, ws: Workspace, steps: Steps,
     """Fetch, patch, build, re-tag and store."""
     cache = ws.cache
     with tempfile.TemporaryDirectory(prefix=f"dist-{plan.key[:12]}-", dir=cache.dir("staging")) as dist:
-        wheel, compiled = compile_to_wheel(plan, backend, ws, steps, log_path, ws.work_dir(plan.key), Path(dist))
+        wheel, compiled = compile_to_wheel(plan, backend, ws, steps, log_path, Path(dist))
         with steps("store", "store the wheel"):
             meta: dict[str, Any] = {"recipe": plan.recipe.name, "version": plan.version, "plan": plan.to_json(),
                                     "log": str(log_path), "built_by": built_by()}
@@ -276,7 +277,7 @@ def check(request: Request, ws: Workspace) -> CheckResult:
     shutil.rmtree(out_dir, ignore_errors=True)
     out_dir.mkdir(parents=True)
     log_path = log_path_for(plan, ws)
-    rebuilt, _ = compile_to_wheel(plan, get_backend(plan.backend), ws, steps, log_path, ws.work_dir(plan.key), out_dir)
+    rebuilt, _ = compile_to_wheel(plan, get_backend(plan.backend), ws, steps, log_path, out_dir)
     with steps("compare", "compare with the stored wheel"):
         comparison = compare_wheels(ws.cache.verified_wheel(entry), rebuilt)
     return CheckResult(plan, entry, rebuilt, comparison, log_path)

@@ -17,7 +17,7 @@ import psutil
 import pytest
 
 from builder import owner as owner_module
-from builder.building.workdir import OWNER_FILE, take_over
+from builder.building.workdir import OWNER_FILE, take_over, workdir
 from builder.errors import BuildError
 from builder.owner import Owner, write_owner
 from builder.process import call
@@ -170,6 +170,25 @@ def test_a_dead_owners_leftovers_are_ended_and_never_shared(tmp_path: Path) -> N
         orphan.wait()
     assert not work.exists() and list((tmp_path / "build").glob("k2.stale-*"))
     assert "ended 1 process(es) it left running" in reporter.lines[-1]
+
+
+def test_a_build_folder_another_build_holds_gives_way_to_the_next(tmp_path: Path) -> None:
+    """A build through sccache takes its sources' folder first (Plan.build_folders); while another
+    build (another process) holds it, this one takes its key's folder, and the first once it is free."""
+    sources, key = tmp_path / "build" / "ext-1.0-0123abcd", tmp_path / "build" / "k4"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from filelock import FileLock\n"
+                               "with FileLock(sys.argv[1]):\n    print('held', flush=True); time.sleep(600)",
+                               f"{sources}.lock"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        with workdir([sources, key], Collected()) as work:
+            assert work == key and work.is_dir() and not sources.exists()
+    finally:
+        holder.kill()
+        holder.communicate()
+    with workdir([sources, key], Collected()) as work:
+        assert work == sources
+    assert not sources.exists() and not key.exists()  # removed after a build that worked
 
 
 def test_a_directory_left_in_order_is_reused(tmp_path: Path) -> None:

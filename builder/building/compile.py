@@ -41,6 +41,7 @@ def build_env(plan: Plan, backend: Backend, sccache_dir: Path, work: Path) -> di
     if plan.ccache:
         store = CompileCache(plan.compile_cache or str(sccache_dir))
         env = sccache.sccache_env(plan.env["BUILDER_SCCACHE"], store, work, env, wrap_cxx=backend.gates_host_compiler,
+                                  relative_to=sccache.hashed_relative(plan.target.torch_root, plan.toolkit.root),
                                   farm=plan.farm, toolchains=sccache_dir.with_name("sccache-dist"))
     return env
 

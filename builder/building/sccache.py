@@ -32,7 +32,7 @@ import os
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
@@ -51,9 +51,11 @@ MAX_SOCKET_PATH = 107
 
 
 def sccache_env(sccache: str, store: CompileCache, work: Path, env: Mapping[str, str], *,
-                wrap_cxx: bool, farm: Farm | None = None, toolchains: Path | None = None) -> dict[str, str]:
+                wrap_cxx: bool, relative_to: Sequence[Path] = (), farm: Farm | None = None,
+                toolchains: Path | None = None) -> dict[str, str]:
     """The build's environment with a private sccache server over the (shared) store; paths under the
-    build's own folder (which is named by its cache key) are hashed relative to it. The server's
+    build's own folder (named by its sources: Plan.build_folders) and under the folders `relative_to` (where
+    torch and the toolkit are: `hashed_relative`) are hashed relative to them. The server's
     socket is in the build's TMPDIR when its path fits. With `wrap_cxx` (a backend whose host
     compiles run $CXX: torch's cpp_extension), CXX becomes a launcher of sccache and the compiler.
     With a `farm`, the config (readable by this user alone: it holds the token) sends the steps
@@ -67,13 +69,26 @@ def sccache_env(sccache: str, store: CompileCache, work: Path, env: Mapping[str,
     config = tools / "config.toml"  # sccache's defaults but the farm; the storage comes from variables
     config.touch(mode=0o600)
     config.write_text(farm.client_config(toolchains or work / "toolchains") if farm else "")
-    out = {**env, **store.storage_env(env), "SCCACHE_SERVER_UDS": str(socket), "SCCACHE_BASEDIRS": str(work),
-           "SCCACHE_CONF": str(config), "SCCACHE_DIRECT": "true", "TORCH_EXTENSION_SKIP_NVCC_GEN_DEPENDENCIES": "1"}
+    out = {**env, **store.storage_env(env), "SCCACHE_SERVER_UDS": str(socket),
+           "SCCACHE_BASEDIRS": os.pathsep.join(map(str, [work, *relative_to])), "SCCACHE_CONF": str(config),
+           "SCCACHE_DIRECT": "true", "TORCH_EXTENSION_SKIP_NVCC_GEN_DEPENDENCIES": "1"}
     if wrap_cxx and env.get("CXX"):
         # torch checks CXX's path for "g++"/"clang" (check_compiler_ok_for_platform): the launcher
         # keeps the compiler's name, in a folder of its own, off PATH.
         out["CXX"] = launcher_script(tools / Path(env["CXX"]).name, [sccache, env["CXX"]])
     return out
+
+
+def hashed_relative(torch_root: Path | None, toolkit_root: Path) -> list[Path]:
+    """The folders besides the build's own whose paths sccache strips before hashing: where the build's
+    torch is imported from (torch's headers, and its nvidia wheels' beside it) and the CUDA toolkit.
+    Their paths are in every preprocessed text (nvcc's line markers), and they differ between the
+    cells of a matrix (another Python's site-packages, another --torch venv) and between machines
+    (/usr/local/cuda-13.0, a provisioned toolkit): unstripped, cudafe++ and cicc (about 70% of a
+    flash-attn file's compile) miss for each, and only ptxas's CUBIN, whose PTX input names no path,
+    is found (bench/RESULTS.md, 2026-12-07). Stripped, the steps' keys still hash every header's text,
+    so another torch or toolkit release still misses where its headers differ."""
+    return [folder for folder in (torch_root, toolkit_root) if folder is not None and folder.is_absolute()]
 
 
 SERVER_START_SECONDS = 60.0

@@ -1,7 +1,9 @@
 """A build's work directory (<build-dir>/<cache key>, Workspace.work_dir: the same path from every
 cache, so that rebuilds are byte-identical, builder/building/reproducible.py): fresh for each
 build, owned while the build runs, kept for inspection when it fails, never shared. Builds of one
-key from several caches take turns (a lock beside it).
+key from several caches take turns (a lock beside it). A build through sccache takes the folder
+of its sources first (Plan.build_folders), which every key built from them shares, and its key's
+when another build holds that one.
 
 owner.json in it names the builder working there (builder/owner.py) and the sessions its
 compilers run in; the builder removes it when it leaves the directory in order (success, a
@@ -24,12 +26,12 @@ import os
 import shutil
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 import psutil
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 from builder.errors import UsageError
 from builder.lifetime import SESSIONS, end_processes, session_members
@@ -41,12 +43,13 @@ TMP_DIR = "tmp"
 
 
 @contextmanager
-def workdir(path: Path, reporter: Reporter) -> Iterator[Path]:
-    """A fresh build directory owned by this process: removed on success, kept (and named) on
-    failure; its tmp/ goes either way."""
-    check_build_path(path)
-    make_root(path.parent)
-    with FileLock(f"{path}.lock"):
+def workdir(paths: Sequence[Path], reporter: Reporter) -> Iterator[Path]:
+    """A fresh build directory owned by this process, the first of `paths` whose lock is free (the
+    last one waited for): removed on success, kept (and named) on failure; its tmp/ goes either way."""
+    for path in paths:
+        check_build_path(path)
+    make_root(paths[-1].parent)
+    with _first_free(paths) as path:
         take_over(path, reporter)
         path.mkdir(parents=True)
         owner = Owner.me()
@@ -68,6 +71,25 @@ def workdir(path: Path, reporter: Reporter) -> Iterator[Path]:
             shutil.rmtree(path / TMP_DIR, ignore_errors=True)
             (path / OWNER_FILE).unlink(missing_ok=True)
         shutil.rmtree(path, ignore_errors=True)
+
+
+@contextmanager
+def _first_free(paths: Sequence[Path]) -> Iterator[Path]:
+    """The first of `paths` whose lock this process can take now, held while in use; else the last
+    one, its lock waited for (builds of one key from several caches take turns)."""
+    for path in paths[:-1]:
+        lock = FileLock(f"{path}.lock")
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            continue
+        try:
+            yield path
+        finally:
+            lock.release()
+        return
+    with FileLock(f"{paths[-1]}.lock"):
+        yield paths[-1]
 
 
 def make_root(root: Path) -> None:

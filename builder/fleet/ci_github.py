@@ -12,11 +12,11 @@ its own cell. Recipes come by name (shipped, or from the repository's folders on
 BUILDER_RECIPE_PATH) or by a path relative to the repository. builder's cache is `cache/` in the
 job's workspace, so the uploaded logs are this cell's. The cells share compiled steps too
 (BUILDER_COMPILE_CACHE=auto: builder/planning/compile_cache.py, `compile/` beside the wheels of the
-cache URL), so a cell of another Python or torch finds the device code another cell compiled, and a
-cell re-run after a timeout resumes from what it stored. Where the repository has the secrets
-BUILDER_FARM and BUILDER_FARM_TOKEN, the cells compile on that build farm (builder/planning/farm.py;
-runners that cannot reach it compile alone). Cell values and the requirement reach the shell through
-`env:`, never pasted into a script.
+cache URL), so a cell of another Python finds the device code another cell compiled (README,
+"Compiled steps, shared"), and a cell re-run after a timeout resumes from what it stored. Where
+the repository has the secrets BUILDER_FARM and BUILDER_FARM_TOKEN, the cells compile on that build
+farm (builder/planning/farm.py; runners that cannot reach it compile alone). Cell values and the
+requirement reach the shell through `env:`, never pasted into a script.
 """
 
 from __future__ import annotations

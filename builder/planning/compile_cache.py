@@ -5,8 +5,10 @@ matrix and the machines of a team that share wheels share compiled steps too.
 
 sccache splits one nvcc call into its steps (cudafe++, cicc -> PTX, ptxas -> CUBIN, the host
 compile: mozilla/sccache src/compiler/nvcc.rs, PR #2247) and caches each on its own, so a matrix
-cell of another Python or torch still finds the device code another cell compiled, and a cell
-re-run after a timeout finds what the run before it stored. A compiled step changes no output,
+cell of another Python still finds the device code another cell compiled (the build's folder,
+torch's and the toolkit's paths kept out of the keys: key.source_folder, sccache.hashed_relative),
+a cell of another torch the CUBINs whose PTX comes out the same, and a cell re-run after a timeout
+what the run before it stored. A compiled step changes no output,
 so the compile cache is no part of a wheel's key.
 
 sccache reads its S3 storage from SCCACHE_BUCKET, SCCACHE_S3_KEY_PREFIX, SCCACHE_REGION,

@@ -89,3 +89,17 @@ def cache_key(recipe: Recipe, version: str, source_sha256: str, patches: tuple[P
         payload["environment"] = dict(sorted(environment.items()))
     text = json.dumps(payload, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def source_folder(recipe: Recipe, version: str, source_sha256: str, patches: tuple[Patch, ...]) -> str:
+    """The build folder of a build through sccache: named by what its files are compiled from, not by
+    the whole key. nvcc passes each source's absolute path to cudafe++ and cicc
+    (--orig_src_path_name), and sccache 0.16 hashes those arguments as they are (its cicc ARGS table
+    lacks the flag; SCCACHE_BASEDIRS strips only the preprocessed text: src/compiler/c.rs
+    HashKeyParams::compute), so the keys of a file's device steps hold its folder's path: under a
+    folder per key, the cells of a matrix (another Python, another torch) never found each other's
+    steps (bench/RESULTS.md, 2026-12-07)."""
+    payload = {"recipe": recipe.name, "version": version, "source": source_sha256,
+               "patches": [[p.file, sha256_of(p.path)] for p in patches]}
+    digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
+    return f"{recipe.name}-{version}-{digest}"

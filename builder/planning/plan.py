@@ -27,7 +27,7 @@ from builder.planning.environment import Inherited, select
 from builder.planning.farm import Farm, FarmStatus, farm_status
 from builder.planning.fixes import missing_toolkit_hint, torch_fix
 from builder.planning.jobs import JobPlan, plan_jobs
-from builder.planning.key import cache_key
+from builder.planning.key import cache_key, source_folder
 from builder.planning.labels import local_version_label
 from builder.planning.recipe import Patch, Recipe
 from builder.planning.request import Request
@@ -96,6 +96,16 @@ class Plan:
     inherited: Inherited = field(default_factory=Inherited)
     """What the build takes from the user's environment (builder/planning/environment.py): the
     compile-affecting values among it are in the key."""
+
+    @property
+    def build_folders(self) -> tuple[str, ...]:
+        """The folders under build-dir a build of this plan compiles in, the first one free taken
+        (builder/building/workdir.py): through sccache, first the folder of its sources, which every
+        key built from them shares so their compiled steps are found across keys (key.source_folder);
+        else the key's alone, the same path from every cache (byte-identical rebuilds)."""
+        if not self.ccache:
+            return (self.key,)
+        return (source_folder(self.recipe, self.version, self.source_sha256, self.patches), self.key)
 
     @property
     def best_platform_tag(self) -> str:

@@ -20,7 +20,7 @@ from builder.planning.driver import list_gpus
 from builder.process import capture
 
 _PROBE = r"""
-import json, platform, sys, sysconfig
+import json, os, platform, sys, sysconfig
 from packaging import tags
 info = {
     "python": "%d.%d" % sys.version_info[:2],
@@ -33,6 +33,7 @@ info = {
 try:
     import torch
     info["torch"] = torch.__version__
+    info["torch_root"] = os.path.dirname(os.path.dirname(os.path.abspath(torch.__file__)))
     info["torch_cuda"] = torch.version.cuda
     info["cxx11_abi"] = bool(torch._C._GLIBCXX_USE_CXX11_ABI)
     info["cuda_available"] = bool(torch.cuda.is_available())
@@ -69,6 +70,9 @@ class TargetInfo:
     libc: str | None = None
     """The C library the interpreter runs on, e.g. "glibc 2.36" (None where it is not glibc):
     the compilers link against it, so it is part of the cache key and bounds the platform tag."""
+    torch_root: Path | None = None
+    """The folder torch is imported from (its site-packages, as sys.path names it), whose path is in
+    every header path torch's include flags give; None without torch."""
 
     @property
     def torch_public(self) -> str | None:
@@ -99,6 +103,7 @@ def probe_interpreter(python_exe: Path | str | None = None) -> TargetInfo:
         gpu_capabilities=tuple(data["gpu_capabilities"]),
         torch_error=data["torch_error"],
         libc=data.get("libc"),
+        torch_root=Path(data["torch_root"]) if data.get("torch_root") else None,
     )
 
 
