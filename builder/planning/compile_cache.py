@@ -8,8 +8,8 @@ compile: mozilla/sccache src/compiler/nvcc.rs, PR #2247) and caches each on its 
 cell of another Python still finds the device code another cell compiled (the build's folder,
 torch's and the toolkit's paths kept out of the keys: key.source_folder, sccache.hashed_relative),
 a cell of another torch the CUBINs whose PTX comes out the same, and a cell re-run after a timeout
-what the run before it stored. A compiled step changes no output,
-so the compile cache is no part of a wheel's key.
+what the run before it stored. A compiled step changes no output, so the compile cache is no part
+of a wheel's key.
 
 sccache reads its S3 storage from SCCACHE_BUCKET, SCCACHE_S3_KEY_PREFIX, SCCACHE_REGION,
 SCCACHE_ENDPOINT and SCCACHE_S3_USE_SSL (sccache docs/S3.md); the credentials are the usual AWS

@@ -65,6 +65,11 @@ def recipe_inputs(recipe: Recipe, backend: str, variants: Mapping[str, str] | No
     return inputs
 
 
+def patch_hashes(patches: tuple[Patch, ...]) -> list[list[str]]:
+    """Each patch's file name and its content's sha256, in order."""
+    return [[p.file, sha256_of(p.path)] for p in patches]
+
+
 def cache_key(recipe: Recipe, version: str, source_sha256: str, patches: tuple[Patch, ...],
               target: TargetInfo, toolkit: Toolkit, archs: tuple[Arch, ...], abi: bool,
               host: HostCompiler, cxx_std: str, backend: str,
@@ -74,7 +79,7 @@ def cache_key(recipe: Recipe, version: str, source_sha256: str, patches: tuple[P
     payload = {
         "format": KEY_FORMAT,
         "recipe": recipe.name, "version": version, "source": source_sha256,
-        "patches": [[p.file, sha256_of(p.path)] for p in patches],
+        "patches": patch_hashes(patches),
         **recipe_inputs(recipe, backend, variants),
         "python": target.python_tag, "platform": target.platform, "libc": target.libc,
         "torch": target.torch, "torch_cuda": target.torch_cuda,
@@ -100,6 +105,6 @@ def source_folder(recipe: Recipe, version: str, source_sha256: str, patches: tup
     folder per key, the cells of a matrix (another Python, another torch) never found each other's
     steps (bench/RESULTS.md, 2026-12-07)."""
     payload = {"recipe": recipe.name, "version": version, "source": source_sha256,
-               "patches": [[p.file, sha256_of(p.path)] for p in patches]}
+               "patches": patch_hashes(patches)}
     digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
     return f"{recipe.name}-{version}-{digest}"
