@@ -65,6 +65,11 @@ def recipe_inputs(recipe: Recipe, backend: str, variants: Mapping[str, str] | No
     return inputs
 
 
+def digest(payload: Mapping[str, Any], length: int) -> str:
+    """The first `length` hex digits of the sha256 of `payload` as canonical JSON (sorted keys)."""
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:length]
+
+
 def patch_hashes(patches: tuple[Patch, ...]) -> list[list[str]]:
     """Each patch's file name and its content's sha256, in order."""
     return [[p.file, sha256_of(p.path)] for p in patches]
@@ -92,8 +97,7 @@ def cache_key(recipe: Recipe, version: str, source_sha256: str, patches: tuple[P
         payload["variants"] = dict(variants)
     if environment:
         payload["environment"] = dict(sorted(environment.items()))
-    text = json.dumps(payload, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:24]
+    return digest(payload, 24)
 
 
 def source_folder(recipe: Recipe, version: str, source_sha256: str, patches: tuple[Patch, ...]) -> str:
@@ -106,5 +110,4 @@ def source_folder(recipe: Recipe, version: str, source_sha256: str, patches: tup
     steps (bench/RESULTS.md, 2026-12-07)."""
     payload = {"recipe": recipe.name, "version": version, "source": source_sha256,
                "patches": patch_hashes(patches)}
-    digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
-    return f"{recipe.name}-{version}-{digest}"
+    return f"{recipe.name}-{version}-{digest(payload, 12)}"
