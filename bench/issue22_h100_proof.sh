@@ -18,7 +18,8 @@
 #   cc     flash-attn hdims=128 through --compile-cache, fresh, then again from another fresh cache
 #          and build folder, the compile cache shared (measured; issue 23's pair)
 # Every measured build also samples the host every 5 s (<name>.host.txt: time, /proc/stat's cpu
-# line, the mean MHz /proc/cpuinfo reports), to tell a host that slows under load from the build.
+# line, the mean MHz /proc/cpuinfo reports, transparent huge page faults and fallbacks), to tell a
+# host that slows under load from the build (the H100 run of 2026-12-07 slowed as it ran).
 # $OUT is refreshed every minute of a wait, so a call that runs out of device time still brings back
 # what had finished. Spent on the H100 (2026-12-07): whole + uv 1,246 s; h128-cold of cc 396 s.
 set -uo pipefail
@@ -35,12 +36,16 @@ fresh_cache() {  # a cache folder holding only the carried sources
   mkdir -p "$1/sources" && cp "$T"/.carry/sources/* "$1/sources/"
 }
 
+host_sample() {  # time, /proc/stat's cpu line (steal: its 8th number), mean MHz, THP faults and fallbacks
+  echo "$(date +%s) $(head -1 /proc/stat) mhz $(awk '/MHz/ {s += $4; n++} END {printf "%.0f", s / n}' /proc/cpuinfo)" \
+    "$(grep -E '^thp_fault_(alloc|fallback) ' /proc/vmstat | tr '\n' ' ')$(grep AnonHugePages /proc/meminfo)"
+}
+
 measured_build() {  # name, cache, then builder build's arguments
   local name=$1 cache=$2; shift 2
   fresh_cache "$cache"
   (while sleep 5; do find "$cache/build" -name .ninja_log -exec cp {} "$P/$name.ninja_log" \; 2>/dev/null
-     echo "$(date +%s) $(head -1 /proc/stat) $(awk '/MHz/ {s += $4; n++} END {printf "%.0f", s / n}' /proc/cpuinfo)" \
-       >> "$P/$name.host.txt"; done) &
+     host_sample >> "$P/$name.host.txt"; done) &
   local watcher=$!
   stamp "build $name start"
   $PY bench/measure.py --interval 2 --out "$P/$name.measure.json" -- \
