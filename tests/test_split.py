@@ -33,7 +33,7 @@ from builder.building.ninja_order import gate_nvcc, planned, reorder, weights
 from builder.building.sccache import describe
 from builder.errors import RecipeError
 from builder.planning.toolchain import splits_compiles
-from tests.conftest import FIXTURES, builder_json, run_builder
+from tests.conftest import FIXTURES, ROOT, builder_json, run_builder
 from tests.test_costs import compile_order
 
 COSTLY = FIXTURES / "costly"
@@ -58,8 +58,26 @@ def test_a_file_that_would_end_the_build_alone_is_split_even_with_no_idle_core()
     assert split_threads(515, [10, 4, 2], [], 2) == 2
     assert split_threads(10, [4, 2], [(2, 500)], 2) == 1  # the others: no idle core, not critical
     # Late in a 16-core build: 15 compiles with little left, a long file starts.
-    assert split_threads(400, [], [(1, 30)] * 15, 16) == 8  # 400 / 8 is about (400 + 450) / 16
-    assert split_threads(400, [], [(1, 300)] * 15, 16) == 2
+    # (400 + 450) / 16 is 53 s, but 4 threads bring it to 0.69 x 400 s, and more were never measured to.
+    assert split_threads(400, [], [(1, 30)] * 15, 16) == 4
+    assert split_threads(400, [], [(1, 300)] * 15, 16) == 2  # 0.75 x 400 s: about the others' end
+    assert split_threads(400, [], [(1, 400)] * 15, 16) == 1  # ends with them unsplit
+
+
+def test_the_hdims_128_subset_splits_the_files_that_set_its_end() -> None:
+    """flash-attn 2.8.3.post2 --variant hdims=128 for sm_90 on 16 cores, heaviest first from the
+    shipped costs: the two fwd_split files (277, 269 CPU-s) would end the build alone even on 2
+    threads (0.75x), so they get 4 (0.69x: 191 s, the build's end); the bwd files (228 CPU-s) reach
+    it on 2, the rest on 1."""
+    shipped = reference.read(ROOT / "recipes" / "costs" / "flash-attn-2.8.3.post2.json")
+    measured = reference.choose(shipped["measurements"], ["90"], "13.0")
+    assert measured is not None
+    work = sorted((cost.cpu_s for cost in reference.scaled(measured, 1)
+                   if "hdim128_" in cost.file or cost.file.endswith(".cpp")), reverse=True)
+    running: list[tuple[int, float]] = []
+    for n, mine in enumerate(work):
+        running.append((split_threads(mine, work[n + 1:], running, 16), mine))
+    assert [threads for threads, _ in running] == [4, 4, 2, 2] + [1] * 9
 
 
 def test_a_full_build_with_more_files_than_cores_splits_nothing_at_the_start() -> None:
@@ -179,8 +197,9 @@ def test_files_already_compiled_or_running_are_not_pending(tmp_path: Path) -> No
     running = {"1": {"mb": 100, "threads": 1, "file": "b.cu", "start": 0.0, "work": 100}}
     assert gate.pending(running) == ["c.cu"]
     # b.cu ran 60 of its 100 s on 1 thread; d.cu and c.cu share the 3 free cores (1.5 each: 2 for
-    # the first to start), and d.cu's 100 s exceed (100 + 100 + 40) / 4 cores: 2 threads either way.
-    assert gate.threads(running, now=60.0) == 2
+    # the first to start), but d.cu's 100 s would end the build alone: it can end no sooner than
+    # 0.69 x 100 s on 4 threads, after (100 + 100 + 40) / 4 cores, which 2 threads (75 s) miss.
+    assert gate.threads(running, now=60.0) == 4
 
 
 def test_a_split_record_predicts_the_same_split_and_scales_to_another() -> None:

@@ -22,11 +22,11 @@ different seed per file (builder/building/reproducible.py).
 Split compilation: nvcc's `--split-compile N` runs one file's device optimisation on N threads
 (nvcc 13.0 --help; CUDA 11.8's nvcc has no such option, so builder asks each toolkit's --help).
 A file gets more than one thread when cores would otherwise sit idle: fewer compiles starting
-than free cores (the free ones are shared in proportion to the expected work), or the file's
-expected work exceeds the rest of the build's work divided by the cores (it would set the end
-alone). `split_threads` decides, from the build's planned files (planned.json, written by the
-ordering ninja), the compiles running (running.json) and the hints. It leaves device code
-unchanged: `cuobjdump -sass` is identical with and without (tests/test_split.py), so it is not
+than free cores (the free ones are shared in proportion to the expected work), or the file would
+set the build's end alone: then it gets 2 or 4 threads, from split compilation's measured effect on
+one file's wall (SPLIT_WALL). `split_threads` decides, from the build's planned files (planned.json,
+written by the ordering ninja), the compiles running (running.json) and the hints. It leaves device
+code unchanged: `cuobjdump -sass` is identical with and without (tests/test_split.py), so it is not
 part of the cache key.
 
 Through sccache (--ccache, a compile cache, a farm) the thread count is part of what sccache
@@ -85,6 +85,14 @@ RECORD_MARGIN = 1.15
 SPLIT_PEAK_GROWTH = 0.5
 # Below this expected CPU time a compile is not split: the gain is seconds, the threads cost memory.
 MIN_SPLIT_SECONDS = 20.0
+# One file's wall under split compilation, against unsplit (its CPU seconds stay about the same):
+# flash-attn 2.8.3.post2 flash_fwd_split_hdim64_fp16_sm80.cu, sm_90, nvcc 13.0.88, 2 threads 0.75x
+# (316.3 -> 237.0 s, CPU machine: bench/RESULTS.md 2026-12-07 03:13); 2.8.3 fwd_split hdim128 fp16,
+# 4 threads 0.69x (291 -> 202 s, H200 with 16 cores: ../shared/DESIGN.md 2026-12-03). Only a part of
+# nvcc's work is spread (cicc's optimisation; not cudafe++, the front end or the host compile), so
+# threads gain less and less; beyond 4 nothing was measured, and a file gets at most 4 to outlast the
+# rest of a build.
+SPLIT_WALL = {1: 1.0, 2: 0.75, 4: 0.69}
 # Through sccache, a file whose shipped reference work reaches this many CPU seconds gets 2 threads,
 # and 4 from twice that. flash-attn 2.8.3.post2 sm_90 (recipes/costs/): the 9 files of 245-311 s,
 # the ones that bound the build on a farm of 4 x 16 cores (bench/farm_predict.py --split).
@@ -161,8 +169,7 @@ def split_threads(work: float | None, pending: Sequence[float | None],
     - fewer compiles start than there are free cores: this one and the heaviest pending ones
       share the free cores in proportion to their work (rounded), leaving a core to each of the
       others;
-    - this file's recorded work exceeds the whole remaining work over the cores: it gets the
-      threads that bring it near that share, at least 2 (it would otherwise end the build alone).
+    - this file's recorded work would end the build alone (`critical_threads`).
     """
     known = [w for w in (work, *pending) if w is not None]
     fill = sum(known) / len(known) if known else 1.0
@@ -177,10 +184,33 @@ def split_threads(work: float | None, pending: Sequence[float | None],
         idle = min(int(free * mine / sum(starting) + 0.5), free - len(starting) + 1)
     critical = 1
     if work is not None:  # only a recorded cost can say a file outlasts the rest
-        total = mine + sum(others) + sum(fill if left is None else left for _, left in running)
-        ratio = mine * cores / total
-        critical = max(2, int(ratio + 0.5)) if ratio > 1 else 1
+        busy = [(threads, fill if left is None else left) for threads, left in running]
+        critical = critical_threads(mine, others, busy, cores)
     return max(1, min(cores, max(idle, critical)))
+
+
+def critical_threads(work: float, others: Sequence[float], running: Sequence[tuple[int, float]],
+                     cores: int) -> int:
+    """The threads (1, 2 or 4) a file of `work` CPU seconds needs not to end the build alone.
+
+    The build cannot end before the longer of its remaining work over the cores, the longest file
+    split as far as pays (SPLIT_WALL at 4 threads) and the longest running compile's remaining wall.
+    A file longer than that gets the fewest threads whose wall (SPLIT_WALL) reaches it, else 4:
+    flash-attn's hdims=128 subset on 16 cores gives its two fwd_split files 4 (0.69 x 277 s sets the
+    end), its bwd files 2, the rest 1. The whole build, whose work over 16 cores outlasts every file,
+    splits nothing at the start.
+    """
+    total = work + sum(others) + sum(left for _, left in running)
+    end = max(total / cores, SPLIT_WALL[4] * max([work, *others]),
+              *(left * split_wall(threads) for threads, left in running))
+    if work <= end:
+        return 1
+    return next((threads for threads in (2, 4) if work * SPLIT_WALL[threads] <= end), 4)
+
+
+def split_wall(threads: int) -> float:
+    """One file's wall at `threads` against unsplit, from the nearest measured count at or below."""
+    return SPLIT_WALL[max(count for count in SPLIT_WALL if count <= max(1, threads))]
 
 
 def shipped_threads(hint: Mapping[str, Any] | None) -> int:
