@@ -38,15 +38,13 @@ print(json.dumps({m: (importlib.util.find_spec(m) or None) and importlib.util.fi
 
 def find_cuobjdump(python: Path, toolkit_bin: Path | None = None) -> Path | None:
     """cuobjdump from the toolkit, else the copy triton ships beside torch, else PATH."""
-    candidates = []
-    if toolkit_bin is not None:
-        candidates.append(toolkit_bin / "cuobjdump")
+    if toolkit_bin is not None and (toolkit_bin / "cuobjdump").is_file():
+        return toolkit_bin / "cuobjdump"
     result = capture([python, "-c", "import triton, os; print(os.path.dirname(triton.__file__))"])
     if result.returncode == 0 and result.stdout.strip():
-        candidates.append(Path(result.stdout.strip()) / "backends" / "nvidia" / "bin" / "cuobjdump")
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
+        shipped = Path(result.stdout.strip()) / "backends" / "nvidia" / "bin" / "cuobjdump"
+        if shipped.is_file():
+            return shipped
     found = shutil.which("cuobjdump")
     return Path(found) if found else None
 
