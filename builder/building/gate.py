@@ -193,7 +193,7 @@ def critical_threads(work: float, others: Sequence[float], running: Sequence[tup
                      cores: int) -> int:
     """The threads (1, 2 or 4) a file of `work` CPU seconds needs not to end the build alone.
 
-    The build cannot end before the longer of its remaining work over the cores, the longest file
+    The build cannot end before the latest of: its remaining work over the cores, the longest file
     split as far as pays (SPLIT_WALL at 4 threads) and the longest running compile's remaining wall.
     A file longer than that gets the fewest threads whose wall (SPLIT_WALL) reaches it, else 4:
     flash-attn's hdims=128 subset on 16 cores gives its two fwd_split files 4 (0.69 x 277 s sets the
