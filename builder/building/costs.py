@@ -17,7 +17,6 @@ The build's tools folder (work/tools) holds the wrappers builder puts in place:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shlex
@@ -30,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from builder.building.launchers import launcher_script
+from builder.planning.key import digest
 from builder.planning.plan import Plan
 
 HERE = Path(__file__).resolve().parent
@@ -135,7 +135,7 @@ class BuildCosts:
 def costs_key(plan: Plan) -> str:
     what = {"recipe": plan.recipe.name, "version": plan.version, "archs": [str(a) for a in plan.archs],
             "cuda": plan.toolkit.version, "host": f"{Path(plan.host.cxx).name} {plan.host.major}"}
-    return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]
+    return digest(what, 16)
 
 
 def farm_key(plan: Plan) -> str:

@@ -93,6 +93,7 @@ MIN_SPLIT_SECONDS = 20.0
 # threads gain less and less; beyond 4 nothing was measured, and a file gets at most 4 to outlast the
 # rest of a build.
 SPLIT_WALL = {1: 1.0, 2: 0.75, 4: 0.69}
+CRITICAL_MOST_THREADS = max(SPLIT_WALL)
 # Through sccache, a file whose shipped reference work reaches this many CPU seconds gets 2 threads,
 # and 4 from twice that. flash-attn 2.8.3.post2 sm_90 (recipes/costs/): the 9 files of 245-311 s,
 # the ones that bound the build on a farm of 4 x 16 cores (bench/farm_predict.py --split).
@@ -201,16 +202,15 @@ def critical_threads(work: float, others: Sequence[float], running: Sequence[tup
     splits nothing at the start.
     """
     total = work + sum(others) + sum(left for _, left in running)
-    end = max(total / cores, SPLIT_WALL[4] * max([work, *others]),
+    end = max(total / cores, SPLIT_WALL[CRITICAL_MOST_THREADS] * max([work, *others]),
               *(left * split_wall(threads) for threads, left in running))
-    if work <= end:
-        return 1
-    return next((threads for threads in (2, 4) if work * SPLIT_WALL[threads] <= end), 4)
+    reaching = (threads for threads in sorted(SPLIT_WALL) if work * SPLIT_WALL[threads] <= end)
+    return next(reaching, CRITICAL_MOST_THREADS)
 
 
 def split_wall(threads: int) -> float:
     """One file's wall at `threads` against unsplit, from the nearest measured count at or below."""
-    return SPLIT_WALL[max(count for count in SPLIT_WALL if count <= max(1, threads))]
+    return SPLIT_WALL[max(count for count in SPLIT_WALL if count <= threads)]
 
 
 def shipped_threads(hint: Mapping[str, Any] | None) -> int:

@@ -65,8 +65,9 @@ def recipe_inputs(recipe: Recipe, backend: str, variants: Mapping[str, str] | No
     return inputs
 
 
-def digest(payload: Mapping[str, Any], length: int) -> str:
-    """The first `length` hex digits of the sha256 of `payload` as canonical JSON (sorted keys)."""
+def digest(payload: Any, length: int) -> str:
+    """The first `length` hex digits of the sha256 of `payload` as canonical JSON (sorted keys): the
+    cache key, the sources' build folder, the costs' key and the `--torch` venvs' names."""
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:length]
 
 

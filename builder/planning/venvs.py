@@ -10,7 +10,6 @@ install, so nothing can replace it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import sys
@@ -20,14 +19,14 @@ from pathlib import Path
 from filelock import FileLock
 
 from builder.errors import BuildError, EnvironmentSetupError
+from builder.planning.key import digest
 from builder.process import call
 
 _COMPLETE = ".builder-env-complete"
 
 
 def env_key(torch: str, index_url: str | None, requirements: Sequence[str], base_python: Path) -> str:
-    text = json.dumps([torch, index_url, sorted(requirements), str(base_python)])
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return digest([torch, index_url, sorted(requirements), str(base_python)], 16)
 
 
 def env_python(env_dir: Path) -> Path:
