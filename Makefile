@@ -68,5 +68,9 @@ lint: $(PY)
 	$(PY) -m ruff check builder tests bench
 	$(PY) -m mypy
 
+# The checkout's cache (its builds, sources, logs, provisioned toolkits) and `python -m build`'s
+# outputs; the venv stays. Builds compile under the build-dir setting (/var/tmp/builder-build),
+# which every cache on this machine shares; a failed build's folder stays there for inspection.
 clean:
-	rm -rf cache/build cache/staging
+	find cache -mindepth 1 -maxdepth 1 ! -name .gitkeep -exec rm -rf {} +
+	rm -rf build dist

@@ -139,10 +139,16 @@ class Setting:
     flag: str | None = None
     """The command-line option that sets it (its value arrives already parsed by argparse)."""
     default: Callable[[], Any] = lambda: None
+    unset: str = ""
+    """What the setting does when nothing sets it and its default is empty (`builder config` shows it)."""
 
     @property
     def attribute(self) -> str:
         return self.name.replace("-", "_")
+
+    @property
+    def described(self) -> str:
+        return f"{self.help} (default: {self.unset})" if self.unset else self.help
 
 
 SETTINGS: tuple[Setting, ...] = (
@@ -150,42 +156,47 @@ SETTINGS: tuple[Setting, ...] = (
             env=("BUILDER_CACHE_DIR",), flag="--cache",
             default=lambda: Path(platformdirs.user_cache_dir(APP))),
     Setting("cache-url", _text, "a shared cache (directory, s3://bucket/prefix, http(s)://...) looked up before "
-            "building and uploaded to after", env=("BUILDER_CACHE_URL",), flag="--cache-url"),
+            "building and uploaded to after", env=("BUILDER_CACHE_URL",), flag="--cache-url", unset="none"),
     Setting("build-dir", _path, "where builds compile, each in <build-dir>/<cache key>, removed after success. "
             "nvcc hashes each source file's absolute path into the names of internal-linkage entities, so two "
             "builds of one key are byte-identical only at the same path: keep it equal on the machines that "
             "share a cache", env=("BUILDER_BUILD_DIR",), default=lambda: Path(DEFAULT_BUILD_DIR)),
     Setting("recipe-path", _paths, "folders of your own recipes, searched before the shipped ones",
-            env=("BUILDER_RECIPE_PATH",), default=tuple),
-    Setting("archs", _archs, "GPU archs to build for when --arch is not given (default: the visible GPUs)",
-            env=("BUILDER_ARCHS",), flag="--arch", default=tuple),
+            env=("BUILDER_RECIPE_PATH",), default=tuple, unset="the shipped recipes alone"),
+    Setting("archs", _archs, "GPU archs to build for when --arch is not given",
+            env=("BUILDER_ARCHS",), flag="--arch", default=tuple, unset="the visible GPUs"),
     Setting("jobs", _positive_int, "the most compile jobs at once (MAX_JOBS, as torch's builds read it, is "
-            "honoured as this cap)", env=("BUILDER_JOBS", "MAX_JOBS"), flag="--jobs"),
-    Setting("memory-budget", _positive_float, "GB the running compiles may use together (default: 80% of "
-            "the memory available)", env=("BUILDER_MEMORY_BUDGET",), flag="--memory-budget"),
+            "honoured as this cap)", env=("BUILDER_JOBS", "MAX_JOBS"), flag="--jobs",
+            unset="one per core, as the memory budget allows"),
+    Setting("memory-budget", _positive_float, "GB the running compiles may use together",
+            env=("BUILDER_MEMORY_BUDGET",), flag="--memory-budget", unset="80% of the memory available"),
     Setting("ccache", _bool, "compile through sccache", env=("BUILDER_CCACHE",), flag="--ccache",
             default=lambda: False),
     Setting("compile-cache", parse_compile_cache, "where builds keep compiled steps, shared across keys, cells "
             "and machines (implies ccache): a directory, s3://bucket/prefix, or auto (compile/ beside the "
-            "cache-url's wheels); it changes no output, so it is not in the cache key (default: the local "
-            "cache's sccache/)", env=("BUILDER_COMPILE_CACHE",), flag="--compile-cache"),
+            "cache-url's wheels); it changes no output, so it is not in the cache key",
+            env=("BUILDER_COMPILE_CACHE",), flag="--compile-cache",
+            unset="none; with ccache, the local cache's sccache/"),
     Setting("farm", _farm_url, "a build farm: the URL of its sccache-dist scheduler (`builder farm scheduler`); "
             "builds compile their device steps on its servers and size their jobs by its CPUs (implies ccache; "
-            "not in the cache key)", env=("BUILDER_FARM",), flag="--farm"),
+            "not in the cache key)", env=("BUILDER_FARM",), flag="--farm", unset="none: compile here"),
     Setting("farm-token", _text, "the farm's client token; from the variable or the config file, never an "
-            "option (the command line is visible to every user of the machine)", env=("BUILDER_FARM_TOKEN",)),
+            "option (the command line is visible to every user of the machine)", env=("BUILDER_FARM_TOKEN",),
+            unset="none"),
     Setting("farm-token-file", _path, "a file holding the farm's client token (used when farm-token is unset)",
-            env=("BUILDER_FARM_TOKEN_FILE",)),
+            env=("BUILDER_FARM_TOKEN_FILE",), unset="none"),
     Setting("split-compile", _bool, "let the compile gate split a long nvcc compile over idle cores "
             "(nvcc --split-compile) where the toolkit's nvcc has it", env=("BUILDER_SPLIT_COMPILE",),
             flag="--no-split-compile", default=lambda: True),
-    Setting("torch-index", _text, "the index --torch takes torch from (default: chosen per CUDA)",
-            env=("BUILDER_TORCH_INDEX",), flag="--torch-index"),
+    Setting("torch-index", _text, "the index --torch takes torch from",
+            env=("BUILDER_TORCH_INDEX",), flag="--torch-index",
+            unset="index-url's, where its torch has --cuda's major, else PyTorch's per-CUDA index"),
     Setting("index-url", _text, "the package index source downloads and --torch build environments use "
             "(default: the index-url of pip's configuration, else PyPI)",
             env=("BUILDER_INDEX_URL", "PIP_INDEX_URL", "UV_DEFAULT_INDEX", "UV_INDEX_URL"), flag="--index-url"),
     Setting("url-mirrors", _mirrors, "URL prefixes rewritten for downloads of URL sources (GitHub archives), "
-            "e.g. through a mirror; the sha256 check stays", env=("BUILDER_URL_MIRRORS",), default=tuple),
+            "e.g. through a mirror; the sha256 check stays", env=("BUILDER_URL_MIRRORS",), default=tuple,
+            unset="none"),
 )
 BY_NAME = {setting.name: setting for setting in SETTINGS}
 SECRET_SETTINGS = frozenset({"farm-token"})
@@ -249,7 +260,8 @@ class Settings:
                 value = self.source_index
                 origin = f"pip's configuration ({self._pip_index.where})" if self._pip_index else "default"
             shown = "(set, not shown)" if setting.name in SECRET_SETTINGS and value else _shown(value)
-            rows.append({"name": setting.name, "value": shown, "origin": origin, "help": setting.help})
+            rows.append({"name": setting.name, "value": shown, "origin": origin, "help": setting.described,
+                         "unset": setting.unset if value in (None, ()) else None})
         return rows
 
 
@@ -300,7 +312,7 @@ def _parsed(setting: Setting, value: Any, where: str, error: type[BuilderError] 
         raise error(f"{where}: {exc.message}", hint=exc.hint) from None
     except (ValueError, TypeError) as exc:
         shown = f"{where} {value!r}" if where.startswith("--") else f"{where}: {setting.name} = {value!r}"
-        raise error(f"{shown}: {exc}", hint=f"{setting.name}: {setting.help}") from None
+        raise error(f"{shown}: {exc}", hint=f"{setting.name}: {setting.described}") from None
 
 
 def load_settings(command_line: Mapping[str, Any] | None = None,

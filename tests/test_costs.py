@@ -186,6 +186,7 @@ def test_a_build_records_its_costs_and_the_next_starts_the_heaviest_first(tmp_pa
     assert latest["archs"] == ["86"] and latest["peak_mb"] > 0 and 0 < latest["core_use"] <= 1
     shown = run_builder("stats", "costly-ext", "--cache", cache)
     assert "csrc/costly.cu" in shown.stdout and "core use" in shown.stdout
+    assert builder_json("stats", recipe, "--cache", cache) == stats  # the recipe's file names it as the build did
 
     again = builder_json("build", recipe, "--arch", "86", "--jobs", "1", "--no-install", "--force", "--cache", cache)
     assert compile_order(again["log"]) == ["costly.cu", "cheap.cu"]

@@ -218,6 +218,15 @@ def test_check_shows_a_table_and_fails_on_new_releases_when_asked(index: Index, 
     assert release["version"] == "2.0.0rc1" and release["verdict"].startswith("source unavailable")
 
 
+def test_check_through_an_index_that_refuses_says_so_and_claims_nothing(index: Index, recipes: Path) -> None:
+    env = {"BUILDER_INDEX_URL": index.simple, "BUILDER_RECIPE_PATH": str(recipes)}
+    refused = run_builder("recipe", "check", "tinyup", "-i", "http://127.0.0.1:1/simple",  # -i wins over the variable
+                          "--cache", str(recipes.parent / "cache"), env=env, timeout=300)
+    assert refused.returncode == 1
+    assert "error: tinyup: cannot fetch http://127.0.0.1:1/simple/tinyup/" in refused.stdout
+    assert "every recipe knows" not in refused.stdout
+
+
 def test_add_version_records_the_release_and_widens_what_applies(index: Index, recipes: Path) -> None:
     path = recipes / "tinyup.toml"
     code, data, stderr = builder(index, recipes, "recipe", "add-version", "tinyup", "1.1.0")

@@ -118,8 +118,10 @@ def test_builder_config_prints_values_and_origins(tmp_path: Path) -> None:
     assert rows["jobs"]["value"] == 2 and rows["jobs"]["origin"].startswith("config file")
     assert rows["cache-url"]["origin"] == "environment variable BUILDER_CACHE_URL"
     assert rows["cache-dir"] == {**rows["cache-dir"], "value": str(tmp_path / "c"), "origin": "command line --cache"}
+    assert rows["jobs"]["unset"] is None and rows["memory-budget"]["unset"] == "80% of the memory available"
     text = run_builder("config", env=env)
     assert "jobs" in text.stdout and "config file" in text.stdout
+    assert "(80% of the memory available)" in text.stdout  # what an empty value does, not a blank cell
 
 
 def test_a_bad_config_file_stops_every_command_with_one_line(tmp_path: Path) -> None:

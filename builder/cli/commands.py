@@ -155,6 +155,8 @@ def cmd_config(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
         for row in rows:
             value = row["value"]
             shown = json.dumps(value) if isinstance(value, (list, dict)) else ("" if value is None else str(value))
+            if row["unset"]:
+                shown = f"({row['unset']})"
             table.add_row(row["name"], escape(shown), escape(row["origin"]))
         out.console.print(table)
     out.emit({"config_file": str(ws.settings.config_file), "settings": rows}, render)
@@ -259,14 +261,16 @@ def cmd_toolchain(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
 
 
 def cmd_stats(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
-    found = records.for_recipe(ws.cache, args.recipe)
+    name = ws.recipes.load(args.recipe).name if args.recipe.endswith(".toml") else args.recipe
+    found = records.for_recipe(ws.cache, name)
     if not found:
-        raise UsageError(f"no compile records for {args.recipe} in {ws.cache.root}",
-                         hint=f"builder build {args.recipe} records them (builds with --ccache do not, but on a farm)")
+        raise UsageError(f"no compile records for {name} in {ws.cache.root}",
+                         hint=f"builder build {args.recipe} records them (a build through sccache records none, "
+                              "unless it ran on a farm)")
     if args.export:
         measured = [c for c in found if not c.farm]  # a farm build's CPU and memory are sccache's client's
         if not measured:
-            raise UsageError(f"no compile costs of {args.recipe} to export, only records of builds on a farm",
+            raise UsageError(f"no compile costs of {name} to export, only records of builds on a farm",
                              hint=f"builder build {args.recipe} without a farm records them")
         return export_stats(measured[0], Path(args.export), out)
     shown = found if args.all else found[:1]
@@ -279,7 +283,7 @@ def cmd_stats(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
 
         for c in shown:
             slowest = sorted(c.files, key=lambda f: -f.wall_s)[:args.top]
-            title = f"{args.recipe} {c.version} for sm_{','.join(c.archs) or '-'}, CUDA {c.cuda}, {c.host}"
+            title = f"{name} {c.version} for sm_{','.join(c.archs) or '-'}, CUDA {c.cuda}, {c.host}"
             if c.farm:
                 out.line(f"{title}: {len(c.files)} compile(s) on the farm {c.farm}, {c.wall_s:.1f} s")
                 table = Table("file", "wall s", "waited s", "steps on the farm's servers")

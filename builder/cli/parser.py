@@ -90,8 +90,13 @@ def _add_target_args(parser: argparse.ArgumentParser) -> None:
                         help="install the CUDA toolkit for --cuda when none is found (see `builder toolchain`)")
     parser.add_argument("--cache-url", help="shared cache (a directory, s3://bucket/prefix or http(s)://...): looked "
                                             "up before building, uploaded to after (default: the cache-url setting)")
-    parser.add_argument("-i", "--index-url", help="package index for source downloads and --torch build environments, "
-                        "for this command, as pip's -i (default: the index-url setting, else pip's configured index)")
+    _add_index_url(parser, "source downloads and --torch build environments")
+
+
+def _add_index_url(parser: argparse.ArgumentParser, used_for: str) -> None:
+    """The index-url setting's option: the last layer of its cascade, for this command."""
+    parser.add_argument("-i", "--index-url", help=f"package index for {used_for}, for this command, as pip's -i "
+                        "(default: the index-url setting, else pip's configured index)")
 
 
 def _add_matrix_args(parser: argparse.ArgumentParser) -> None:
@@ -165,10 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("config", parents=[common], help="every setting's value and where it came from")
 
     fetch_cmd = sub.add_parser("fetch", parents=[common], help="download a recipe's sources for offline use")
-    fetch_cmd.add_argument("recipe")
+    fetch_cmd.add_argument("recipe", help="recipe name or .toml path")
     fetch_cmd.add_argument("--version", dest="pkg_version", help="one version (default: all)")
-    fetch_cmd.add_argument("-i", "--index-url", help="package index for this command, as pip's -i (default: the "
-                           "index-url setting, else pip's configured index)")
+    _add_index_url(fetch_cmd, "source downloads")
 
     _add_cache_commands(sub, common)
     _add_recipe_commands(sub, common)
@@ -176,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     stats = sub.add_parser("stats", parents=[common],
                            help="per-file compile costs of a recipe's builds: slowest files, peak memory, core use; "
                                 "on a farm, the servers that ran each file's steps")
-    stats.add_argument("recipe")
+    stats.add_argument("recipe", help="recipe name or .toml path")
     stats.add_argument("--top", type=int, default=10, help="slowest files to show (default 10)")
     stats.add_argument("--all", action="store_true", help="every recorded kind of build, not only the newest")
     stats.add_argument("--export", metavar="PATH",
@@ -211,7 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     uninstall = sub.add_parser("uninstall", parents=[common],
                                help="undo an artifacts install: restore the files it replaced, remove the rest")
-    uninstall.add_argument("recipe")
+    uninstall.add_argument("recipe", help="the recipe whose libraries were installed")
     where = uninstall.add_mutually_exclusive_group(required=True)
     where.add_argument("--dir", help="the directory the libraries were installed into")
     where.add_argument("--artifacts", action="store_true",
@@ -265,7 +269,7 @@ def _add_recipe_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     check.add_argument("--pre", action="store_true", help="pre-releases too")
     check.add_argument("--fail-on-new", action="store_true",
                        help="exit 1 when a recipe lacks a release of its project (the scheduled CI check)")
-    check.add_argument("--index-url", help="package index to ask (default: pip's configured index)")
+    _add_index_url(check, "the releases and their sources")
     add = recipe_sub.add_parser(
         "add-version", parents=[common], help="fetch a release, record its file and sha256 in the recipe, widen "
         "the `when` ranges of the patches that apply to it, report those that do not")
@@ -276,7 +280,7 @@ def _add_recipe_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     add.add_argument("--output", help="write the recipe here instead of in place (needed for a recipe outside "
                                       "your recipe-path, e.g. a shipped one)")
     add.add_argument("--default", action="store_true", help="make the release the recipe's default_version")
-    add.add_argument("--index-url", help="package index (default: pip's configured index)")
+    _add_index_url(add, "the release and its source")
 
 
 def _add_fleet_commands(sub: Any, common: argparse.ArgumentParser) -> None:

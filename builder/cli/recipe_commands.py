@@ -36,8 +36,10 @@ def recipe_check(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
                 _details(out, check.recipe, release)
         for line in errors:
             out.line(f"error: {line}")
-        out.line(f"releases the recipes do not know: {', '.join(unknown)}" if unknown
-                 else "every recipe knows its project's newest release")
+        if unknown:
+            out.line(f"releases the recipes do not know: {', '.join(unknown)}")
+        elif not errors:
+            out.line("every recipe knows its project's newest release")
     out.emit({"recipes": [c.to_json() for c in checks], "unknown_releases": unknown, "errors": errors}, render)
     if errors or (args.fail_on_new and unknown):
         if unknown and out.as_json:
