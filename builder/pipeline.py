@@ -198,7 +198,8 @@ def compile_to_wheel(plan: Plan, backend: Backend, ws: Workspace, steps: Steps, 
             raw = compile_wheel(plan, backend, src, work, env, log_path, steps, previous=previous, compiled=compiled)
         finally:
             if compiled.costs is not None:
-                records.save(cache, compiled.costs)
+                finished = compiled.wheel is not None
+                records.save(cache, dataclasses.replace(compiled.costs, unfinished=not finished))
         with steps("retag", "re-tag the wheel"):
             tag = wheel_platform_tag(raw)
             wheel = retag(raw, out_dir, local=plan.local_version, rules=plan.requirement_rules(),
@@ -215,7 +216,7 @@ def starting_costs(plan: Plan, cache: Cache) -> costs.BuildCosts | None:
     of its own, its compilers run in sccache's server)."""
     if plan.ccache:
         return reference.for_plan(plan)
-    return records.load(cache, costs.costs_key(plan)) or reference.for_plan(plan)
+    return records.starting(cache, costs.costs_key(plan), reference.for_plan(plan))
 
 
 def compile_and_store(plan: Plan, backend: Backend, ws: Workspace, steps: Steps, log_path: Path) -> Entry:

@@ -20,10 +20,12 @@ from pathlib import Path
 import psutil
 import pytest
 
-from builder.building.costs import BuildCosts, FileCost
+from builder.building.costs import BuildCosts, FileCost, describe, gate_records
 from builder.building.ninja_order import reorder
 from builder.delivery.verify import run_gpu_check
 from builder.errors import VerifyError
+from builder.store import records as stored
+from builder.store.cache import Cache
 from tests.conftest import FIXTURES, ROOT, builder_json, label, make_venv, run_builder, wrappers_on_path
 
 NINJA = str(Path(sys.executable).parent / "ninja")
@@ -193,6 +195,52 @@ def test_a_build_records_its_costs_and_the_next_starts_the_heaviest_first(tmp_pa
     assert again["cache_key"] == first["cache_key"]
     missing = run_builder("stats", "nothing-built", "--cache", cache)
     assert missing.returncode == 2 and "no compile records for nothing-built" in missing.stderr
+
+
+def recorded(*walls: tuple[str, float], unfinished: bool = False, reference: str = "") -> BuildCosts:
+    """A record set of one kind (key "k"): each file's wall, CPU and peak alike."""
+    return BuildCosts(key="k", recipe="r", version="1", archs=["86"], cuda="13.0", host="g++ 12", jobs=2, cores=2,
+                      memory_budget_gb=8.0, unfinished=unfinished, reference=reference,
+                      files=[FileCost(name, wall, wall, 100.0, start=0.0, end=wall) for name, wall in walls])
+
+
+def walls(costs: BuildCosts | None) -> dict[str, float]:
+    assert costs is not None
+    return {name: float(hint["wall_s"]) for name, hint in costs.hints().items()}
+
+
+def test_a_build_that_did_not_finish_keeps_the_records_of_the_files_it_did_not_reach(tmp_path: Path) -> None:
+    cache = Cache(tmp_path / "cache")
+    stored.save(cache, recorded(("a.cu", 10), ("b.cu", 20), ("c.cu", 30)))
+    stored.save(cache, recorded(("a.cu", 12), unfinished=True))  # Ctrl-C after one file
+    stopped = stored.load(cache, "k")
+    assert stopped is not None and stopped.unfinished
+    assert [f.file for f in stopped.files] == ["a.cu"] and stopped.summary()["wall_s"] == 12  # its own times
+    assert walls(stopped) == {"a.cu": 12, "b.cu": 20, "c.cu": 30}
+    assert describe(stopped).startswith("unfinished build, 2 more file(s) kept from the records before it")
+
+    stored.save(cache, recorded(("b.cu", 21), unfinished=True))  # stopped again: nothing is lost either
+    assert walls(stored.load(cache, "k")) == {"a.cu": 12, "b.cu": 21, "c.cu": 30}
+    stored.save(cache, recorded(("a.cu", 11), ("c.cu", 29)))  # a finished build replaces them all
+    assert walls(stored.load(cache, "k")) == {"a.cu": 11, "c.cu": 29}
+
+
+def test_a_first_build_that_did_not_finish_takes_the_reference_for_the_rest(tmp_path: Path) -> None:
+    cache, shipped = Cache(tmp_path / "cache"), recorded(("a.cu", 100), ("b.cu", 200), reference="an H100")
+    assert stored.starting(cache, "k", shipped) is shipped
+    stored.save(cache, recorded(("a.cu", 150), unfinished=True))
+    assert walls(stored.starting(cache, "k", shipped)) == {"a.cu": 150, "b.cu": 200}
+    stored.save(cache, recorded(("a.cu", 150), ("b.cu", 250)))
+    assert walls(stored.starting(cache, "k", shipped)) == {"a.cu": 150, "b.cu": 250}
+
+
+def test_a_compile_that_failed_or_was_stopped_is_no_record(tmp_path: Path) -> None:
+    (tmp_path / "gate").mkdir()
+    lines = [{"file": "a.cu", "wall_s": 9.0, "cpu_s": 9.0, "peak_mb": 500.0, "returncode": 0},
+             {"file": "b.cu", "wall_s": 0.4, "cpu_s": 0.3, "peak_mb": 80.0, "returncode": 1},
+             {"file": "c.cu", "wall_s": 2.0, "cpu_s": 1.9, "peak_mb": 300.0, "returncode": -2}]
+    (tmp_path / "gate" / "records.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    assert [f.file for f in gate_records(tmp_path)] == ["a.cu"]
 
 
 def test_variants_change_the_key_the_local_version_and_the_files_compiled(tmp_path: Path) -> None:

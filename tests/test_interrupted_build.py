@@ -105,6 +105,8 @@ def test_a_signal_during_a_compile_ends_every_child_and_temp_dir(signum: int, fi
     assert f"build directory kept for inspection: {work}" in said
     assert (work / "src").is_dir() and not (work / "tmp").exists() and not (work / "owner.json").exists()
     assert not (cache / "entries").exists() or not any((cache / "entries").iterdir())
+    for kept in (cache / "costs").glob("*.json"):  # the compiles that ended before the signal, if any
+        assert json.loads(kept.read_text())["unfinished"] is True
 
 
 def test_a_second_build_of_a_key_says_whose_build_it_waits_for(fixture_recipe: Path, tmp_path: Path) -> None:

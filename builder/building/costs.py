@@ -24,7 +24,7 @@ import shutil
 import sys
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +89,12 @@ class BuildCosts:
     """Set for the records of a build on a farm (its scheduler): each file's wall time and where its
     steps ran; CPU and memory are sccache's client's, the compilers ran in its server or on the
     farm. Kept under a key of their own (`farm_key`): never the hints of a build."""
+    unfinished: bool = False
+    """Set when the build stopped (failed or interrupted) before its wheel: `files` are the compiles
+    that finished."""
+    earlier: list[FileCost] = field(default_factory=list)
+    """Of an unfinished build: the records it would have replaced of the files it did not reach, kept
+    as hints for the next build (`with_earlier`); not part of this build's times."""
 
     @property
     def wall_s(self) -> float:
@@ -116,11 +122,20 @@ class BuildCosts:
         """What the gate and the ordering ninja read (hints.json)."""
         basis = "reference" if self.reference else "record"
         return {f.file: {"wall_s": f.wall_s, "cpu_s": f.cpu_s, "peak_mb": f.peak_mb, "threads": f.threads,
-                         "basis": basis} for f in self.files}
+                         "basis": basis} for f in [*self.earlier, *self.files]}
+
+    def with_earlier(self, older: BuildCosts | None) -> BuildCosts:
+        """An unfinished build's records, keeping those of `older` (the records of its kind it would
+        replace) for the files it did not reach: an interrupted build loses no file's record."""
+        if older is None:
+            return self
+        reached = {f.file for f in self.files}
+        kept = {f.file: f for f in [*older.earlier, *older.files] if f.file not in reached}
+        return replace(self, earlier=list(kept.values()))
 
     def summary(self) -> dict[str, Any]:
         return {"wall_s": round(self.wall_s, 1), "cpu_s": round(self.cpu_s, 1),
-                "core_use": round(self.core_use, 3), "files": len(self.files),
+                "core_use": round(self.core_use, 3), "files": len(self.files), "unfinished": self.unfinished,
                 "peak_mb": round(self.peak_mb, 1), "concurrent_peak_mb": round(self.concurrent_peak_mb(), 1)}
 
     def to_json(self) -> dict[str, Any]:
@@ -128,8 +143,9 @@ class BuildCosts:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> BuildCosts:
-        fields = {k: v for k, v in data.items() if k in cls.__dataclass_fields__ and k != "files"}
-        return cls(**fields, files=[FileCost.from_json(f) for f in data.get("files", ())])
+        fields = {k: v for k, v in data.items() if k in cls.__dataclass_fields__ and k not in ("files", "earlier")}
+        return cls(**fields, files=[FileCost.from_json(f) for f in data.get("files", ())],
+                   earlier=[FileCost.from_json(f) for f in data.get("earlier", ())])
 
 
 def costs_key(plan: Plan) -> str:
@@ -202,15 +218,18 @@ def collect(plan: Plan, work: Path, *, farm: str = "") -> BuildCosts | None:
 def describe(costs: BuildCosts) -> str:
     s = costs.summary()
     split = [f"{f.file} on {f.threads} threads" for f in costs.files if f.threads > 1]
-    return (f"{s['files']} compile(s): {s['wall_s']:g} s, core use {s['core_use']:.0%}, "
+    unfinished = (f"unfinished build, {len(costs.earlier)} more file(s) kept from the records before it; "
+                  if costs.unfinished else "")
+    return (f"{unfinished}{s['files']} compile(s): {s['wall_s']:g} s, core use {s['core_use']:.0%}, "
             f"peak {s['peak_mb']:.0f} MB per compile, {s['concurrent_peak_mb']:.0f} MB together"
             + (f"; split: {', '.join(split)}" if split else ""))
 
 
 def gate_records(work: Path) -> list[FileCost]:
-    """What the gate recorded of each compile of the build in `work` (none when nothing compiled
-    through it)."""
+    """What the gate recorded of each compile of the build in `work` that succeeded (none when nothing
+    compiled through it): a compile that failed or was stopped says nothing of what the file costs."""
     records = work / "gate" / "records.jsonl"
     if not records.is_file():
         return []
-    return [FileCost.from_json(json.loads(line)) for line in records.read_text().splitlines() if line.strip()]
+    found = [json.loads(line) for line in records.read_text().splitlines() if line.strip()]
+    return [FileCost.from_json(record) for record in found if record.get("returncode", 0) == 0]

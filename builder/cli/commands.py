@@ -272,6 +272,10 @@ def cmd_stats(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
         if not measured:
             raise UsageError(f"no compile costs of {name} to export, only records of builds on a farm",
                              hint=f"builder build {args.recipe} without a farm records them")
+        if measured[0].unfinished:
+            raise UsageError(f"the newest build of {name} did not finish: its records cover "
+                             f"{len(measured[0].files)} file(s) of it", hint=f"builder build {args.recipe} to the end, "
+                             "then export its records")
         return export_stats(measured[0], Path(args.export), out)
     shown = found if args.all else found[:1]
     data = [{**c.summary(), "key": c.key, "version": c.version, "archs": c.archs, "cuda": c.cuda, "host": c.host,

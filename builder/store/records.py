@@ -19,7 +19,20 @@ def load(cache: Cache, key: str) -> BuildCosts | None:
     return BuildCosts.from_json(max(found, key=lambda c: c.get("created", 0))) if found else None
 
 
+def starting(cache: Cache, key: str, reference: BuildCosts | None) -> BuildCosts | None:
+    """What a build of `key` starts from: the records of its kind, else the recipe's `reference`; a
+    first build that did not finish has records of some files only, the reference gives the rest."""
+    own = load(cache, key)
+    if own is None:
+        return reference
+    return own.with_earlier(reference) if own.unfinished and not own.earlier else own
+
+
 def save(cache: Cache, costs: BuildCosts) -> None:
+    """Keep a build's records as the newest of its kind; an unfinished build's keep the records of
+    the files it did not reach."""
+    if costs.unfinished:
+        costs = costs.with_earlier(load(cache, costs.key))
     write_text_atomic(cache.dir("costs") / f"{costs.key}.json", json.dumps(costs.to_json(), indent=1))
 
 
