@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from builder.building.backends import get_backend
+from builder.delivery.destination import install_mode
 from builder.errors import CacheError
 from builder.pipeline import BuildResult, CheckResult, pin_preview, prepare
 from builder.pipeline import build as run_build
@@ -73,6 +74,8 @@ def plan(request: Request, *, settings: Settings | None = None, reporter: Report
     """Resolve what `build` would do, building nothing (a --torch venv is predicted, not made)."""
     ws = ws or workspace(settings, reporter)
     resolved = prepare(request, ws, make_env=False)
+    if request.install_mode != "auto":  # refused here as a build would refuse it
+        install_mode(request, resolved.recipe, resolved.target.python_exe)
     commands = get_backend(resolved.backend).commands(resolved, Path("<src>"), Path("<out>"))
     try:
         cached = ws.cache.get(resolved.key) is not None

@@ -288,7 +288,7 @@ def read_config(path: Path, *, named: bool = False) -> dict[str, Any]:
     """The config file's table (empty when there is none), keys checked; a file BUILDER_CONFIG
     names (`named`) must exist."""
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except FileNotFoundError:
         if named:
             raise SettingsError(f"BUILDER_CONFIG names {path}, which does not exist",
@@ -296,8 +296,8 @@ def read_config(path: Path, *, named: bool = False) -> dict[str, Any]:
         return {}
     except OSError as exc:
         raise SettingsError(f"cannot read the config file {path}: {exc.strerror or exc}") from exc
-    try:
-        data = tomllib.loads(text)
+    try:  # TOML is UTF-8; a byte order mark some editors write is skipped
+        data = tomllib.loads(raw.decode("utf-8-sig"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise SettingsError(f"{path}: not valid TOML: {exc}") from exc
     check_keys(data, BY_NAME, str(path), SettingsError)

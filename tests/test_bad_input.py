@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+import builder
 from builder.errors import CommandTimeout, FileAccessError
 from builder.files import sha256_of
 from builder.process import capture
@@ -182,6 +183,16 @@ def test_install_of_a_wheel_that_is_not_a_zip(tmp_path: Path) -> None:
     assert_refused(result, 10, "is not a wheel (not a readable zip file", "a wheel builder made")
 
 
+@pytest.mark.parametrize(("given", "said"), [("missing.whl", ": no such file"), ("", " is not a wheel file"),
+                                             ("setup.py", " is not a wheel file")])
+def test_install_of_a_path_that_is_no_wheel_says_so_not_that_no_key_matches(tmp_path: Path, given: str,
+                                                                           said: str) -> None:
+    (tmp_path / "setup.py").write_text("")
+    path = str(tmp_path / given)  # "": the folder itself
+    result = run_builder("install", path, "--cache", str(tmp_path / "cache"))
+    assert_refused(result, 2, path + said, "or a cache key")
+
+
 def _cache_with_a_corrupt_entry(root: Path) -> tuple[Cache, str, str]:
     """A cache holding one good entry and one whose entry.json is cut off mid-write."""
     cache = Cache(root)
@@ -345,3 +356,28 @@ def test_a_target_without_torch_is_offered_python_and_torch(tmp_path: Path) -> N
                          "--cache", str(tmp_path / "cache"))
     assert_refused(result, 4, "cannot build CUDA extensions", "--python PATH of an interpreter that has a CUDA build "
                    "of torch", "--torch VERSION")
+
+
+def test_an_install_the_recipe_cannot_make_is_refused_by_plan_and_build_alike(tmp_path: Path,
+                                                                              fixture_recipe: Path) -> None:
+    cache = tmp_path / "cache"
+    for command in ("plan", "build"):
+        result = run_builder(command, str(fixture_recipe), "--arch", "86", "--install-mode", "artifacts",
+                             "--cache", str(cache))
+        assert_refused(result, 2, "fixture-ext builds no libraries to install as artifacts",
+                       "use --install-mode wheel", cache=cache)
+    ignored = run_builder("build", str(fixture_recipe), "--arch", "86", "--install-dir", str(tmp_path / "libs"),
+                          "--cache", str(cache))
+    assert_refused(ignored, 2, "--install-dir is where artifacts go, and fixture-ext installs as a wheel",
+                   "drop --install-dir", cache=cache)
+    assert not (tmp_path / "libs").exists()
+
+
+def test_version_is_builders_before_a_command_and_the_packages_after_it(tmp_path: Path) -> None:
+    for flag in ("--version", "-V"):
+        shown = run_builder(flag)
+        assert shown.returncode == 0 and shown.stdout.strip() == f"builder {builder.__version__}"
+    planned = run_builder("plan", "causal-conv1d", "--version", "1.7.0", "--arch", "86", "--json",
+                          "--cache", str(tmp_path / "cache"))
+    assert planned.returncode == 0, planned.stderr
+    assert json.loads(planned.stdout)["version"] == "1.7.0"

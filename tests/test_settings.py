@@ -128,3 +128,14 @@ def test_a_bad_config_file_stops_every_command_with_one_line(tmp_path: Path) -> 
     result = run_builder("recipes", env=config(tmp_path, "jbos = 2\n"))
     assert result.returncode == SettingsError.exit_code
     assert "unknown key 'jbos' (did you mean 'jobs'?)" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_config_file_in_another_encoding_is_one_line_and_a_byte_order_mark_is_skipped(tmp_path: Path) -> None:
+    env = config(tmp_path, "")
+    Path(env["BUILDER_CONFIG"]).write_bytes("jobs = 2 # café\n".encode("latin-1"))
+    result = run_builder("config", "--json", env=env)
+    assert result.returncode == SettingsError.exit_code and "Traceback" not in result.stderr
+    assert "not valid TOML: 'utf-8' codec can't decode" in result.stderr
+    assert json.loads(result.stdout)["exit_code"] == SettingsError.exit_code
+    Path(env["BUILDER_CONFIG"]).write_bytes(b"\xef\xbb\xbfjobs = 2\n")  # as Notepad saves UTF-8
+    assert load_settings(environ=env).jobs == 2

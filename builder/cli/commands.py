@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -173,8 +174,7 @@ def cmd_fetch(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
 
 def cmd_install(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
     cache = ws.cache
-    path = Path(args.wheel)
-    wheel = path if path.suffix == ".whl" and path.is_file() else cache.verified_wheel(cache.find(args.wheel))
+    wheel = local_wheel(args.wheel) or cache.verified_wheel(cache.find(args.wheel))
     python = Path(args.python) if args.python else Path(sys.executable)
     install_wheel(wheel, python, log_path=cache.log_file("install.log", ws.reporter.say), path=ws.environ.get("PATH"))
     if (entry := cache.entry_of(wheel)) is not None:
@@ -182,6 +182,19 @@ def cmd_install(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
     data = {"installed": str(wheel), "python": str(python), "provenance": read_provenance(wheel)}
     out.emit(data, lambda: out.line(f"installed {wheel.name} into {python}"))
     return 0
+
+
+def local_wheel(argument: str) -> Path | None:
+    """The wheel file `argument` names, None when it is a cache key (no path, no .whl)."""
+    path = Path(argument).expanduser()
+    if os.sep not in argument and path.suffix != ".whl":
+        return None
+    hint = "give a wheel file, or a cache key (builder cache list)"
+    if not path.exists():
+        raise UsageError(f"{argument}: no such file", hint=hint)
+    if not path.is_file() or path.suffix != ".whl":
+        raise UsageError(f"{argument} is not a wheel file (*.whl)", hint=hint)
+    return path
 
 
 def cmd_uninstall(args: argparse.Namespace, ws: Workspace, out: Output) -> int:

@@ -23,7 +23,7 @@ EPILOG = """examples:
   builder build flash-attn --cuda 11.8 --arch 86 --torch 2.0.1
   builder plan flash-attn --arch 8.0,9.0 --json   show what a build would do
   builder cache list                              what the cache holds
-  ROOT=$(builder index-url) && pip install --only-binary flash-attn --index-url "$ROOT" \
+  ROOT=$(builder index-url) && pip install --only-binary flash-attn --index-url "$ROOT" \\
       --extra-index-url https://pypi.org/simple flash-attn
                                                   the cached build that loads here, else none
   builder recipe check                            releases upstream has that the recipes do not
@@ -141,7 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="builder", description="Compile CUDA extensions (flash-attn, causal-conv1d, ...) "
         "against a pinned torch, CUDA toolkit and GPU arch; cache, install and verify the wheel.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("-V", "--builder-version", action="version", version=f"builder {__version__}")
+    # `builder build X --version V` stays the package's version: the subcommand's parser gets the
+    # arguments after its name, this option included.
+    parser.add_argument("-V", "--version", "--builder-version", action="version", version=f"builder {__version__}")
     common = Parser(add_help=False)
     common.add_argument("--cache", type=Path, help="cache root (default: the cache-dir setting, else "
                         f"{platformdirs.user_cache_dir('builder')})")

@@ -40,6 +40,10 @@ def choose_destination(request: Request, plan: Plan) -> Destination | None:
     if python is None or not request.install:
         return None
     if install_mode(request, plan.recipe, python) != "artifacts":
+        if request.install_dir:
+            raise UsageError(f"--install-dir is where artifacts go, and {plan.recipe.name} installs as a wheel into "
+                             f"{python}", hint="drop --install-dir" + (", or pass --install-mode artifacts"
+                                                                      if plan.recipe.artifacts else ""))
         return Destination("wheel", python, choose_frontend(python, path=plan.env.get("PATH")))
     dest = artifacts_dir(request, plan, python)
     check_writable(dest)
