@@ -192,3 +192,8 @@ def test_a_local_matrix_of_fixture_builds_then_a_rerun_of_cache_hits(tmp_path: P
     second = builder_json(*args)
     assert [o["status"] for o in second] == ["cache hit", "cache hit", "skipped"]
     assert {o["cache_key"] for o in second[:2]} == {by_arch["86"]["cache_key"], by_arch["80"]["cache_key"]}
+
+
+def test_flags_without_cuda_take_each_torch_releases_cuda_as_plan_does() -> None:
+    shown = builder_json("matrix", "--recipe", "causal-conv1d", "--arch", "86", "--torch", "2.14.1")
+    assert [(cell["torch"], cell["cuda"]) for cell in shown["cells"]] == [("2.14.1", "13.0")]

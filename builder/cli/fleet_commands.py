@@ -41,6 +41,8 @@ def matrix_cells(args: argparse.Namespace, ws: Workspace) -> tuple[list[Cell], l
             if torch is None:
                 raise UsageError("no --torch given and no torch installed here", hint="pass --torch V")
             axes["torch"] = [torch]
+        # As `builder plan` takes torch's CUDA: that of each torch release's build on the index.
+        axes["cuda"] = axes["cuda"] or sorted({ws.torch_cuda(torch) for torch in axes["torch"]})
         spec = MatrixSpec.from_mapping(axes, "matrix flags", ws.recipes)
     return filter_cells(expand(spec, ws.recipes), ws.recipes, ws.torch_cuda)
 
