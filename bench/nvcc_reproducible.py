@@ -3,14 +3,15 @@ file compiled twice in separate processes under each setting builder/building/re
 names, the differing bytes of the two objects counted (`cmp -l`).
 
     python bench/nvcc_reproducible.py [--arch 86] [--nvcc /usr/local/cuda/bin/nvcc]
-    python bench/nvcc_reproducible.py --tree causal_conv1d-1.7.0 --file csrc/causal_conv1d_fwd.cu \
+    python bench/nvcc_reproducible.py --tree causal_conv1d-1.7.0 --file csrc/causal_conv1d_fwd.cu \\
         -- -I$TORCH/include -I$TORCH/include/torch/csrc/api/include -Icsrc -std=c++20 -O3 ...
 
 Without --tree the kernel file is written here: anonymous-namespace device variables and a template
 kernel, internal-linkage entities whose names nvcc makes from the source's path. With --tree, the
-tree is copied twice and --file compiled in it with the arguments after `--`. The settings: plain; `--objdir-as-tempdir` (temporary files named after the object, not
-/tmp/tmpxft_<pid>_...); that and `-frandom-seed=<file>` (no pid in the names); the same from another
-folder (the path hash stays: why builds compile at one path). A table goes to bench/RESULTS.md.
+tree is copied twice and --file compiled in it with the arguments after `--`. The settings: plain;
+`--objdir-as-tempdir` (temporary files named after the object, not /tmp/tmpxft_<pid>_...); that and
+`-frandom-seed=<file>` (no pid in the names); the same from another folder (the path hash stays: why
+builds compile at one path). A table goes to bench/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -55,7 +56,11 @@ def compile_once(nvcc: str, arch: str, folder: Path, file: str, flags: list[str]
 
 def differing_bytes(a: bytes, b: bytes) -> int:
     """What `cmp -l` counts: positions that differ, plus the length difference."""
-    return sum(x != y for x, y in zip(a, b)) + abs(len(a) - len(b))
+    return sum(x != y for x, y in zip(a, b, strict=False)) + abs(len(a) - len(b))
+
+
+def row(setting: str, first: bytes, second: bytes) -> str:
+    return f"| {setting} | {differing_bytes(first, second)} of {len(first)} bytes differ |"
 
 
 def main() -> None:
@@ -80,10 +85,10 @@ def main() -> None:
         for name, flags in settings(args.file).items():
             first, second = (compile_once(args.nvcc, args.arch, one, args.file, [*flags, *args.extra])
                              for _ in range(2))
-            rows.append(f"| {name}, twice in one folder | {differing_bytes(first, second)} of {len(first)} bytes differ |")
+            rows.append(row(f"{name}, twice in one folder", first, second))
         seeded = [*list(settings(args.file).values())[-1], *args.extra]
         here, there = (compile_once(args.nvcc, args.arch, folder, args.file, seeded) for folder in (one, other))
-        rows.append(f"| the last, once from another folder | {differing_bytes(here, there)} of {len(here)} bytes differ |")
+        rows.append(row("the last, once from another folder", here, there))
     given = ["--arch", args.arch, "--nvcc", args.nvcc] + (["--tree", str(args.tree), "--file", args.file] if args.tree
                                                           else []) + (["--", *args.extra] if args.extra else [])
     what = f"{args.file} of {args.tree.name}" if args.tree else "the kernel file the script writes"
