@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
+from filelock import FileLock
+
+from builder.building.workdir import OWNER_FILE
+from builder.owner import Owner, write_owner
 from builder.store.cache import Cache
 from tests.conftest import builder_json, run_builder
 
@@ -61,3 +66,24 @@ def test_verify_quarantines_a_flipped_byte(tmp_path: Path) -> None:
     assert quarantined.name.startswith("bad-") and (quarantined / "entry.json").is_file()
     assert "beta" not in (cache.root / "simple" / "index.html").read_text()
     assert builder_json("cache", "verify", "--cache", str(cache.root)) == {"ok": ["good"], "quarantined": []}
+
+
+def test_gc_removes_the_folders_builds_left_once_a_day_old_and_unused(tmp_path: Path) -> None:
+    root, day_ago = tmp_path / "build", time.time() - 25 * 3600
+    folders = {name: root / name for name in ("failed", "failed.stale-20261201-101010", "fresh", "locked", "owned")}
+    for folder in folders.values():
+        (folder / "src").mkdir(parents=True)
+        (folder / "src" / "kernel.o").write_bytes(b"\0" * 1000)
+    write_owner(folders["owned"] / OWNER_FILE, Owner.me())  # a build working there (or a dead one's compilers)
+    for name, folder in folders.items():
+        if name != "fresh":  # a failure of an hour ago stays for its inspection
+            os.utime(folder, (day_ago, day_ago))
+    env = {"BUILDER_BUILD_DIR": str(root)}
+    cache = str(tmp_path / "cache")
+    with FileLock(f"{folders['locked']}.lock"):  # a build of that key holds its folder
+        dry = builder_json("cache", "gc", "--build-folders", "--dry-run", "--cache", cache, env=env)
+        assert dry["build_folders"] == [str(folders["failed"]), str(folders["failed.stale-20261201-101010"])]
+        assert dry["build_folders_bytes"] == 2000 and all(folder.is_dir() for folder in folders.values())
+        shown = run_builder("cache", "gc", "--build-folders", "--cache", cache, env=env, check=True)
+    assert f"removed 2 folder(s) builds left in {root} (0.0 MB)" in shown.stdout
+    assert sorted(path.name for path in root.iterdir() if path.is_dir()) == ["fresh", "locked", "owned"]

@@ -133,6 +133,40 @@ def take_over(path: Path, reporter: Reporter) -> None:
     reporter.say(f"    {path.name} was left by {who}, which is gone: {running}moved it aside to {aside}")
 
 
+LEFT_MIN_AGE_S = 24 * 3600
+"""A folder a build left is pruned only when untouched this long: time to inspect a failure."""
+
+
+def left_folders(root: Path, *, min_age_s: float = LEFT_MIN_AGE_S, now: float | None = None) -> list[Path]:
+    """Folders under the build root that builds left and no build uses, untouched for `min_age_s`:
+    a failed build's (kept for inspection, no owner.json) and those moved aside from a builder that
+    died (<key>.stale-<time>). A folder whose key's lock is held is in use and not listed."""
+    if not root.is_dir():
+        return []
+    now = time.time() if now is None else now
+    left = []
+    for path in sorted(root.iterdir()):
+        if not path.is_dir() or path.is_symlink() or now - path.stat().st_mtime < min_age_s:
+            continue
+        if ".stale-" in path.name or (not (path / OWNER_FILE).exists() and not _locked(path)):
+            left.append(path)
+    return left
+
+
+def _locked(path: Path) -> bool:
+    lock = FileLock(f"{path}.lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        return True
+    lock.release()
+    return False
+
+
+def folder_size(path: Path) -> int:
+    return sum(f.lstat().st_size for f in path.rglob("*") if f.is_file() and not f.is_symlink())
+
+
 def wait_for(owner: Owner, path: Path, reporter: Reporter) -> None:
     """Wait until the live `owner` of `path` has ended, saying so now and every so often."""
     reporter.say(f"==> waiting: the build directory {path} is in use by {owner.describe()}")

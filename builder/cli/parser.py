@@ -240,6 +240,9 @@ def _add_cache_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     gc = cache_sub.add_parser("gc", parents=[common], help="prune old entries (never ones an install still uses)")
     gc.add_argument("--keep", type=int, help="keep the newest N entries per recipe")
     gc.add_argument("--max-size", help="then remove oldest first until the cache fits, e.g. 20G")
+    gc.add_argument("--build-folders", action="store_true",
+                    help="also remove the folders failed or killed builds left under the build-dir setting, "
+                         "untouched for a day and used by no build (they are kept for inspection)")
     gc.add_argument("--dry-run", action="store_true", help="say what would go, remove nothing")
     cache_sub.add_parser("verify", parents=[common], help="re-hash every wheel; quarantine corrupt entries")
     for name, text in (("push", "upload entries to a shared cache"),

@@ -31,11 +31,16 @@ def cmd_cache(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
         return cache_list(cache, out)
     if action == "gc":
         max_bytes = maintenance.parse_size(args.max_size) if args.max_size else None
-        report = maintenance.gc(cache, keep=args.keep, max_bytes=max_bytes, dry_run=args.dry_run)
+        report = maintenance.gc(cache, keep=args.keep, max_bytes=max_bytes, dry_run=args.dry_run,
+                                build_root=ws.settings.build_dir if args.build_folders else None)
+        removing = "would remove" if args.dry_run else "removed"
 
         def render_gc() -> None:
-            out.line(f"{'would remove' if args.dry_run else 'removed'} {len(report.removed)} entries "
-                     f"({report.freed_bytes / 1024**2:.1f} MB); kept {len(report.kept_installed)} still installed")
+            out.line(f"{removing} {len(report.removed)} entries ({report.freed_bytes / 1024**2:.1f} MB); "
+                     f"kept {len(report.kept_installed)} still installed")
+            if args.build_folders:
+                out.line(f"{removing} {len(report.build_folders)} folder(s) builds left in {ws.settings.build_dir} "
+                         f"({report.build_folders_bytes / 1024**2:.1f} MB)")
             _say_skipped(out, report.skipped_corrupt)
         out.emit(asdict(report), render_gc)
         return 0

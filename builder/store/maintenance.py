@@ -2,18 +2,21 @@
 
 gc keeps the newest N entries per recipe and/or fits a size cap, oldest first out, and never
 removes an entry that an install recorded in installs.json still uses; an entry whose entry.json
-is unreadable is skipped and reported. verify re-hashes every wheel against its entry.json and
-moves a corrupt entry (a wrong hash, a missing wheel, an unreadable entry.json) to quarantine/, out
-of every index.
+is unreadable is skipped and reported. With --build-folders it also removes what failed and killed
+builds left in the build root (builder/building/workdir.py `left_folders`). verify re-hashes
+every wheel against its entry.json and moves a corrupt entry (a wrong hash, a missing wheel, an
+unreadable entry.json) to quarantine/, out of every index.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from builder.building.workdir import folder_size, left_folders
 from builder.errors import UsageError
 from builder.files import sha256_of
 from builder.store.cache import Cache, CorruptEntry, Entry
@@ -27,16 +30,21 @@ class GcReport:
     size_after: int = 0
     skipped_corrupt: dict[str, str] = field(default_factory=dict)
     """Entries whose entry.json is unreadable, with why: left for `cache verify` to quarantine."""
+    build_folders: list[str] = field(default_factory=list)
+    """Folders of the build root that builds left, removed (or, in a dry run, to be)."""
+    build_folders_bytes: int = 0
 
 
 def _size(entry: Entry) -> int:
     return sum(p.stat().st_size for p in entry.path.iterdir() if p.is_file())
 
 
-def gc(cache: Cache, *, keep: int | None = None, max_bytes: int | None = None, dry_run: bool = False) -> GcReport:
-    """Remove entries beyond the newest `keep` per recipe, then oldest first until under `max_bytes`."""
-    if keep is None and max_bytes is None:
-        raise UsageError("cache gc needs --keep N and/or --max-size SIZE")
+def gc(cache: Cache, *, keep: int | None = None, max_bytes: int | None = None, dry_run: bool = False,
+       build_root: Path | None = None) -> GcReport:
+    """Remove entries beyond the newest `keep` per recipe, then oldest first until under `max_bytes`;
+    and the folders builds left in `build_root`, when given."""
+    if keep is None and max_bytes is None and build_root is None:
+        raise UsageError("cache gc needs --keep N, --max-size SIZE and/or --build-folders")
     if keep is not None and keep < 0:
         raise UsageError("--keep must be 0 or more")
     entries, corrupt = cache.scan()  # oldest first
@@ -66,6 +74,11 @@ def gc(cache: Cache, *, keep: int | None = None, max_bytes: int | None = None, d
         if not dry_run:
             cache.remove(entry)
     report.size_after = sum(_size(e) for e in cache.entries())
+    for folder in left_folders(build_root) if build_root is not None else []:
+        report.build_folders.append(str(folder))
+        report.build_folders_bytes += folder_size(folder)
+        if not dry_run:
+            shutil.rmtree(folder, ignore_errors=True)
     return report
 
 
