@@ -137,14 +137,13 @@ LEFT_MIN_AGE_S = 24 * 3600
 """A folder a build left is pruned only when untouched this long: time to inspect a failure."""
 
 
-def left_folders(root: Path, *, min_age_s: float = LEFT_MIN_AGE_S, now: float | None = None) -> list[Path]:
+def left_folders(root: Path, *, min_age_s: float = LEFT_MIN_AGE_S) -> list[Path]:
     """Folders under the build root that builds left and no build uses, untouched for `min_age_s`:
     a failed build's (kept for inspection, no owner.json) and those moved aside from a builder that
     died (<key>.stale-<time>). A folder whose key's lock is held is in use and not listed."""
     if not root.is_dir():
         return []
-    now = time.time() if now is None else now
-    left = []
+    now, left = time.time(), []
     for path in sorted(root.iterdir()):
         if not path.is_dir() or path.is_symlink() or now - path.stat().st_mtime < min_age_s:
             continue
