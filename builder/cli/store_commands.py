@@ -41,6 +41,8 @@ def cmd_cache(args: argparse.Namespace, ws: Workspace, out: Output) -> int:
             if args.build_folders:
                 out.line(f"{removing} {len(report.build_folders)} folder(s) builds left in {ws.settings.build_dir} "
                          f"({report.build_folders_bytes / 1024**2:.1f} MB)")
+                for folder in report.build_folders_kept:
+                    out.line(f"could not remove {folder} (another user's?)")
             _say_skipped(out, report.skipped_corrupt)
         out.emit(asdict(report), render_gc)
         return 0

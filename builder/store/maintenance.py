@@ -33,6 +33,8 @@ class GcReport:
     build_folders: list[str] = field(default_factory=list)
     """Folders of the build root that builds left, removed (or, in a dry run, to be)."""
     build_folders_bytes: int = 0
+    build_folders_kept: list[str] = field(default_factory=list)
+    """Such folders that could not be removed (another user's, in a shared build root)."""
 
 
 def _size(entry: Entry) -> int:
@@ -75,10 +77,14 @@ def gc(cache: Cache, *, keep: int | None = None, max_bytes: int | None = None, d
             cache.remove(entry)
     report.size_after = sum(_size(e) for e in cache.entries())
     for folder in left_folders(build_root) if build_root is not None else []:
-        report.build_folders.append(str(folder))
-        report.build_folders_bytes += folder_size(folder)
+        size = folder_size(folder)
         if not dry_run:
             shutil.rmtree(folder, ignore_errors=True)
+            if folder.exists():
+                report.build_folders_kept.append(str(folder))
+                continue
+        report.build_folders.append(str(folder))
+        report.build_folders_bytes += size
     return report
 
 
