@@ -169,6 +169,13 @@ def test_cache_on_a_regular_file(tmp_path: Path) -> None:
     assert document["kind"] == "FileAccessError" and document["exit_code"] == 13 and "hint" in document
 
 
+def test_a_cache_where_no_folder_can_be_made_is_refused_before_compiling(fixture_recipe: Path) -> None:
+    cache = Path("/proc/builder-cache")  # /proc takes no new folder, not even from root
+    result = run_builder("build", str(fixture_recipe), "--arch", "86", "--cache", str(cache))
+    assert_refused(result, 13, f"cannot make the cache {cache}", "point builder at a writable cache")
+    assert "==> compile" not in result.stderr and not cache.exists()
+
+
 @pytest.mark.parametrize(("python", "what"), [("/tmp", "is a directory"), ("/etc/passwd", "is not executable"),
                                               ("/no/such/python", "does not exist")])
 def test_python_that_is_no_interpreter(tmp_path: Path, python: str, what: str) -> None:

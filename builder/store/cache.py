@@ -175,11 +175,17 @@ class Cache:
 
     def check_writable(self) -> None:
         """Refuse, in one line, a cache this process cannot write (a read-only mount, another
-        user's directory): a build must store there; a cache hit needs no write."""
+        user's directory, a place no folder can be made): a build must store there; a cache hit needs
+        no write."""
+        hint = ("point builder at a writable cache with --cache DIR or BUILDER_CACHE_DIR (a read-only cache "
+                "still serves the builds it holds)")
         if not self.writable():
             raise FileAccessError(f"the cache {self.root} is read-only here, so nothing new can be built into it",
-                                  hint="point builder at a writable cache with --cache DIR or BUILDER_CACHE_DIR "
-                                       "(a read-only cache still serves the builds it holds)")
+                                  hint=hint)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)  # where root may write but not make folders: /proc
+        except OSError as exc:
+            raise FileAccessError(f"cannot make the cache {self.root}: {exc.strerror or exc}", hint=hint) from exc
 
     @contextmanager
     def lock(self, key: str, *, say: Callable[[str], None] | None = None) -> Iterator[None]:
