@@ -78,10 +78,8 @@ def _first_free(paths: Sequence[Path]) -> Iterator[Path]:
     """The first of `paths` whose lock this process can take now, held while in use; else the last
     one, its lock waited for (builds of one key from several caches take turns)."""
     for path in paths[:-1]:
-        lock = FileLock(f"{path}.lock")
-        try:
-            lock.acquire(timeout=0)
-        except Timeout:
+        lock = _lock_now(path)
+        if lock is None:
             continue
         try:
             yield path
@@ -90,6 +88,16 @@ def _first_free(paths: Sequence[Path]) -> Iterator[Path]:
         return
     with FileLock(f"{paths[-1]}.lock"):
         yield paths[-1]
+
+
+def _lock_now(path: Path) -> FileLock | None:
+    """The lock of build folder `path`, taken, if no build holds it now; else None."""
+    lock = FileLock(f"{path}.lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        return None
+    return lock
 
 
 def make_root(root: Path) -> None:
@@ -147,19 +155,16 @@ def left_folders(root: Path, *, min_age_s: float = LEFT_MIN_AGE_S) -> list[Path]
     for path in sorted(root.iterdir()):
         if not path.is_dir() or path.is_symlink() or now - path.stat().st_mtime < min_age_s:
             continue
-        if ".stale-" in path.name or (not (path / OWNER_FILE).exists() and not _locked(path)):
+        if ".stale-" in path.name or (not (path / OWNER_FILE).exists() and _unused(path)):
             left.append(path)
     return left
 
 
-def _locked(path: Path) -> bool:
-    lock = FileLock(f"{path}.lock")
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        return True
-    lock.release()
-    return False
+def _unused(path: Path) -> bool:
+    lock = _lock_now(path)
+    if lock is not None:
+        lock.release()
+    return lock is not None
 
 
 def folder_size(path: Path) -> int:
