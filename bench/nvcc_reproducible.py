@@ -40,7 +40,6 @@ void run_scale(float* x, float a, long n) { scale<float><<<(n + 255) / 256, 256>
 """
 
 
-
 def settings(file: str) -> dict[str, list[str]]:
     """Each setting's nvcc flags, as builder/building/reproducible.py and gate.py add them."""
     return {"plain": [], "--objdir-as-tempdir": ["--objdir-as-tempdir"],
