@@ -17,6 +17,7 @@ from builder import __version__
 from builder.errors import UsageError
 from builder.fleet.ci_github import DEFAULT_CACHE_URL
 from builder.fleet.farm import DEFAULT_SCHEDULER_ADDR
+from builder.settings import BY_NAME
 
 EPILOG = """examples:
   builder build causal-conv1d --arch 86           build for sm_86 against this Python's torch
@@ -40,6 +41,11 @@ SETTING_OPTIONS = {"cache-dir": "cache", "cache-url": "cache_url", "archs": "arc
                    "index-url": "index_url"}
 
 
+def unset_of(setting: str) -> str:
+    """What a setting does when nothing sets it (builder/settings.py, one place), for a help text."""
+    return BY_NAME[setting].unset.replace("%", "%%")
+
+
 def command_line_settings(args: argparse.Namespace) -> dict[str, Any]:
     """The settings the command line gave (absent or None: not given)."""
     return {name: getattr(args, dest) for name, dest in SETTING_OPTIONS.items() if getattr(args, dest, None)}
@@ -54,7 +60,7 @@ def _add_target_args(parser: argparse.ArgumentParser) -> None:
                                        "(default: torch's CUDA)")
     parser.add_argument("--arch", action="append", default=[],
                         help="GPU arch: 86, 8.6, sm_86, 8.6+PTX; repeat or join with , or ; "
-                             "(default: the archs setting, else the visible GPUs)")
+                             f"(default: the archs setting, else {unset_of('archs')})")
     parser.add_argument("--torch", help="build in a venv with exactly this torch version")
     parser.add_argument("--torch-index", help="index URL to get that torch from (e.g. a per-CUDA index)")
     parser.add_argument("--python", help="target interpreter (default: the one running builder)")
@@ -66,7 +72,7 @@ def _add_target_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--memory-budget", metavar="GB",
                         help="memory the running compiles may be expected to use together; each compile is "
                              "admitted only while its expected peak (from the last build's records, else the "
-                             "recipe's estimate) fits (default: 80%% of the memory available)")
+                             f"recipe's estimate) fits (default: {unset_of('memory-budget')})")
     parser.add_argument("--variant", action="append", default=[], metavar="NAME=VALUE",
                         help="a choice of one of the recipe's declared variants, e.g. hdims=64,128 (`builder "
                              "recipes` lists them); repeat for several")
