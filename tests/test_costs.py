@@ -45,10 +45,11 @@ def hog_build(directory: Path, jobs: dict[str, tuple[int, float]]) -> Path:
     return directory
 
 
-def gate_env(gate_dir: Path, source_root: Path, *, budget_mb: int, job_mb: int) -> dict[str, str]:
+def gate_env(gate_dir: Path, source_root: Path, *, budget_mb: int, job_mb: int, jobs: int = 64) -> dict[str, str]:
     gate_dir.mkdir(exist_ok=True)
     return {**os.environ, "BUILDER_GATE_DIR": str(gate_dir), "BUILDER_GATE_SOURCE_ROOT": str(source_root),
-            "BUILDER_GATE_BUDGET_MB": str(budget_mb), "BUILDER_GATE_JOB_MB": str(job_mb)}
+            "BUILDER_GATE_BUDGET_MB": str(budget_mb), "BUILDER_GATE_JOB_MB": str(job_mb),
+            "BUILDER_GATE_CORES": str(jobs)}
 
 
 def records(gate_dir: Path) -> list[dict]:
@@ -117,6 +118,27 @@ def test_a_compile_larger_than_the_budget_still_runs_alone(tmp_path: Path) -> No
     subprocess.run([NINJA, "-j2"], cwd=build, env=env, check=True, capture_output=True)
     first, second = sorted(records(tmp_path / "gate"), key=lambda r: r["start"])
     assert first["end"] <= second["start"]  # one at a time, and nobody waited forever
+
+
+def most_at_once(found: list[dict]) -> int:
+    """The most compiles the records show running at one moment."""
+    return max(sum(r["start"] <= moment < r["end"] for r in found) for moment in (r["start"] for r in found))
+
+
+def test_ninjas_side_by_side_share_the_builds_jobs(tmp_path: Path) -> None:
+    """A setup.py building its extensions at once runs a ninja for each, each with the build's -j:
+    the gate keeps their compiles together within the build's jobs."""
+    gate_dir = tmp_path / "gate"
+    env = gate_env(gate_dir, tmp_path, budget_mb=100_000, job_mb=1, jobs=2)
+    ninjas = []
+    for extension in ("one", "two"):
+        (tmp_path / extension).mkdir()
+        build = hog_build(tmp_path / extension, {f"{extension}{i}": (10, 0.5) for i in range(3)})
+        ninjas.append(subprocess.Popen([NINJA, "-j3"], cwd=build, env=env, stdout=subprocess.DEVNULL))
+    assert [ninja.wait() for ninja in ninjas] == [0, 0]
+    found = records(gate_dir)
+    assert len(found) == 6 and most_at_once(found) == 2
+    assert any(r["waited_s"] > 0.2 for r in found)  # the jobs held them back: memory was plenty
 
 
 def test_configure_probes_are_neither_gated_nor_recorded(tmp_path: Path) -> None:

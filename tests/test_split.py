@@ -29,7 +29,7 @@ from builder.building.gate import (
     split_threads,
     splits_already,
 )
-from builder.building.ninja_order import gate_nvcc, planned, reorder, weights
+from builder.building.ninja_order import add_planned, gate_nvcc, planned, reorder, weights
 from builder.building.sccache import describe
 from builder.errors import RecipeError
 from builder.planning.toolchain import splits_compiles
@@ -244,6 +244,14 @@ def test_the_ordering_ninja_lists_the_planned_sources_and_weighs_them_by_cpu() -
     ordered = reorder(TORCH_2_0_NINJA, Path("/src/build"), weights(fed), "/src")
     assert planned(ordered, Path("/src/build"), "/src") == ["csrc/costly.cu", "csrc/binding.cpp",
                                                             "csrc/cheap.cu"]
+
+
+def test_each_ninja_run_adds_its_sources_to_the_planned_ones(tmp_path: Path) -> None:
+    """Extensions built at once run their ninjas side by side: the last one must not hide the others'
+    files from the gate's split decisions."""
+    add_planned(tmp_path, ["a/one.cu", "a/two.cu"])
+    add_planned(tmp_path, ["b/three.cu", "a/two.cu"])
+    assert json.loads((tmp_path / "planned.json").read_text()) == ["a/one.cu", "a/two.cu", "b/three.cu"]
 
 
 # -- nvcc: which toolkits have it, and the device code with and without it -----------------------

@@ -4,7 +4,10 @@ Makefile's NVCC, CMake's compiler launchers). For one compile it
 
 1. decides how many threads an nvcc compile gets (`--split-compile N`, below), and waits until the
    compile's expected peak memory fits in the build's memory budget beside the compiles already
-   running (always admitted when none runs, so a build never deadlocks);
+   running, and until fewer than the build's jobs (BUILDER_GATE_CORES) run: one ninja's -j bounds
+   its own compiles, not those of the ninjas a setup.py building its extensions at once starts
+   side by side (patches/autoawq-kernels/0.0.9-extensions-at-once.patch). Always admitted when none
+   runs, so a build never deadlocks;
 2. runs the compiler, sampling the resident memory of its whole process tree (a split compile's
    threads included);
 3. appends a record: file, start, end, wall and CPU seconds, peak RSS, threads, expected and waited.
@@ -265,8 +268,9 @@ class Admission:
 
     def __init__(self, gate_dir: Path, file: str, *, budget_mb: float, default_mb: float, cores: int,
                  split: str, local_slots: int | None = None) -> None:
-        """`split`: "load" (split_threads), "shipped" (shipped_threads) or "off"; `local_slots`: on a
-        farm, the most compiles that run here at once (local_mb)."""
+        """`cores`: the build's jobs, the most compiles running at once and the cores split decisions
+        share; `split`: "load" (split_threads), "shipped" (shipped_threads) or "off"; `local_slots`:
+        on a farm, the most compiles that run here at once (local_mb)."""
         self.gate_dir, self.file, self.budget_mb, self.default_mb = gate_dir, file, budget_mb, default_mb
         self.cores, self.split, self.local_slots = cores, split, local_slots
         self.hints: dict[str, dict[str, Any]] = read_json(gate_dir / "hints.json", {})
@@ -298,9 +302,11 @@ class Admission:
                              busy, self.cores)
 
     def decide(self, running: Mapping[str, Mapping[str, Any]], now: float) -> tuple[int, float, str] | None:
-        """(threads, expected MB, basis) when the compile may start now, else None (wait): the most
-        threads up to split_threads' answer whose expected peak fits beside the running ones (the
-        shipped count or nothing, through sccache)."""
+        """(threads, expected MB, basis) when the compile may start now, else None (wait: the build's
+        jobs all run, or memory is short): the most threads up to split_threads' answer whose expected
+        peak fits beside the running ones (the shipped count or nothing, through sccache)."""
+        if len(running) >= self.cores:
+            return None
         hint = self.hints.get(self.file)
         in_use = [float(r["mb"]) for r in running.values()]
         most = self.threads(running, now)

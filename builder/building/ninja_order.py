@@ -6,7 +6,8 @@ real ninja. It
   writes PYTORCH_NVCC's value (torch/utils/cpp_extension.py), which is already the gate.
   BUILDER_NVCC_LAUNCHER is what goes in front (the gate, and sccache with --ccache);
 - reorders the build statements heaviest first by the expected compile times (hints.json);
-- writes the sources this ninja run compiles to planned.json, for the gate's split decisions.
+- adds the sources this ninja run compiles to planned.json, for the gate's split decisions (a
+  setup.py building its extensions at once runs a ninja for each, side by side).
 
 Heaviest first:
 
@@ -36,6 +37,8 @@ import os
 import re
 import sys
 from pathlib import Path
+
+from filelock import FileLock
 
 
 def blocks(text: str) -> list[list[str]]:
@@ -120,7 +123,17 @@ def prepare(path: Path, gate_dir: Path, root: str, launcher: str) -> None:
         prepared = reorder(prepared, path.parent, weights(json.loads(hints_file.read_text())), root)
     if prepared != text:
         path.write_text(prepared)
-    (gate_dir / "planned.json").write_text(json.dumps(planned(prepared, path.parent, root)))
+    add_planned(gate_dir, planned(prepared, path.parent, root))
+
+
+def add_planned(gate_dir: Path, sources: list[str]) -> None:
+    """Add a ninja run's sources to the build's planned.json (the runs before it, or beside it, keep
+    theirs: the gate leaves out the files already started)."""
+    listed, part = gate_dir / "planned.json", gate_dir / "planned.json.part"
+    with FileLock(str(gate_dir / "planned.lock")):
+        known = json.loads(listed.read_text()) if listed.is_file() else []
+        part.write_text(json.dumps(known + [source for source in sources if source not in known]))
+        os.replace(part, listed)  # whole: the gate reads it without this lock
 
 
 def build_file(args: list[str]) -> Path:
