@@ -17,7 +17,7 @@ from tests.test_costs import most_at_once
 EXTENSIONS = ["awqlike_ext", "exllike_ext", "awqlike_v2_ext"]
 
 
-@pytest.mark.slow  # three torch-header translation units: about 5 minutes on 2 cores, one at a time
+@pytest.mark.slow  # three torch-header translation units: about 3 minutes on 2 cores, two at a time
 def test_several_extensions_hold_exactly_the_asked_arch(tmp_path: Path) -> None:
     recipe = tmp_path / "multi-ext.toml"
     recipe.write_text(textwrap.dedent(f"""\
