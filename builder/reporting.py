@@ -59,14 +59,25 @@ class LoggingReporter:
 
 
 def compile_line_parser(update: Callable[[int, int, str], None]) -> Callable[[str], None]:
-    """A build-output line handler that reports ninja's `[n/N] ...` lines through `update`."""
+    """A build-output line handler that reports ninja's `[n/N] ...` lines through `update`, counted
+    over the whole build. A setup.py runs one ninja per extension, one after another or side by
+    side, each counting from 1. Printing to a pipe, ninja writes a line as each edge finishes (its
+    default status "[%f/%t] ", %f the edges finished), so every line is one more done, and a run's
+    first line, [1/N], adds its N to the total."""
+    done = total = 0
+
     def on_line(line: str) -> None:
+        nonlocal done, total
         match = _NINJA_RE.match(line)
         if match is None:
             return
+        done += 1
+        if int(match[1]) == 1:
+            total += int(match[2])
+        total = max(total, done)
         source = _SOURCE_RE.search(match[3])
         what = source[1].rsplit("/", 1)[-1] if source else match[3][:60]
-        update(int(match[1]), int(match[2]), what)
+        update(done, total, what)
     return on_line
 
 

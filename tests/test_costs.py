@@ -24,6 +24,7 @@ from builder.building.costs import BuildCosts, FileCost, describe, gate_records
 from builder.building.ninja_order import reorder
 from builder.delivery.verify import run_gpu_check
 from builder.errors import VerifyError
+from builder.reporting import compile_line_parser
 from builder.store import records as stored
 from builder.store.cache import Cache
 from tests.conftest import FIXTURES, ROOT, builder_json, label, make_venv, run_builder, wrappers_on_path
@@ -139,6 +140,23 @@ def test_ninjas_side_by_side_share_the_builds_jobs(tmp_path: Path) -> None:
     found = records(gate_dir)
     assert len(found) == 6 and most_at_once(found) == 2
     assert any(r["waited_s"] > 0.2 for r in found)  # the jobs held them back: memory was plenty
+
+
+def test_the_progress_counts_the_edges_of_every_ninja_of_the_build(tmp_path: Path) -> None:
+    """Two ninjas side by side (3 and 2 edges) into one pipe, as builder reads a setup.py's output:
+    one count over both, not each ninja's own [n/N] in turn."""
+    for name, edges in (("one", 3), ("two", 2)):
+        (tmp_path / name).mkdir()
+        rules = ["rule touch", "  command = touch $out"] + [f"build {name}{i}.o: touch" for i in range(edges)]
+        (tmp_path / name / "build.ninja").write_text("\n".join(rules) + "\n")
+    output = subprocess.run(["sh", "-c", f"(cd one && {NINJA} -v) & (cd two && {NINJA} -v) & wait"], cwd=tmp_path,
+                            capture_output=True, text=True, check=True).stdout
+    seen: list[tuple[int, int]] = []
+    on_line = compile_line_parser(lambda done, total, what: seen.append((done, total)))
+    for line in output.splitlines():
+        on_line(line)
+    assert [done for done, _ in seen] == [1, 2, 3, 4, 5] and seen[-1] == (5, 5)
+    assert all(done <= total for done, total in seen)
 
 
 def test_configure_probes_are_neither_gated_nor_recorded(tmp_path: Path) -> None:
