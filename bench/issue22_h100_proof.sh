@@ -14,14 +14,16 @@
 #   h128   flash-attn hdims=128 (both dtypes, backward on), a plain build from a fresh cache
 #          (measured), then upstream's test_flash_attn_kvcache for d=128 and transformers on it
 #   check  (after h128) `builder build --check` of that entry: a plain rebuild, compared
-#   awq    autoawq-kernels 0.0.9 whole (measured), its costs exported
+#   awq    autoawq-kernels 0.0.9 whole (measured), its costs exported; its five extensions compile at
+#          once since the recipe's extensions-at-once patch (one after another before: 294.9 s on the H100)
 #   cc     flash-attn hdims=128 through --compile-cache, fresh, then again from another fresh cache
 #          and build folder, the compile cache shared (measured; issue 23's pair)
 # Every measured build also samples the host every 5 s (<name>.host.txt: time, /proc/stat's cpu
 # line, the mean MHz /proc/cpuinfo reports, transparent huge page faults and fallbacks), to tell a
 # host that slows under load from the build (the H100 run of 2026-12-07 slowed as it ran).
 # $OUT is refreshed every minute of a wait, so a call that runs out of device time still brings back
-# what had finished. Spent on the H100 (2026-12-07): whole + uv 1,246 s; h128-cold of cc 396 s.
+# what had finished. Spent on the H100 (2026-12-07): whole + uv 1,246 s; h128-cold of cc 396 s; h128 + its
+# tests 484 s, check 317 s, awq 298 s.
 set -uo pipefail
 STAGES=${STAGES:-h128 check awq}
 want() { [[ " $STAGES " == *" $1 "* ]]; }
