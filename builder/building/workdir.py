@@ -195,8 +195,15 @@ def left_running(owner: Owner, path: Path) -> list[psutil.Process]:
         return []
     found = {p.pid: p for sid in owner.groups for p in session_members(sid, not_before=owner.started)}
     inside, tmpdir = str(path.resolve()) + os.sep, str(path.resolve() / TMP_DIR)
-    for process in psutil.process_iter(["cwd", "environ"]):
-        cwd, environ = process.info["cwd"] or "", process.info["environ"] or {}
-        if process.pid != os.getpid() and ((cwd + os.sep).startswith(inside) or environ.get("TMPDIR") == tmpdir):
-            found[process.pid] = process
+    # A Process made now for each pid, not process_iter's: its cache keeps the object of an earlier
+    # process whose pid a later one reuses, and psutil refuses to signal that one ("PID reused").
+    for pid in psutil.pids():
+        try:
+            process = psutil.Process(pid)
+            info = process.as_dict(["cwd", "environ"])
+        except psutil.Error:
+            continue
+        cwd, environ = info["cwd"] or "", info["environ"] or {}
+        if pid != os.getpid() and ((cwd + os.sep).startswith(inside) or environ.get("TMPDIR") == tmpdir):
+            found[pid] = process
     return list(found.values())
