@@ -197,13 +197,13 @@ def left_running(owner: Owner, path: Path) -> list[psutil.Process]:
     inside, tmpdir = str(path.resolve()) + os.sep, str(path.resolve() / TMP_DIR)
     # A Process made now for each pid, not process_iter's: its cache keeps the object of an earlier
     # process whose pid a later one reuses, and psutil refuses to signal that one ("PID reused").
-    for pid in psutil.pids():
+    for pid in set(psutil.pids()) - {os.getpid()}:
         try:
             process = psutil.Process(pid)
             info = process.as_dict(["cwd", "environ"])
         except psutil.Error:
             continue
         cwd, environ = info["cwd"] or "", info["environ"] or {}
-        if pid != os.getpid() and ((cwd + os.sep).startswith(inside) or environ.get("TMPDIR") == tmpdir):
+        if (cwd + os.sep).startswith(inside) or environ.get("TMPDIR") == tmpdir:
             found[pid] = process
     return list(found.values())
