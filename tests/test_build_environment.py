@@ -66,13 +66,15 @@ def test_make_s_own_makeflags_are_no_note_but_its_command_line_variables_are(tmp
     makefile = tmp_path / "Makefile"
     makefile.write_text(f"plan:\n\t@{sys.executable} -m builder plan {RECIPE} --cache {tmp_path / 'cache'} "
                         f"--json > {out}\n")
+    # Not under the make running this suite: `make test VAR=1` would hand its VAR=1 down in MAKEFLAGS.
+    outside_make = {k: v for k, v in os.environ.items() if k not in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS")}
     dropped = {}
     for flags in ((), ("-j2",), ("-s", "-w"), ("--no-print-directory",), ("FOO=1",), ("-e",)):
-        subprocess.run(["make", "-f", str(makefile), *flags], check=True, cwd=ROOT, capture_output=True)
+        subprocess.run(["make", "-f", str(makefile), *flags], check=True, cwd=ROOT, capture_output=True,
+                       env=outside_make)
         dropped[flags] = "MAKEFLAGS" in json.loads(out.read_text())["environment"]["dropped"]
     assert dropped == {(): False, ("-j2",): False, ("-s", "-w"): False, ("--no-print-directory",): False,
                        ("FOO=1",): True, ("-e",): True}
-    outside_make = {k: v for k, v in os.environ.items() if k not in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS")}
     by_hand = subprocess.run([sys.executable, "-m", "builder", "plan", str(RECIPE), "--cache", str(tmp_path / "cache"),
                               "--json"], env={**outside_make, "MAKEFLAGS": "-j8"}, cwd=ROOT, capture_output=True,
                              text=True, check=True)
